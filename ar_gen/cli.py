@@ -1,0 +1,96 @@
+"""The `ar-gen` command: thin subcommands that parse, load a config and call library functions."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def _train(args, overrides):
+  from ar_gen import config as config_lib  # pylint: disable=g-import-not-at-top
+  from ar_gen.train import trainer  # pylint: disable=g-import-not-at-top
+  config = config_lib.load_config(args.config, overrides)
+  metrics = trainer.train(config, args.workdir, stop_after_steps=args.stop_after_steps)
+  print({k: round(v, 4) for k, v in metrics.items()})
+
+
+def _eval_tokenizer(args, overrides):
+  from ar_gen.eval import tokenizer_eval  # pylint: disable=g-import-not-at-top
+  _no_overrides(overrides)
+  result = tokenizer_eval.evaluate(args.workdir, max_examples=args.max_examples, batch_size=args.batch_size)
+  print(result)
+
+
+def _demo(args, overrides):
+  from ar_gen import demo  # pylint: disable=g-import-not-at-top
+  _no_overrides(overrides)
+  demo.run(args.out, quick=args.quick)
+
+
+def _no_overrides(overrides):
+  if overrides:
+    raise SystemExit(f"ar-gen: unrecognized arguments: {' '.join(overrides)}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog="ar-gen", description=__doc__)
+  sub = parser.add_subparsers(dest="command", required=True)
+
+  p = sub.add_parser("train", help="train a model from a config file",
+                     description="Train from configs/X.py[:ARGS]; override keys with --config.KEY=VALUE.")
+  p.add_argument("--config", required=True, help="configs/X.py[:ARGS]")
+  p.add_argument("--workdir", required=True)
+  p.add_argument("--stop-after-steps", type=int, default=None,
+                 help="leave (with a checkpoint) after this many steps of this invocation")
+  p.set_defaults(fn=_train)
+
+  p = sub.add_parser("eval-tokenizer", help="PSNR, SSIM, codebook usage of a trained tokenizer")
+  p.add_argument("--workdir", required=True)
+  p.add_argument("--max-examples", type=int, default=None)
+  p.add_argument("--batch-size", type=int, default=100)
+  p.set_defaults(fn=_eval_tokenizer)
+
+  p = sub.add_parser("demo", help="the CPU demo: train and evaluate on the bundled MNIST")
+  p.add_argument("--out", default="runs/demo")
+  p.add_argument("--quick", action="store_true", help="a few steps only (smoke test)")
+  p.set_defaults(fn=_demo)
+  return parser
+
+
+def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+  """Separates `--config.KEY=VALUE` (or `--config.KEY VALUE`) overrides from the other arguments."""
+  rest, overrides, i = [], [], 0
+  while i < len(argv):
+    arg = argv[i]
+    if arg.startswith("--config."):
+      body = arg[len("--config."):]
+      if "=" not in body:
+        if i + 1 >= len(argv):
+          raise SystemExit(f"ar-gen: {arg} needs a value")
+        body, i = f"{body}={argv[i + 1]}", i + 1
+      overrides.append(body)
+    else:
+      rest.append(arg)
+    i += 1
+  return rest, overrides
+
+
+def main(argv: list[str] | None = None) -> int:
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+  for noisy in ("absl", "jax._src", "orbax", "tensorflow_datasets"):
+    logging.getLogger(noisy).setLevel(logging.WARNING)
+  rest, overrides = split_overrides(sys.argv[1:] if argv is None else argv)
+  args = parser_args = build_parser().parse_args(rest)
+  del parser_args
+  from ar_gen.config import ConfigError  # pylint: disable=g-import-not-at-top
+  try:
+    args.fn(args, overrides)
+  except (ConfigError, FileNotFoundError, ValueError) as e:
+    print(f"ar-gen {args.command}: error: {e}", file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,176 @@
+"""Experiment configs: load `configs/*.py:ARGS`, apply `--config.KEY=VALUE` overrides, validate, save as JSON.
+
+A config file defines `get_config(arg: str) -> ml_collections.ConfigDict`; `arg` is the text after the first ':'
+of the spec (`configs/mnist_vq.py:runlocal,steps=10`) and is parsed with `parse_arg`. Unknown keys, in the arg
+string or in an override, are errors that name the key and the nearest valid one.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+import json
+import os
+from typing import Any, Iterable
+
+import ml_collections
+
+REQUIRED_KEYS = (
+    "task", "seed", "total_steps", "batch_size", "log_every_steps", "ckpt_every_steps", "keep_ckpts",
+    "data.train", "data.eval", "mesh.data", "mesh.fsdp", "mesh.tensor", "optimizer", "model",
+)
+
+
+class ConfigError(ValueError):
+  """A config file, argument or override is wrong; the message names it."""
+
+
+def _nearest(key: str, valid: Iterable[str]) -> str:
+  match = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.0)
+  return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _parse_value(text: str) -> Any:
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
+  """Parses a config-file argument string `a,b=3,c=x` against `defaults`; a bare name sets a bool to True."""
+  values = dict(defaults)
+  for item in filter(None, (arg or "").split(",")):
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if key not in defaults:
+      raise ConfigError(f"unknown config argument {key!r}{_nearest(key, defaults)}; known: {sorted(defaults)}")
+    values[key] = _parse_value(text) if sep else True
+  return ml_collections.ConfigDict(values)
+
+
+def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+  """All dotted keys of a nested config, leaves and inner nodes."""
+  keys = []
+  for name, value in config.items():
+    path = f"{prefix}{name}"
+    keys.append(path)
+    if isinstance(value, ml_collections.ConfigDict):
+      keys.extend(flat_keys(value, path + "."))
+  return keys
+
+
+def _coerce(old: Any, text: str, key: str) -> Any:
+  value = _parse_value(text)
+  if old is None or isinstance(old, str):
+    return text if isinstance(old, str) else value
+  if isinstance(old, bool):
+    if text.lower() in ("true", "1", "yes"):
+      return True
+    if text.lower() in ("false", "0", "no"):
+      return False
+    raise ConfigError(f"--config.{key}={text}: expected a bool")
+  if isinstance(old, (int, float)) and isinstance(value, (int, float)) and not isinstance(value, bool):
+    return type(old)(value) if isinstance(old, float) or float(value).is_integer() else value
+  if isinstance(old, (tuple, list)) and isinstance(value, (tuple, list)):
+    return type(old)(value)
+  raise ConfigError(f"--config.{key}={text}: expected a value like {old!r} ({type(old).__name__})")
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str]) -> ml_collections.ConfigDict:
+  """Applies `KEY=VALUE` overrides (dotted keys) in place; a key that does not exist is an error."""
+  valid = flat_keys(config)
+  for item in overrides:
+    key, sep, text = item.partition("=")
+    if not sep:
+      raise ConfigError(f"override {item!r} must look like KEY=VALUE")
+    if key not in valid:
+      raise ConfigError(f"unknown config key {key!r}{_nearest(key, valid)}")
+    *parents, leaf = key.split(".")
+    node = config
+    for name in parents:
+      node = node[name]
+    if isinstance(node[leaf], ml_collections.ConfigDict):
+      raise ConfigError(f"config key {key!r} is a group; override one of its fields")
+    with node.ignore_type():
+      node[leaf] = _coerce(node[leaf], text, key)
+  return config
+
+
+def validate(config: ml_collections.ConfigDict, source: str = "config") -> None:
+  """Checks the keys that every training config must have (DESIGN.md)."""
+  valid = set(flat_keys(config))
+  missing = [k for k in REQUIRED_KEYS if k not in valid]
+  if missing:
+    raise ConfigError(f"{source} lacks required keys {missing}")
+
+
+def load_config(spec: str, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
+  """Loads `path/to/config.py[:ARGS]`, applies overrides, validates and locks the config."""
+  path, _, arg = spec.partition(":")
+  if not os.path.isfile(path):
+    raise ConfigError(f"config file {path!r} does not exist")
+  module_spec = importlib.util.spec_from_file_location(f"ar_gen_config_{abs(hash(path))}", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ConfigError(f"config file {path!r} defines no get_config(arg)")
+  config = module.get_config(arg)
+  apply_overrides(config, overrides)
+  validate(config, path)
+  config.lock()
+  return config
+
+
+def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """Writes the resolved config to `workdir/config.json` and returns the path."""
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, "config.json")
+  with open(path + ".tmp", "w") as f:
+    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+  os.replace(path + ".tmp", path)
+  return path
+
+
+def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
+  """Reads the resolved config that `ar-gen train` wrote to `workdir/config.json`."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    raise ConfigError(f"{path} does not exist: is {workdir!r} the work directory of an `ar-gen train` run?")
+  with open(path) as f:
+    config = ml_collections.ConfigDict(_lists_to_tuples(json.load(f)))
+  config.lock()
+  return config
+
+
+def _lists_to_tuples(tree: Any) -> Any:
+  if isinstance(tree, dict):
+    return {k: _lists_to_tuples(v) for k, v in tree.items()}
+  if isinstance(tree, list):
+    return tuple(_lists_to_tuples(v) for v in tree)
+  return tree
+
+
+def base_config(**data) -> ml_collections.ConfigDict:
+  """The keys every training config has (DESIGN.md), with defaults; `data` updates the data section."""
+  c = ml_collections.ConfigDict()
+  c.task = ""
+  c.seed = 0
+  c.total_steps = 1000
+  c.batch_size = 64
+  c.log_every_steps = 50
+  c.ckpt_every_steps = 500
+  c.keep_ckpts = 2
+  c.vis_every_steps = 500
+  c.vis_examples = 8
+  c.ema_decay = 0.0
+  c.data = ml_collections.ConfigDict(dict(
+      train="", eval="", data_dir="", image_size=256, channels=3, resize="crop", random_flip=False,
+      num_threads=4, prefetch=8))
+  c.data.update(data)
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  c.optimizer = ml_collections.ConfigDict(dict(
+      lr=1e-4, end_lr_factor=0.1, warmup_steps=100, b1=0.9, b2=0.95, weight_decay=0.0, grad_clip=1.0))
+  c.model = ml_collections.ConfigDict()
+  return c

@@ -1,0 +1,1 @@
+"""Data: dataset sources (`tfds:`, `folder:`, `bundled:`), preprocessing ops and grain pipelines."""

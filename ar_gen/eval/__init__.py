@@ -1,0 +1,1 @@
+"""Evaluation: tokenizer reconstruction quality (and, later, FID / IS / precision-recall)."""

@@ -1,0 +1,57 @@
+"""`ar-gen eval-tokenizer`: PSNR, SSIM, codebook usage and perplexity of a trained tokenizer on held-out data.
+
+Uses the EMA weights when the run kept them. Writes `DIR/eval.json` and `DIR/images/eval_recon.png` (originals
+over reconstructions). Usage is the fraction of the K codes used at least once over the whole held-out split.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+
+from ar_gen import images
+from ar_gen.data import pipeline
+from ar_gen.train import trainer
+from tokenizers import losses
+from tokenizers.task import perplexity
+from tokenizers.vq import code_histogram
+
+
+def evaluate(workdir: str, max_examples: int | None = None, batch_size: int = 100,
+             grid_examples: int = 10) -> dict:
+  """Evaluates the tokenizer of `workdir` on its config's `data.eval`; returns and writes the numbers."""
+  run, state, step = trainer.restore_run(workdir)
+  tokenizer = run.model(state).tokenizer
+  k = tokenizer.codebook_size
+
+  @jax.jit
+  def measure(x):
+    indices = tokenizer.encode(x)
+    x_rec = tokenizer.decode_indices(indices)
+    return losses.psnr(x_rec, x), losses.ssim(x_rec, x), code_histogram(indices, k), x_rec
+
+  psnr, ssim, hist, originals, recons = [], [], np.zeros(k, np.float64), [], []
+  batches = pipeline.eval_batches(run.config.data, batch_size, max_examples=max_examples)
+  for batch in tqdm.tqdm(batches, desc="eval-tokenizer", unit="batch", disable=jax.process_index() != 0):
+    p, s, h, x_rec = jax.device_get(measure(jnp.asarray(batch["image"])))
+    psnr.append(p), ssim.append(s)
+    hist += h
+    take = max(0, min(2, grid_examples - len(originals)))  # two per batch: a spread over the split
+    originals.extend(batch["image"][:take]), recons.extend(x_rec[:take])
+  if not psnr:
+    raise ValueError(f"the eval split {run.config.data.eval!r} of {workdir} is empty")
+  psnr, ssim = np.concatenate(psnr), np.concatenate(ssim)
+  result = {"psnr": float(np.mean(psnr)), "ssim": float(np.mean(ssim)), "codebook_usage": float(np.mean(hist > 0)),
+            "perplexity": perplexity(hist), "codebook_size": int(k), "num_examples": int(len(psnr)),
+            "step": int(step), "dataset": run.config.data.eval}
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "eval.json"), "w") as f:
+      json.dump(result, f, indent=2)
+    grid = images.make_grid(np.stack(originals + recons), num_cols=len(originals))
+    images.save_png(grid, os.path.join(workdir, "images", "eval_recon.png"))
+  return result

@@ -1,0 +1,207 @@
+"""The trainer: `train(config, workdir)` runs any task (tokenizer now, AR models later) from a config.
+
+Sections: setup and logging, mesh, input, model + optimizer (shape-first init), update step, checkpoint and
+resume, loop. The train state is a plain pytree {step, params, opt_state, ema, rest, rng}; `rest` holds the
+module's non-trainable variables (e.g. code usage statistics). The step is one jitted pure function with the state
+donated; per-step randomness is `fold_in(rng, step)`, so a resumed run repeats the uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from ar_gen import config as config_lib
+from ar_gen import images
+from ar_gen.data import pipeline
+from ar_gen.train import checkpoint, mesh as mesh_lib, metrics_log, optim
+from ar_gen.train.task import Task, get_task
+
+log = logging.getLogger("ar_gen.train")
+
+
+def _split(model: nnx.Module):
+  return nnx.split(model, nnx.Param, ...)
+
+
+def parameter_overview(params: Any) -> str:
+  """Parameter counts per top-level submodule, as text."""
+  rows = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    top = str(getattr(path[0], "key", path[0]))
+    rows[top] = rows.get(top, 0) + math.prod(leaf.shape)
+  lines = [f"  {name:<24}{count:>14,}" for name, count in rows.items()]
+  return "\n".join(["parameters:"] + lines + [f"  {'total':<24}{sum(rows.values()):>14,}"])
+
+
+class Run:
+  """A task with its graph definition, optimizer and state functions for one config."""
+
+  def __init__(self, config: ml_collections.ConfigDict, task: Task | None = None):
+    self.config = config
+    self.task = task or get_task(config)
+    self.tx = optim.make_optimizer(config.optimizer, config.total_steps)
+    self.graphdef = nnx.graphdef(nnx.eval_shape(lambda: self.task.build(nnx.Rngs(0))))
+    self.use_ema = config.get("ema_decay", 0.0) > 0
+
+  def init(self, rng: jax.Array) -> dict[str, Any]:
+    """A fresh train state (traceable: use under jit for shape-first, sharded init)."""
+    _, params, rest = _split(self.task.build(nnx.Rngs(rng)))
+    return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": self.tx.init(params),
+            "ema": params if self.use_ema else None, "rest": rest, "rng": rng}
+
+  def abstract_state(self) -> dict[str, Any]:
+    return jax.eval_shape(self.init, jax.random.PRNGKey(0))
+
+  def model(self, state: dict[str, Any], ema: bool = True) -> nnx.Module:
+    """The module with the EMA weights (if kept and asked for) or the raw ones."""
+    params = state["ema"] if ema and state.get("ema") is not None else state["params"]
+    return nnx.merge(self.graphdef, params, state["rest"])
+
+  def step_fn(self, state: dict[str, Any], batch: dict[str, jax.Array]):
+    """One update: (new state, metrics)."""
+    step = state["step"]
+    rng = jax.random.fold_in(state["rng"], step)
+
+    def loss_fn(params, rest):
+      model = nnx.merge(self.graphdef, params, jax.tree.map(jnp.asarray, rest))  # fresh Variables in this trace
+      loss, metrics, extras = self.task.loss(model, batch, rng, step)
+      return loss, (metrics, extras, nnx.state(model, nnx.Not(nnx.Param)))
+
+    (loss, (metrics, extras, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"],
+                                                                                      state["rest"])
+    updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
+    model = nnx.merge(self.graphdef, optax.apply_updates(state["params"], updates), rest)
+    metrics.update(self.task.post_update(model, extras, jax.random.fold_in(rng, 1), step))
+    _, params, rest = _split(model)
+    ema = state["ema"]
+    if ema is not None:
+      decay = jnp.where(step == 0, 0.0, self.config.ema_decay)
+      ema = optim.ema_update(ema, params, decay)
+    metrics.update(loss=loss, grad_norm=optax.global_norm(grads),
+                   lr=optim.schedule(self.config.optimizer, self.config.total_steps)(step))
+    new_state = {"step": step + 1, "params": params, "opt_state": opt_state, "ema": ema, "rest": rest,
+                 "rng": state["rng"]}
+    return new_state, metrics
+
+
+def _accumulate(sums, metrics):
+  return jax.tree.map(lambda s, m: s + m.astype(s.dtype), sums, metrics)
+
+
+def _summarize(task: Task, sums: dict[str, np.ndarray], count: int) -> dict[str, float]:
+  scalars = {k: float(v) / count for k, v in sums.items() if np.ndim(v) == 0}
+  scalars.update(task.summarize({k: v for k, v in sums.items() if np.ndim(v) > 0}))
+  return scalars
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: int | None = None) -> dict:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint; returns the last logged metrics.
+
+  Args:
+    config: a resolved config (see configs/).
+    workdir: the run's directory (config.json, metrics.jsonl, checkpoints/, tb/, images/).
+    stop_after_steps: leave after this many steps of this invocation (with a checkpoint), e.g. to fit a job's
+      time limit; the schedule still spans `config.total_steps`.
+  """
+  # ---------------------------------------------------------------- setup and logging
+  jax.config.update("jax_threefry_partitionable", True)
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    config_lib.save_config(config, workdir)
+  run = Run(config)
+  task = run.task
+
+  # ---------------------------------------------------------------- mesh
+  mesh = mesh_lib.make_mesh(config.mesh)
+  replicated = mesh_lib.replicated(mesh)
+
+  # ---------------------------------------------------------------- input
+  train_iter = iter(pipeline.train_dataset(config.data, config.batch_size, config.seed))
+  vis_batch = next(pipeline.eval_batches(config.data, config.get("vis_examples", 8)))
+
+  # ---------------------------------------------------------------- model + optimizer, shape-first
+  abstract = run.abstract_state()
+  state_sharding = jax.tree.map(lambda _: replicated, abstract)
+  ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_ckpts)
+  start = 0
+  if ckpt.latest_step() is not None:
+    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sharding)
+    state, data_state, start = ckpt.restore(target)
+    if data_state is not None:
+      train_iter.set_state(data_state)
+    log.info("resumed from step %d of %s", start, ckpt.directory)
+  else:
+    state = jax.jit(run.init, out_shardings=state_sharding)(jax.random.PRNGKey(config.seed))
+  log.info("%s", parameter_overview(state["params"]))
+
+  # ---------------------------------------------------------------- update step
+  def step_and_sum(state, sums, batch):
+    state, metrics = run.step_fn(state, batch)
+    return state, _accumulate(sums, metrics)
+
+  batch_spec = jax.tree.map(lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype), mesh_lib.global_batch(mesh, vis_batch))
+  metric_shapes = jax.eval_shape(lambda s, b: run.step_fn(s, b)[1], abstract, batch_spec)
+  zero_sums = lambda: jax.tree.map(lambda m: jnp.zeros(m.shape, m.dtype), metric_shapes)
+  jstep = jax.jit(step_and_sum, donate_argnums=(0, 1), out_shardings=(state_sharding, replicated))
+
+  def visualize(step: int) -> None:
+    picture = task.visualize(run.model(state), vis_batch)
+    if jax.process_index() == 0:
+      images.save_png(picture, os.path.join(workdir, "images", f"recon_{step:07d}.png"))
+      logger.write_image(step, "reconstruction", picture)
+
+  # ---------------------------------------------------------------- loop
+  stop = config.total_steps if stop_after_steps is None else min(config.total_steps, start + stop_after_steps)
+  logger = metrics_log.MetricLogger(workdir, config.total_steps, initial_step=start)
+  sums, count, last, t0 = zero_sums(), 0, {}, time.perf_counter()
+  vis_every = config.get("vis_every_steps", 0)
+  try:
+    for step in range(start, stop):
+      batch = mesh_lib.global_batch(mesh, next(train_iter))
+      state, sums = jstep(state, sums, batch)
+      count, done = count + 1, step + 1
+      logger.advance()
+      if done % config.log_every_steps == 0 or done == stop:
+        last = _summarize(task, jax.device_get(sums), count)
+        if not np.isfinite(last["loss"]):
+          raise FloatingPointError(f"loss is {last['loss']} in the {count} steps up to step {done}; "
+                                   f"the last good checkpoint ({ckpt.latest_step()}) is kept")
+        last["steps_per_second"] = count / (time.perf_counter() - t0)
+        logger.write(done, last)
+        sums, count, t0 = zero_sums(), 0, time.perf_counter()
+      if vis_every and (done % vis_every == 0 or done == stop):
+        visualize(done)
+      if done % config.ckpt_every_steps == 0 or done == stop:
+        ckpt.save(done, state, train_iter.get_state())
+  finally:
+    logger.close()
+    ckpt.close()
+  return last
+
+
+def restore_run(workdir: str, step: int | None = None) -> tuple[Run, dict[str, Any], int]:
+  """Loads a work directory's config and its latest (or given) checkpoint: (run, state, step)."""
+  config = config_lib.load_workdir_config(workdir)
+  run = Run(config)
+  ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_ckpts, async_save=False)
+  try:
+    if ckpt.latest_step() is None:
+      raise FileNotFoundError(f"{workdir} has no checkpoint under {ckpt.directory}: train it first with "
+                              f"`ar-gen train --config ... --workdir {workdir}`")
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), run.abstract_state())
+    state, _, step = ckpt.restore(target, step=step, with_data=False)
+  finally:
+    ckpt.close()
+  return run, state, step

@@ -1,0 +1,37 @@
+r"""Open-MAGVIT2's LFQ tokenizer on ImageNet 256x256: 18 sign bits per token (2^18 codes), downsample 16.
+
+  ar-gen train --config configs/imagenet256_lfq.py --workdir gs://BUCKET/runs/lfq18     # accelerators
+  ar-gen train --config configs/imagenet256_lfq.py:runlocal --workdir /tmp/lfq18      # CPU smoke run
+
+The entropy loss is exact for all 2^18 codes without an N x 2^18 matrix (tokenizers/lfq.py).
+"""
+
+from ar_gen.config import parse_arg
+from tokenizers.config import tokenizer_config
+
+
+def get_config(arg=None):
+  arg = parse_arg(arg, runlocal=False)
+  c = tokenizer_config(train="tfds:imagenet2012:train", eval="tfds:imagenet2012:validation", image_size=256,
+                       channels=3, resize="crop", random_flip=True)
+  c.total_steps = 1_000_000
+  c.batch_size = 256
+  c.log_every_steps = 100
+  c.ckpt_every_steps = 5000
+  c.vis_every_steps = 5000
+  c.ema_decay = 0.999
+  c.optimizer.update(lr=1e-4, warmup_steps=0, b1=0.5, b2=0.9, weight_decay=0.0, grad_clip=1.0, end_lr_factor=1.0)
+  c.model.update(quantizer="lfq", channels=128, channel_mult=(1, 1, 2, 2, 4), num_res_blocks=4, z_channels=256,
+                 attention=False, num_bits=18, beta=0.25, entropy_weight=0.1, diversity_gamma=1.0,
+                 entropy_temperature=0.01)
+  c.loss.update(rec="l1", ms_ssim_weight=0.1, disc_weight=0.1, disc_start=0)
+  if arg.runlocal:
+    c.total_steps = 1
+    c.batch_size = 2
+    c.log_every_steps = c.ckpt_every_steps = c.vis_every_steps = 1
+    c.vis_examples = 2
+    c.data.image_size = 64
+    c.data.num_threads = 1
+    c.model.update(channels=16, num_res_blocks=1)
+    c.loss.update(disc_channels=8)
+  return c

@@ -1,0 +1,37 @@
+r"""LlamaGen's VQ-16 tokenizer on ImageNet 256x256: 16384 l2-normalised codes of 8 dims, downsample 16.
+
+  ar-gen train --config configs/imagenet256_vq16.py --workdir gs://BUCKET/runs/vq16      # accelerators
+  ar-gen train --config configs/imagenet256_vq16.py:runlocal --workdir /tmp/vq16       # CPU smoke run
+
+Needs `tfds:imagenet2012` prepared as array_record under data.data_dir (README: "ImageNet"). LlamaGen adds an
+LPIPS term (weight 1); here it is replaced by MS-SSIM until LPIPS weights are given (loss.lpips_weights).
+"""
+
+from ar_gen.config import parse_arg
+from tokenizers.config import tokenizer_config
+
+
+def get_config(arg=None):
+  arg = parse_arg(arg, runlocal=False)
+  c = tokenizer_config(train="tfds:imagenet2012:train", eval="tfds:imagenet2012:validation", image_size=256,
+                       channels=3, resize="crop", random_flip=True)
+  c.total_steps = 400_000
+  c.batch_size = 128
+  c.log_every_steps = 100
+  c.ckpt_every_steps = 5000
+  c.vis_every_steps = 5000
+  c.ema_decay = 0.9999
+  c.optimizer.update(lr=1e-4, warmup_steps=1000, b1=0.9, b2=0.95, weight_decay=0.05, grad_clip=1.0)
+  c.model.update(quantizer="vq", channels=128, channel_mult=(1, 1, 2, 2, 4), num_res_blocks=2, z_channels=256,
+                 attention=True, codebook_size=16384, code_dim=8, beta=0.25, restart_every_steps=0)
+  c.loss.update(rec="l2", ms_ssim_weight=0.1, disc_weight=0.5, disc_start=20_000)
+  if arg.runlocal:
+    c.total_steps = 1
+    c.batch_size = 2
+    c.log_every_steps = c.ckpt_every_steps = c.vis_every_steps = 1
+    c.vis_examples = 2
+    c.data.image_size = 64
+    c.data.num_threads = 1
+    c.model.update(channels=16, num_res_blocks=1)
+    c.loss.update(disc_channels=8, disc_start=0)
+  return c

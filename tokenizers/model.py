@@ -1,0 +1,84 @@
+"""The discrete image tokenizer: encoder -> 1x1 projection -> quantizer (VQ or LFQ) -> 1x1 -> decoder.
+
+One interface for every quantizer:
+  `encode(images [B,H,W,C]) -> indices [B,h,w]`, `decode_indices(indices) -> images`,
+  `codebook_size`, `grid_shape(image_size)`, and `__call__(images) -> (reconstruction, aux)` for training.
+`build_tokenizer(config.model, image_channels, rngs)` makes one from a config.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from tokenizers import lfq, nets, vq
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+QUANTIZERS = ("vq", "lfq")
+
+
+def dtype(name: str):
+  if name not in DTYPES:
+    raise ValueError(f"unknown dtype {name!r}; use one of {sorted(DTYPES)}")
+  return DTYPES[name]
+
+
+class Tokenizer(nnx.Module):
+  """Encoder, quantizer and decoder with the shared tokenizer interface."""
+
+  def __init__(self, encoder: nets.Encoder, decoder: nets.Decoder, quantizer, z_channels: int,
+               downsample: int, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32):
+    self.encoder, self.decoder, self.quantizer, self.downsample = encoder, decoder, quantizer, downsample
+    self.quant_conv = nets.conv(z_channels, quantizer.code_dim, 1, rngs, dtype, param_dtype)
+    self.post_quant_conv = nets.conv(quantizer.code_dim, z_channels, 1, rngs, dtype, param_dtype)
+
+  @property
+  def codebook_size(self) -> int:
+    return self.quantizer.codebook_size
+
+  def grid_shape(self, image_size: int) -> tuple[int, int]:
+    if image_size % self.downsample:
+      raise ValueError(f"image_size={image_size} must be a multiple of the downsampling factor {self.downsample}")
+    return image_size // self.downsample, image_size // self.downsample
+
+  def project(self, images_BHWC: jax.Array) -> jax.Array:
+    """Pre-quantization features [B, h, w, code_dim]."""
+    return self.quant_conv(self.encoder(images_BHWC))
+
+  def encode(self, images_BHWC: jax.Array) -> jax.Array:
+    """Token indices [B, h, w]."""
+    return self.quantizer.indices(self.project(images_BHWC))
+
+  def decode_codes(self, zq_BhwD: jax.Array) -> jax.Array:
+    return self.decoder(self.post_quant_conv(zq_BhwD))
+
+  def decode_indices(self, indices_Bhw: jax.Array) -> jax.Array:
+    """Images [B, H, W, C] in about [-1, 1] from token indices."""
+    return self.decode_codes(self.quantizer.embed(indices_Bhw))
+
+  def __call__(self, images_BHWC: jax.Array, train: bool = False) -> tuple[jax.Array, dict]:
+    zq, indices, aux = self.quantizer(self.project(images_BHWC), train=train)
+    aux["indices"] = indices
+    aux["decoder_features"] = self.decoder.trunk(self.post_quant_conv(zq))
+    return self.decoder.conv_out(aux["decoder_features"]), aux
+
+
+def build_quantizer(m: ml_collections.ConfigDict, rngs: nnx.Rngs):
+  if m.quantizer == "vq":
+    return vq.VectorQuantizer(m.codebook_size, m.code_dim, beta=m.beta, rngs=rngs,
+                              param_dtype=dtype(m.param_dtype))
+  if m.quantizer == "lfq":
+    return lfq.LookupFreeQuantizer(m.num_bits, commit_weight=m.beta, entropy_weight=m.entropy_weight,
+                                   diversity_gamma=m.diversity_gamma, temperature=m.entropy_temperature)
+  raise ValueError(f"model.quantizer must be one of {QUANTIZERS}, got {m.quantizer!r}")
+
+
+def build_tokenizer(m: ml_collections.ConfigDict, image_channels: int, rngs: nnx.Rngs) -> Tokenizer:
+  """A Tokenizer from the `model` section of a config."""
+  kw = dict(rngs=rngs, dtype=dtype(m.dtype), param_dtype=dtype(m.param_dtype))
+  args = (m.channels, tuple(m.channel_mult), m.num_res_blocks, m.z_channels, m.attention)
+  encoder = nets.Encoder(image_channels, *args, **kw)
+  decoder = nets.Decoder(image_channels, *args, **kw)
+  return Tokenizer(encoder, decoder, build_quantizer(m, rngs), m.z_channels, 2 ** (len(m.channel_mult) - 1), **kw)

@@ -1,0 +1,116 @@
+"""The tokenizer training task: reconstruction + quantizer losses, optional MS-SSIM and PatchGAN terms.
+
+Loss = rec_weight * L1|L2 + ms_ssim_weight * (1 - MS-SSIM) + quantizer loss
+       + [step >= disc_start] * (adaptive_weight * disc_weight * hinge G loss + hinge D loss).
+Generator and discriminator are trained by one backward pass: the G term sees the discriminator's parameters
+through stop_gradient and the D term sees the reconstruction through stop_gradient, so each part's gradient is
+exactly its own loss's. The adaptive weight is VQGAN's ratio of gradient norms at the decoder's output kernel.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from ar_gen.images import make_grid
+from tokenizers import losses
+from tokenizers.discriminator import PatchDiscriminator
+from tokenizers.model import Tokenizer, build_tokenizer, dtype
+
+REC_LOSSES = {"l1": losses.l1, "l2": losses.l2}
+
+
+class TokenizerWithDiscriminator(nnx.Module):
+  """What the tokenizer task trains: the tokenizer and, if configured, its discriminator."""
+
+  def __init__(self, tokenizer: Tokenizer, discriminator: PatchDiscriminator | None):
+    self.tokenizer, self.discriminator = tokenizer, discriminator
+
+
+def _apply_conv(conv: nnx.Conv, features: jax.Array, kernel: jax.Array) -> jax.Array:
+  out = jax.lax.conv_general_dilated(features, kernel.astype(features.dtype), (1, 1), "SAME",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  return out + conv.bias[...].astype(out.dtype)
+
+
+def perplexity(hist_K: np.ndarray) -> float:
+  p = hist_K / max(hist_K.sum(), 1)
+  return float(np.exp(-np.sum(p * np.log(np.where(p > 0, p, 1.0)))))
+
+
+class TokenizerTask:
+  """Trains a VQ or LFQ tokenizer (`config.task = 'tokenizer'`)."""
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    self.loss_config = config.loss
+    if self.loss_config.rec not in REC_LOSSES:
+      raise ValueError(f"loss.rec must be one of {sorted(REC_LOSSES)}, got {self.loss_config.rec!r}")
+    if self.loss_config.get("lpips_weights"):
+      raise NotImplementedError("loss.lpips_weights: LPIPS is not available yet in ar-gen; leave it empty")
+
+  def build(self, rngs: nnx.Rngs) -> TokenizerWithDiscriminator:
+    m, c = self.config.model, self.config.data.channels
+    disc = None
+    if self.loss_config.disc_weight > 0:
+      disc = PatchDiscriminator(c, self.loss_config.disc_channels, self.loss_config.disc_layers, rngs=rngs,
+                                dtype=dtype(m.dtype), param_dtype=dtype(m.param_dtype))
+    return TokenizerWithDiscriminator(build_tokenizer(m, c, rngs), disc)
+
+  def _nll(self, x: jax.Array, x_rec: jax.Array) -> jax.Array:
+    lc = self.loss_config
+    nll = lc.rec_weight * REC_LOSSES[lc.rec](x_rec.astype(jnp.float32), x)
+    if lc.ms_ssim_weight > 0:
+      nll = nll + lc.ms_ssim_weight * (1.0 - jnp.mean(losses.ms_ssim(x_rec, x)))
+    return nll
+
+  def loss(self, model: TokenizerWithDiscriminator, batch: dict, rng: jax.Array, step: jax.Array):
+    del rng
+    lc, x = self.loss_config, batch["image"].astype(jnp.float32)
+    x_rec, aux = model.tokenizer(x, train=True)
+    nll = self._nll(x, x_rec)
+    loss = nll + aux["quant_loss"]
+    metrics = {"rec_loss": nll, "quant_loss": aux["quant_loss"], "code_hist": aux["code_hist"],
+               "psnr": jnp.mean(losses.psnr(x_rec, x))}
+    for key in ("commit_loss", "codebook_loss", "entropy_loss", "sample_entropy", "batch_entropy"):
+      if key in aux:
+        metrics[key] = aux[key]
+    if model.discriminator is not None:
+      disc = model.discriminator
+      graphdef, disc_state = nnx.split(disc)
+      frozen = nnx.merge(graphdef, jax.lax.stop_gradient(disc_state))
+      conv_out, feats = model.tokenizer.decoder.conv_out, aux["decoder_features"]
+      kernel = conv_out.kernel[...]
+      g_of = lambda k: losses.hinge_g_loss(frozen(_apply_conv(conv_out, feats, k)))
+      nll_of = lambda k: self._nll(x, _apply_conv(conv_out, feats, k))
+      weight = losses.adaptive_weight(jax.grad(nll_of)(kernel), jax.grad(g_of)(kernel))
+      g_loss = losses.hinge_g_loss(frozen(x_rec))
+      d_loss = losses.hinge_d_loss(disc(x), disc(jax.lax.stop_gradient(x_rec)))
+      on = (step >= lc.disc_start).astype(jnp.float32)
+      loss = loss + on * (weight * lc.disc_weight * g_loss + d_loss)
+      metrics.update(g_loss=g_loss, d_loss=d_loss, adaptive_weight=weight)
+    return loss, metrics, aux["z"]
+
+  def post_update(self, model: TokenizerWithDiscriminator, z: jax.Array, rng: jax.Array,
+                  step: jax.Array) -> dict[str, jax.Array]:
+    every = self.config.model.get("restart_every_steps", 0)
+    quantizer = model.tokenizer.quantizer
+    if not every or not hasattr(quantizer, "restart_dead_codes"):
+      return {}
+    threshold = jnp.where((step + 1) % every == 0, self.config.model.restart_threshold, 0.0)
+    return {"restarted_codes": quantizer.restart_dead_codes(z, rng, threshold).astype(jnp.float32)}
+
+  def summarize(self, window: dict[str, np.ndarray]) -> dict[str, float]:
+    hist = window["code_hist"]
+    return {"codebook_usage": float(np.mean(hist > 0)), "perplexity": perplexity(hist)}
+
+  def visualize(self, model: TokenizerWithDiscriminator, batch: dict[str, np.ndarray]) -> np.ndarray:
+    """Originals (top row) over reconstructions (bottom row)."""
+    x = jnp.asarray(batch["image"])
+    x_rec = model.tokenizer.decode_indices(model.tokenizer.encode(x))
+    return make_grid(np.concatenate([np.asarray(x), np.asarray(x_rec)]), num_cols=len(x))

@@ -1,0 +1,77 @@
+"""Vector quantizer with l2-normalised low-dimensional codes (LlamaGen style).
+
+Inputs are projected features z [B, h, w, D] (D small, e.g. 8). Both z and the codebook are l2-normalised, the
+nearest code is the one of largest cosine similarity, the codebook loss pulls codes to sg(z), the commitment loss
+pulls z to sg(code), and the straight-through estimator passes the decoder's gradient to the encoder. Dead codes
+(EMA usage below a threshold) can be restarted from encoder outputs of the current batch (`restart_dead_codes`).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+class CodeUsage(nnx.Variable):
+  """Non-trainable running statistics of code use."""
+
+
+def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-6) -> jax.Array:
+  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=axis, keepdims=True), eps * eps))
+
+
+def code_histogram(indices: jax.Array, codebook_size: int) -> jax.Array:
+  """Counts of each code among `indices` (any shape) -> float32 [K]."""
+  return jnp.zeros((codebook_size,), jnp.float32).at[indices.reshape(-1)].add(1.0)
+
+
+class VectorQuantizer(nnx.Module):
+  """Nearest-code quantizer over an l2-normalised codebook [K, D]."""
+
+  def __init__(self, codebook_size: int, code_dim: int, *, beta: float = 0.25, usage_decay: float = 0.99,
+               rngs: nnx.Rngs, param_dtype=jnp.float32):
+    self.codebook_size, self.code_dim, self.beta, self.usage_decay = codebook_size, code_dim, beta, usage_decay
+    self.codebook = nnx.Param(jax.random.normal(rngs.params(), (codebook_size, code_dim), param_dtype))
+    self.ema_usage = CodeUsage(jnp.full((codebook_size,), 1.0 / codebook_size, jnp.float32))
+
+  def codes(self) -> jax.Array:
+    """The normalised codebook [K, D] in float32."""
+    return l2_normalize(self.codebook[...].astype(jnp.float32))
+
+  def indices(self, z_BhwD: jax.Array) -> jax.Array:
+    """Nearest code index [B, h, w] (largest cosine similarity)."""
+    sim_NK = l2_normalize(z_BhwD.astype(jnp.float32)).reshape(-1, self.code_dim) @ self.codes().T
+    return jnp.argmax(sim_NK, axis=-1).reshape(z_BhwD.shape[:-1])
+
+  def embed(self, indices_Bhw: jax.Array) -> jax.Array:
+    """Code vectors [B, h, w, D] for indices."""
+    return jnp.take(self.codes(), indices_Bhw, axis=0)
+
+  def __call__(self, z_BhwD: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array, dict]:
+    """Returns (straight-through quantized z, indices, aux with losses and the code histogram)."""
+    z = l2_normalize(z_BhwD.astype(jnp.float32))
+    idx_Bhw = self.indices(z)
+    zq = self.embed(idx_Bhw)
+    codebook_loss = jnp.mean(jnp.square(zq - jax.lax.stop_gradient(z)))
+    commit_loss = jnp.mean(jnp.square(jax.lax.stop_gradient(zq) - z))
+    hist_K = code_histogram(idx_Bhw, self.codebook_size)
+    if train:
+      freq_K = hist_K / idx_Bhw.size
+      self.ema_usage[...] = self.usage_decay * self.ema_usage[...] + (1 - self.usage_decay) * freq_K
+    zq_st = z + jax.lax.stop_gradient(zq - z)
+    aux = {"quant_loss": codebook_loss + self.beta * commit_loss, "codebook_loss": codebook_loss,
+           "commit_loss": commit_loss, "code_hist": hist_K, "z": z}
+    return zq_st.astype(z_BhwD.dtype), idx_Bhw, aux
+
+  def restart_dead_codes(self, z_BhwD: jax.Array, rng: jax.Array, threshold: float) -> jax.Array:
+    """Replaces codes whose EMA frequency is below `threshold / K` by random encoder outputs; returns the count."""
+    dead_K = self.ema_usage[...] < threshold / self.codebook_size
+    pool_ND = z_BhwD.reshape(-1, self.code_dim).astype(jnp.float32)
+    pick = jax.random.randint(rng, (self.codebook_size,), 0, pool_ND.shape[0])
+    noise = 1e-3 * jax.random.normal(jax.random.fold_in(rng, 1), (self.codebook_size, self.code_dim))
+    fresh_KD = (pool_ND[pick] + noise).astype(self.codebook[...].dtype)
+    self.codebook[...] = jnp.where(dead_K[:, None], fresh_KD, self.codebook[...])
+    # Just above the threshold: a restarted code that stays unused is restarted again soon.
+    self.ema_usage[...] = jnp.where(dead_K, 2.0 * threshold / self.codebook_size, self.ema_usage[...])
+    return jnp.sum(dead_K)
