@@ -71,8 +71,13 @@ def _coerce(old: Any, text: str, key: str) -> Any:
     if text.lower() in ("false", "0", "no"):
       return False
     raise ConfigError(f"--config.{key}={text}: expected a bool")
-  if isinstance(old, (int, float)) and isinstance(value, (int, float)) and not isinstance(value, bool):
-    return type(old)(value) if isinstance(old, float) or float(value).is_integer() else value
+  if isinstance(old, float):
+    try:
+      return float(text)
+    except ValueError:
+      pass
+  if isinstance(old, int) and isinstance(value, int) and not isinstance(value, bool):
+    return value
   if isinstance(old, (tuple, list)) and isinstance(value, (tuple, list)):
     return type(old)(value)
   raise ConfigError(f"--config.{key}={text}: expected a value like {old!r} ({type(old).__name__})")

@@ -17,7 +17,6 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from ar_gen.images import make_grid
 from tokenizers import losses
 from tokenizers.discriminator import PatchDiscriminator
 from tokenizers.model import Tokenizer, build_tokenizer, dtype
@@ -109,8 +108,7 @@ class TokenizerTask:
     hist = window["code_hist"]
     return {"codebook_usage": float(np.mean(hist > 0)), "perplexity": perplexity(hist)}
 
-  def visualize(self, model: TokenizerWithDiscriminator, batch: dict[str, np.ndarray]) -> np.ndarray:
+  def visualize(self, model: TokenizerWithDiscriminator, batch: dict[str, jax.Array]) -> jax.Array:
     """Originals (top row) over reconstructions (bottom row)."""
-    x = jnp.asarray(batch["image"])
-    x_rec = model.tokenizer.decode_indices(model.tokenizer.encode(x))
-    return make_grid(np.concatenate([np.asarray(x), np.asarray(x_rec)]), num_cols=len(x))
+    x = batch["image"]
+    return jnp.stack([x, model.tokenizer.decode_indices(model.tokenizer.encode(x)).astype(x.dtype)])

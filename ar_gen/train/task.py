@@ -37,8 +37,8 @@ class Task(Protocol):
   def summarize(self, window: dict[str, np.ndarray]) -> dict[str, float]:
     """Turns the non-scalar metrics summed over a logging window into numbers."""
 
-  def visualize(self, model: nnx.Module, batch: dict[str, np.ndarray]) -> np.ndarray:
-    """A uint8 [H, W, C] picture of the model on a fixed batch."""
+  def visualize(self, model: nnx.Module, batch: dict[str, jax.Array]) -> jax.Array:
+    """Rows of images [R, N, H, W, C] in [-1, 1] showing the model on a fixed batch (traced under jit)."""
 
 
 def get_task(config: ml_collections.ConfigDict) -> Task:

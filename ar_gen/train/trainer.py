@@ -146,17 +146,13 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: int
   log.info("%s", parameter_overview(state["params"]))
 
   # ---------------------------------------------------------------- update step
-  def step_and_sum(state, sums, batch):
-    state, metrics = run.step_fn(state, batch)
-    return state, _accumulate(sums, metrics)
-
-  batch_spec = jax.tree.map(lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype), mesh_lib.global_batch(mesh, vis_batch))
-  metric_shapes = jax.eval_shape(lambda s, b: run.step_fn(s, b)[1], abstract, batch_spec)
-  zero_sums = lambda: jax.tree.map(lambda m: jnp.zeros(m.shape, m.dtype), metric_shapes)
-  jstep = jax.jit(step_and_sum, donate_argnums=(0, 1), out_shardings=(state_sharding, replicated))
+  jstep = jax.jit(run.step_fn, donate_argnums=0, out_shardings=(state_sharding, replicated))
+  jadd = jax.jit(_accumulate, donate_argnums=0)
+  jvis = jax.jit(lambda state, batch: task.visualize(run.model(state), batch))
 
   def visualize(step: int) -> None:
-    picture = task.visualize(run.model(state), vis_batch)
+    rows = np.asarray(jax.device_get(jvis(state, vis_batch)))
+    picture = images.make_grid(rows.reshape(-1, *rows.shape[2:]), num_cols=rows.shape[1])
     if jax.process_index() == 0:
       images.save_png(picture, os.path.join(workdir, "images", f"recon_{step:07d}.png"))
       logger.write_image(step, "reconstruction", picture)
@@ -164,25 +160,29 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: int
   # ---------------------------------------------------------------- loop
   stop = config.total_steps if stop_after_steps is None else min(config.total_steps, start + stop_after_steps)
   logger = metrics_log.MetricLogger(workdir, config.total_steps, initial_step=start)
-  sums, count, last, t0 = zero_sums(), 0, {}, time.perf_counter()
+  sums, count, last, t0 = None, 0, {}, time.perf_counter()
   vis_every = config.get("vis_every_steps", 0)
   try:
     for step in range(start, stop):
       batch = mesh_lib.global_batch(mesh, next(train_iter))
-      state, sums = jstep(state, sums, batch)
+      state, metrics = jstep(state, batch)
+      sums = metrics if sums is None else jadd(sums, metrics)
       count, done = count + 1, step + 1
       logger.advance()
+      save = done % config.ckpt_every_steps == 0 or done == stop
+      if save or done % config.log_every_steps == 0:  # never checkpoint or log a state that saw a NaN
+        loss_sum = float(jax.device_get(sums["loss"]))
+        if not np.isfinite(loss_sum):
+          raise FloatingPointError(f"loss is {loss_sum / count} in the {count} steps up to step {done}; "
+                                   f"stopped, the last good checkpoint (step {ckpt.latest_step()}) is kept")
       if done % config.log_every_steps == 0 or done == stop:
         last = _summarize(task, jax.device_get(sums), count)
-        if not np.isfinite(last["loss"]):
-          raise FloatingPointError(f"loss is {last['loss']} in the {count} steps up to step {done}; "
-                                   f"the last good checkpoint ({ckpt.latest_step()}) is kept")
         last["steps_per_second"] = count / (time.perf_counter() - t0)
         logger.write(done, last)
-        sums, count, t0 = zero_sums(), 0, time.perf_counter()
+        sums, count, t0 = None, 0, time.perf_counter()
       if vis_every and (done % vis_every == 0 or done == stop):
         visualize(done)
-      if done % config.ckpt_every_steps == 0 or done == stop:
+      if save:
         ckpt.save(done, state, train_iter.get_state())
   finally:
     logger.close()
