@@ -22,6 +22,12 @@ def _eval_tokenizer(args, overrides):
   print(result)
 
 
+def _convert_lpips(args, overrides):
+  from tokenizers import lpips  # pylint: disable=g-import-not-at-top
+  _no_overrides(overrides)
+  print(lpips.convert_torch_files(args.vgg, args.lin, args.out))
+
+
 def _demo(args, overrides):
   from ar_gen import demo  # pylint: disable=g-import-not-at-top
   _no_overrides(overrides)
@@ -50,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--max-examples", type=int, default=None)
   p.add_argument("--batch-size", type=int, default=100)
   p.set_defaults(fn=_eval_tokenizer)
+
+  p = sub.add_parser("convert-lpips", help="convert LPIPS VGG weights (PyTorch files) for loss.lpips_path")
+  p.add_argument("vgg", help="torchvision's vgg16-397923af.pth")
+  p.add_argument("lin", help="the LPIPS package's weights/v0.1/vgg.pth")
+  p.add_argument("--out", required=True, help="output .npz")
+  p.set_defaults(fn=_convert_lpips)
 
   p = sub.add_parser("demo", help="the CPU demo: train and evaluate on the bundled MNIST")
   p.add_argument("--out", default="runs/demo")

@@ -4,7 +4,8 @@ r"""LlamaGen's VQ-16 tokenizer on ImageNet 256x256: 16384 l2-normalised codes of
   ar-gen train --config configs/imagenet256_vq16.py:runlocal --workdir /tmp/vq16       # CPU smoke run
 
 Needs `tfds:imagenet2012` prepared as array_record under data.data_dir (README: "ImageNet"). LlamaGen adds an
-LPIPS term (weight 1); here it is replaced by MS-SSIM until LPIPS weights are given (loss.lpips_weights).
+LPIPS term (weight 1): convert VGG weights once with `ar-gen convert-lpips` and pass
+--config.loss.lpips_path=FILE.npz (none can be downloaded at run time; MS-SSIM is on by default).
 """
 
 from ar_gen.config import parse_arg

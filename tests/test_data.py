@@ -125,7 +125,7 @@ def test_missing_folder_is_named(tmp_path):
 def test_non_image_file_in_folder_is_named(tmp_path):
   _make_folder(tmp_path / "imgs")
   (tmp_path / "imgs" / "dog" / "notes.txt").write_text("not an image")
-  with pytest.raises(Exception, match="notes.txt.*not a readable image"):
+  with pytest.raises(ValueError, match="notes.txt.*not a readable image"):
     sources.get_source(f"folder:{tmp_path / 'imgs'}", data_dir=str(tmp_path / "tfds"))
 
 

@@ -1,6 +1,6 @@
 """The tokenizer training task: reconstruction + quantizer losses, optional MS-SSIM and PatchGAN terms.
 
-Loss = rec_weight * L1|L2 + ms_ssim_weight * (1 - MS-SSIM) + quantizer loss
+Loss = rec_weight * L1|L2 + ms_ssim_weight * (1 - MS-SSIM) + lpips_weight * LPIPS (if lpips_path) + quantizer loss
        + [step >= disc_start] * (adaptive_weight * disc_weight * hinge G loss + hinge D loss).
 Generator and discriminator are trained by one backward pass: the G term sees the discriminator's parameters
 through stop_gradient and the D term sees the reconstruction through stop_gradient, so each part's gradient is
@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from tokenizers import losses
+from tokenizers import losses, lpips
 from tokenizers.discriminator import PatchDiscriminator
 from tokenizers.model import Tokenizer, build_tokenizer, dtype
 
@@ -50,8 +50,7 @@ class TokenizerTask:
     self.loss_config = config.loss
     if self.loss_config.rec not in REC_LOSSES:
       raise ValueError(f"loss.rec must be one of {sorted(REC_LOSSES)}, got {self.loss_config.rec!r}")
-    if self.loss_config.get("lpips_weights"):
-      raise NotImplementedError("loss.lpips_weights: LPIPS is not available yet in ar-gen; leave it empty")
+    self.lpips = lpips.load_weights(self.loss_config.lpips_path) if self.loss_config.lpips_path else None
 
   def build(self, rngs: nnx.Rngs) -> TokenizerWithDiscriminator:
     m, c = self.config.model, self.config.data.channels
@@ -66,6 +65,8 @@ class TokenizerTask:
     nll = lc.rec_weight * REC_LOSSES[lc.rec](x_rec.astype(jnp.float32), x)
     if lc.ms_ssim_weight > 0:
       nll = nll + lc.ms_ssim_weight * (1.0 - jnp.mean(losses.ms_ssim(x_rec, x)))
+    if self.lpips is not None:
+      nll = nll + lc.lpips_weight * jnp.mean(lpips.distance(self.lpips, x_rec, x))
     return nll
 
   def loss(self, model: TokenizerWithDiscriminator, batch: dict, rng: jax.Array, step: jax.Array):

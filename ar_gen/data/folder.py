@@ -72,7 +72,6 @@ def _builder_class():
 
     def _generate_examples(self):
       for i, (path, label) in enumerate(self._files):
-        check_image(path)
         with Image.open(path) as im:
           image = np.asarray(im.convert("RGB"))
         yield i, {"image": Image.fromarray(image), "label": label}
@@ -92,5 +91,8 @@ def folder_source(path: str, split: str, data_dir: str | None = None):
   name = os.path.basename(path.rstrip("/")) or "root"
   builder_dir = os.path.join(root, f"{name}-{digest}")
   builder = _builder_class()(folder=path, classes=classes, files=files, data_dir=builder_dir)
-  builder.download_and_prepare(file_format="array_record")
+  if not builder.is_prepared():
+    for file, _ in files:  # before TFDS starts, so that a bad file is a plain error naming it
+      check_image(file)
+    builder.download_and_prepare(file_format="array_record")
   return builder.as_data_source(split="train")
