@@ -7,7 +7,7 @@ The entropy loss is exact for all 2^18 codes without an N x 2^18 matrix (tokeniz
 """
 
 from ar_gen.config import parse_arg
-from tokenizers.config import tokenizer_config
+from tokenizers.config import shrink_for_runlocal, tokenizer_config
 
 
 def get_config(arg=None):
@@ -25,13 +25,4 @@ def get_config(arg=None):
                  attention=False, num_bits=18, beta=0.25, entropy_weight=0.1, diversity_gamma=1.0,
                  entropy_temperature=0.01)
   c.loss.update(rec="l1", ms_ssim_weight=0.1, disc_weight=0.1, disc_start=0)
-  if arg.runlocal:
-    c.total_steps = 1
-    c.batch_size = 2
-    c.log_every_steps = c.ckpt_every_steps = c.vis_every_steps = 1
-    c.vis_examples = 2
-    c.data.image_size = 64
-    c.data.num_threads = 1
-    c.model.update(channels=16, num_res_blocks=1)
-    c.loss.update(disc_channels=8)
-  return c
+  return shrink_for_runlocal(c) if arg.runlocal else c

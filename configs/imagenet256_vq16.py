@@ -9,7 +9,7 @@ LPIPS term (weight 1): convert VGG weights once with `ar-gen convert-lpips` and 
 """
 
 from ar_gen.config import parse_arg
-from tokenizers.config import tokenizer_config
+from tokenizers.config import shrink_for_runlocal, tokenizer_config
 
 
 def get_config(arg=None):
@@ -26,13 +26,4 @@ def get_config(arg=None):
   c.model.update(quantizer="vq", channels=128, channel_mult=(1, 1, 2, 2, 4), num_res_blocks=2, z_channels=256,
                  attention=True, codebook_size=16384, code_dim=8, beta=0.25, restart_every_steps=0)
   c.loss.update(rec="l2", ms_ssim_weight=0.1, disc_weight=0.5, disc_start=20_000)
-  if arg.runlocal:
-    c.total_steps = 1
-    c.batch_size = 2
-    c.log_every_steps = c.ckpt_every_steps = c.vis_every_steps = 1
-    c.vis_examples = 2
-    c.data.image_size = 64
-    c.data.num_threads = 1
-    c.model.update(channels=16, num_res_blocks=1)
-    c.loss.update(disc_channels=8, disc_start=0)
-  return c
+  return shrink_for_runlocal(c) if arg.runlocal else c

@@ -23,3 +23,29 @@ def tokenizer_config(**data) -> ml_collections.ConfigDict:
       rec="l2", rec_weight=1.0, ms_ssim_weight=0.0, lpips_path="", lpips_weight=1.0, disc_weight=0.0, disc_start=20000,
       disc_channels=64, disc_layers=3))
   return c
+
+
+def mnist_tokenizer_config(steps: int, runlocal: bool) -> ml_collections.ConfigDict:
+  """The CPU-sized MNIST setting shared by configs/mnist_vq.py and mnist_lfq.py: 32x32 digits -> 8x8 tokens."""
+  c = tokenizer_config(train="bundled:mnist:train", eval="bundled:mnist:test", image_size=32, channels=1,
+                       resize="pad", num_threads=2)
+  c.total_steps = 5 if runlocal else steps
+  c.batch_size = 32
+  c.log_every_steps = 50
+  c.ckpt_every_steps = c.vis_every_steps = 500
+  c.optimizer.update(lr=2e-3, warmup_steps=50, end_lr_factor=0.05)
+  c.model.update(channels=16, channel_mult=(1, 2, 2), num_res_blocks=1, z_channels=64, attention=False)
+  c.loss.update(rec="l2", ms_ssim_weight=0.0)
+  return c
+
+
+def shrink_for_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The `:runlocal` variant of a large config: same structure, one step of a narrow model on 64x64 images."""
+  c.total_steps = 1
+  c.batch_size = 2
+  c.log_every_steps = c.ckpt_every_steps = c.vis_every_steps = 1
+  c.vis_examples = 2
+  c.data.update(image_size=64, num_threads=1)
+  c.model.update(channels=16, num_res_blocks=1)
+  c.loss.update(disc_channels=8, disc_start=0)
+  return c
