@@ -1,0 +1,1 @@
+"""Decoding: logits processors (temperature, top-k, top-p, classifier-free guidance) and the sampler loop."""

@@ -1,0 +1,80 @@
+"""Logits processors, pure functions on [B, V] logits: temperature, top-k, top-p, classifier-free guidance."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+NEG_INF = -1e30
+CFG_SCHEDULES = ("constant", "linear")
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+  """How to turn logits into tokens. temperature 0 means greedy (argmax).
+
+  cfg_scale: guided = uncond + scale * (cond - uncond); 1 disables guidance. cfg_schedule 'linear' ramps the scale
+  from 1 at the first step to cfg_scale at the last. cfg_interval (lo, hi): guidance only on steps whose fraction
+  of the way through the sequence, step / num_steps, lies in [lo, hi).
+  """
+
+  temperature: float = 1.0
+  top_k: int = 0
+  top_p: float = 1.0
+  cfg_scale: float = 1.0
+  cfg_schedule: str = "constant"
+  cfg_interval: tuple[float, float] = (0.0, 1.0)
+
+  def __post_init__(self):
+    if self.cfg_schedule not in CFG_SCHEDULES:
+      raise ValueError(f"cfg_schedule must be one of {CFG_SCHEDULES}, got {self.cfg_schedule!r}")
+    if self.temperature < 0 or self.top_k < 0 or not 0 < self.top_p <= 1:
+      raise ValueError(f"need temperature >= 0, top_k >= 0, 0 < top_p <= 1; got {self}")
+
+  @property
+  def guided(self) -> bool:
+    return self.cfg_scale != 1.0
+
+
+def top_k_filter(logits_BV: jax.Array, k: int) -> jax.Array:
+  if k <= 0 or k >= logits_BV.shape[-1]:
+    return logits_BV
+  threshold = jax.lax.top_k(logits_BV, k)[0][..., -1:]
+  return jnp.where(logits_BV < threshold, NEG_INF, logits_BV)
+
+
+def top_p_filter(logits_BV: jax.Array, p: float) -> jax.Array:
+  """Keeps the smallest set of most likely tokens whose probability reaches p (at least one token)."""
+  if p >= 1.0:
+    return logits_BV
+  order = jnp.argsort(-logits_BV, axis=-1)
+  sorted_logits = jnp.take_along_axis(logits_BV, order, axis=-1)
+  probs = jax.nn.softmax(sorted_logits, axis=-1)
+  before = jnp.cumsum(probs, axis=-1) - probs  # probability mass strictly before each token
+  sorted_keep = before < p
+  keep = jnp.zeros_like(sorted_keep).at[jnp.arange(logits_BV.shape[0])[:, None], order].set(sorted_keep)
+  return jnp.where(keep, logits_BV, NEG_INF)
+
+
+def guidance_scale(cfg: SamplingConfig, step: jax.Array, num_steps: int) -> jax.Array:
+  """The CFG scale at `step` of `num_steps` (1 where guidance is off)."""
+  frac = step / num_steps
+  scale = cfg.cfg_scale
+  if cfg.cfg_schedule == "linear":
+    scale = 1.0 + (cfg.cfg_scale - 1.0) * step / max(num_steps - 1, 1)
+  inside = (frac >= cfg.cfg_interval[0]) & (frac < cfg.cfg_interval[1])
+  return jnp.where(inside, scale, 1.0)
+
+
+def combine_guidance(cond_BV: jax.Array, uncond_BV: jax.Array, scale: jax.Array) -> jax.Array:
+  return uncond_BV + scale * (cond_BV - uncond_BV)
+
+
+def sample_logits(logits_BV: jax.Array, rng: jax.Array, cfg: SamplingConfig) -> jax.Array:
+  """Token ids [B] from logits after temperature, top-k and top-p."""
+  if cfg.temperature == 0:
+    return jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
+  logits_BV = top_p_filter(top_k_filter(logits_BV / cfg.temperature, cfg.top_k), cfg.top_p)
+  return jax.random.categorical(rng, logits_BV, axis=-1).astype(jnp.int32)

@@ -1,0 +1,42 @@
+"""Norms and MLPs of the transformer: RMSNorm (computed in float32) and the SwiGLU feed-forward."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+def swiglu_hidden(dim: int, multiple_of: int = 256, multiplier: float | None = None) -> int:
+  """LLaMA's SwiGLU width: 2/3 of 4 * dim (times `multiplier`), rounded up to a multiple of `multiple_of`."""
+  hidden = int(2 * (4 * dim) / 3)
+  if multiplier is not None:
+    hidden = int(multiplier * hidden)
+  return -(-hidden // multiple_of) * multiple_of
+
+
+class RMSNorm(nnx.Module):
+  """x / rms(x) * weight over the last axis."""
+
+  def __init__(self, dim: int, eps: float = 1e-5, *, param_dtype=jnp.float32):
+    self.eps = eps
+    self.weight = nnx.Param(jnp.ones((dim,), param_dtype))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    xf = x.astype(jnp.float32)
+    normed = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
+    return normed.astype(x.dtype) * self.weight[...].astype(x.dtype)
+
+
+class SwiGLU(nnx.Module):
+  """w2(silu(w1 x) * w3 x), no biases."""
+
+  def __init__(self, dim: int, hidden: int, *, rngs: nnx.Rngs, init_std: float = 0.02, dtype=jnp.float32,
+               param_dtype=jnp.float32):
+    kw = dict(use_bias=False, kernel_init=nnx.initializers.normal(init_std), dtype=dtype, param_dtype=param_dtype,
+              rngs=rngs)
+    self.w1, self.w3 = nnx.Linear(dim, hidden, **kw), nnx.Linear(dim, hidden, **kw)
+    self.w2 = nnx.Linear(hidden, dim, **kw)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.w2(nnx.silu(self.w1(x)) * self.w3(x))

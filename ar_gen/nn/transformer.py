@@ -1,0 +1,109 @@
+"""Pre-norm transformer blocks with an explicit KV cache (a pytree passed in and returned, never module state).
+
+A cache is a dict {"k": [layers, B, S, K, D], "v": ..., "groups": [B, S]}: `groups` holds the group id of every
+slot of the full layout (known before decoding), and a call at write position `index` fills slots
+[index, index + L) and may see the slots below index + L whose group is <= the query's group.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ar_gen.nn.attention import attention
+from ar_gen.nn.layers import RMSNorm, SwiGLU, swiglu_hidden
+from ar_gen.nn.rope import apply_rope
+
+Cache = dict[str, jax.Array]
+
+
+class Attention(nnx.Module):
+  """Multi-head (grouped-query) self-attention with RoPE and optional QK RMS-norm."""
+
+  def __init__(self, dim: int, num_heads: int, num_kv_heads: int, *, qk_norm: bool = False, attn_impl: str = "xla",
+               rngs: nnx.Rngs, init_std: float = 0.02, dtype=jnp.float32, param_dtype=jnp.float32):
+    if dim % num_heads:
+      raise ValueError(f"{dim=} must be a multiple of {num_heads=}")
+    self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, dim // num_heads
+    self.attn_impl = attn_impl
+    kw = dict(use_bias=False, kernel_init=nnx.initializers.normal(init_std), dtype=dtype, param_dtype=param_dtype,
+              rngs=rngs)
+    self.wqkv = nnx.Linear(dim, (num_heads + 2 * num_kv_heads) * self.head_dim, **kw)
+    self.wo = nnx.Linear(dim, dim, **kw)
+    self.q_norm = RMSNorm(self.head_dim, param_dtype=param_dtype) if qk_norm else None
+    self.k_norm = RMSNorm(self.head_dim, param_dtype=param_dtype) if qk_norm else None
+
+  def __call__(self, x_BLC: jax.Array, rope_BLP2: jax.Array, q_groups_BL: jax.Array,
+               cache: tuple[jax.Array, jax.Array, jax.Array] | None = None,
+               index: jax.Array | int = 0) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
+    b, l, _ = x_BLC.shape
+    h, kh, d = self.num_heads, self.num_kv_heads, self.head_dim
+    q, k, v = jnp.split(self.wqkv(x_BLC), [h * d, (h + kh) * d], axis=-1)
+    q_BLHD, k_BLKD, v_BLKD = q.reshape(b, l, h, d), k.reshape(b, l, kh, d), v.reshape(b, l, kh, d)
+    if self.q_norm is not None:
+      q_BLHD, k_BLKD = self.q_norm(q_BLHD), self.k_norm(k_BLKD)
+    q_BLHD, k_BLKD = apply_rope(q_BLHD, rope_BLP2), apply_rope(k_BLKD, rope_BLP2)
+    if cache is None:
+      out = attention(q_BLHD, k_BLKD, v_BLKD, q_groups_BL, q_groups_BL, impl=self.attn_impl)
+      new_cache = None
+    else:
+      k_cache, v_cache, groups_BS = cache
+      k_cache = jax.lax.dynamic_update_slice_in_dim(k_cache, k_BLKD.astype(k_cache.dtype), index, axis=1)
+      v_cache = jax.lax.dynamic_update_slice_in_dim(v_cache, v_BLKD.astype(v_cache.dtype), index, axis=1)
+      valid_BS = jnp.broadcast_to(jnp.arange(k_cache.shape[1]) < index + l, groups_BS.shape)
+      out = attention(q_BLHD, k_cache.astype(q_BLHD.dtype), v_cache.astype(q_BLHD.dtype), q_groups_BL, groups_BS,
+                      valid_BS, impl=self.attn_impl)
+      new_cache = (k_cache, v_cache)
+    return self.wo(out.reshape(b, l, h * d)), new_cache
+
+
+class Block(nnx.Module):
+  """x + attn(norm(x)); then + mlp(norm(x))."""
+
+  def __init__(self, dim: int, num_heads: int, num_kv_heads: int, *, mlp_hidden: int, qk_norm: bool,
+               attn_impl: str, norm_eps: float, rngs: nnx.Rngs, init_std: float = 0.02, dtype=jnp.float32,
+               param_dtype=jnp.float32):
+    self.attention = Attention(dim, num_heads, num_kv_heads, qk_norm=qk_norm, attn_impl=attn_impl, rngs=rngs,
+                               init_std=init_std, dtype=dtype, param_dtype=param_dtype)
+    self.feed_forward = SwiGLU(dim, mlp_hidden, rngs=rngs, init_std=init_std, dtype=dtype, param_dtype=param_dtype)
+    self.attention_norm = RMSNorm(dim, norm_eps, param_dtype=param_dtype)
+    self.ffn_norm = RMSNorm(dim, norm_eps, param_dtype=param_dtype)
+
+  def __call__(self, x_BLC, rope_BLP2, q_groups_BL, cache=None, index=0):
+    y, new_cache = self.attention(self.attention_norm(x_BLC), rope_BLP2, q_groups_BL, cache, index)
+    h = x_BLC + y
+    return h + self.feed_forward(self.ffn_norm(h)), new_cache
+
+
+class Transformer(nnx.Module):
+  """A stack of blocks; `__call__` runs them with or without a KV cache."""
+
+  def __init__(self, depth: int, dim: int, num_heads: int, num_kv_heads: int | None = None, *,
+               mlp_hidden: int | None = None, qk_norm: bool = False, attn_impl: str = "xla", norm_eps: float = 1e-5,
+               rngs: nnx.Rngs, init_std: float = 0.02, dtype=jnp.float32, param_dtype=jnp.float32):
+    num_kv_heads = num_kv_heads or num_heads
+    self.num_kv_heads, self.head_dim, self.dtype = num_kv_heads, dim // num_heads, dtype
+    self.layers = nnx.List([
+        Block(dim, num_heads, num_kv_heads, mlp_hidden=mlp_hidden or swiglu_hidden(dim), qk_norm=qk_norm,
+              attn_impl=attn_impl, norm_eps=norm_eps, rngs=rngs, init_std=init_std, dtype=dtype,
+              param_dtype=param_dtype) for _ in range(depth)])
+
+  def init_cache(self, batch: int, groups_S: jax.Array) -> Cache:
+    """An empty cache for `batch` sequences laid out with group ids `groups_S` [S]."""
+    shape = (len(self.layers), batch, groups_S.shape[0], self.num_kv_heads, self.head_dim)
+    return {"k": jnp.zeros(shape, self.dtype), "v": jnp.zeros(shape, self.dtype),
+            "groups": jnp.broadcast_to(groups_S, (batch, groups_S.shape[0]))}
+
+  def __call__(self, h_BLC: jax.Array, rope_BLP2: jax.Array, q_groups_BL: jax.Array,
+               cache: Cache | None = None, index: jax.Array | int = 0) -> tuple[jax.Array, Cache | None]:
+    ks, vs = [], []
+    for i, layer in enumerate(self.layers):
+      layer_cache = None if cache is None else (cache["k"][i], cache["v"][i], cache["groups"])
+      h_BLC, new = layer(h_BLC, rope_BLP2, q_groups_BL, layer_cache, index)
+      if new is not None:
+        ks.append(new[0]), vs.append(new[1])
+    if cache is None:
+      return h_BLC, None
+    return h_BLC, {"k": jnp.stack(ks), "v": jnp.stack(vs), "groups": cache["groups"]}
+
