@@ -22,6 +22,16 @@ def _eval_tokenizer(args, overrides):
   print(result)
 
 
+def _sample(args, overrides):
+  from ar_gen import sample  # pylint: disable=g-import-not-at-top
+  _no_overrides(overrides)
+  interval = tuple(float(v) for v in args.cfg_interval.split(",")) if args.cfg_interval else None
+  result = sample.sample(args.workdir, args.out, args.num_images, args.batch_size, args.classes, args.seed,
+                         cfg_scale=args.cfg_scale, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                         cfg_schedule=args.cfg_schedule, cfg_interval=interval)
+  print(result)
+
+
 def _convert_lpips(args, overrides):
   from tokenizers import lpips  # pylint: disable=g-import-not-at-top
   _no_overrides(overrides)
@@ -56,6 +66,23 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--max-examples", type=int, default=None)
   p.add_argument("--batch-size", type=int, default=100)
   p.set_defaults(fn=_eval_tokenizer)
+
+  p = sub.add_parser("sample", help="class-conditional samples from a trained AR model",
+                     description="Writes OUT/samples.npz (arr_0 uint8 [N,H,W,C], arr_1 labels), OUT/images/*.png "
+                                 "and OUT/grid.png. Sampling flags default to the run's config (section sample).")
+  p.add_argument("--workdir", required=True)
+  p.add_argument("--num-images", type=int, required=True)
+  p.add_argument("--batch-size", type=int, default=64)
+  p.add_argument("--classes", default="all", help="'all' or comma-separated class ids, e.g. 0,3,7")
+  p.add_argument("--cfg-scale", type=float, default=None, help="classifier-free guidance scale (1 = off)")
+  p.add_argument("--cfg-schedule", choices=("constant", "linear"), default=None)
+  p.add_argument("--cfg-interval", default=None, help="LO,HI: guide only this fraction of the steps")
+  p.add_argument("--temperature", type=float, default=None, help="0 = greedy")
+  p.add_argument("--top-k", type=int, default=None)
+  p.add_argument("--top-p", type=float, default=None)
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--out", required=True)
+  p.set_defaults(fn=_sample)
 
   p = sub.add_parser("convert-lpips", help="convert LPIPS VGG weights (PyTorch files) for loss.lpips_path")
   p.add_argument("vgg", help="torchvision's vgg16-397923af.pth")

@@ -1,6 +1,8 @@
-"""`make demo` / `ar-gen demo`: the main job on the bundled MNIST, on CPU: train, evaluate, summarise.
+"""`make demo` / `ar-gen demo`: the main job on the bundled MNIST, on CPU: train, sample, evaluate, summarise.
 
-Each stage trains one config from scratch in `OUT/<stage>` and evaluates it; the headline numbers go to
+Stages: the VQ and LFQ tokenizers, the MNIST classifier (the judge of samples), and a class-conditional
+next-token model on the VQ tokens, which samples 1000 images with guidance; the classifier's accuracy on them is
+`sample_accuracy`. Each stage trains from scratch in `OUT/<stage>`; the headline numbers go to
 `OUT/summary.json`, one entry per stage with its `workdir`. `--quick` runs each config's `:runlocal` variant.
 """
 
@@ -11,8 +13,13 @@ import os
 import shutil
 import time
 
+import numpy as np
+
 from ar_gen import config as config_lib
+from ar_gen import sample as sample_lib
+from ar_gen.data import pipeline
 from ar_gen.eval import tokenizer_eval
+from ar_gen.eval.classifier import Classifier
 from ar_gen.train import trainer
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
@@ -27,16 +34,47 @@ def _write_summary(out: str, summary: dict) -> str:
   return path
 
 
-def train_tokenizer_stage(config_file: str, workdir: str, quick: bool) -> dict:
-  """Trains a tokenizer config from scratch in `workdir` and evaluates it on held-out data."""
+def _train_fresh(config_file: str, workdir: str, quick: bool, overrides=()) -> float:
+  """Trains a config from scratch in `workdir`; returns the seconds it took."""
   shutil.rmtree(workdir, ignore_errors=True)
-  config = config_lib.load_config(os.path.join(CONFIG_DIR, config_file) + (":runlocal" if quick else ""))
+  config = config_lib.load_config(os.path.join(CONFIG_DIR, config_file) + (":runlocal" if quick else ""), overrides)
   start = time.perf_counter()
   trainer.train(config, workdir)
-  seconds = time.perf_counter() - start
+  return time.perf_counter() - start
+
+
+def train_tokenizer_stage(config_file: str, workdir: str, quick: bool) -> dict:
+  """Trains a tokenizer config from scratch in `workdir` and evaluates it on held-out data."""
+  seconds = _train_fresh(config_file, workdir, quick)
   result = tokenizer_eval.evaluate(workdir)
   return {"psnr": result["psnr"], "ssim": result["ssim"], "codebook_usage": result["codebook_usage"],
           "perplexity": result["perplexity"], "train_seconds": seconds, "workdir": workdir}
+
+
+def classifier_stage(workdir: str, quick: bool) -> dict:
+  seconds = _train_fresh("mnist_classifier.py", workdir, quick)
+  classifier = Classifier(workdir)
+  batches = list(pipeline.eval_batches(classifier.config.data, 500))
+  accuracy = classifier.accuracy(np.concatenate([b["image"] for b in batches]),
+                                 np.concatenate([b["label"] for b in batches]))
+  return {"heldout_accuracy": accuracy, "train_seconds": seconds, "workdir": workdir}
+
+
+def next_token_stage(workdir: str, tokenizer_dir: str, classifier_dir: str, quick: bool) -> dict:
+  """Trains the next-token model, samples 1000 images (100 per class) and scores them with the classifier."""
+  seconds = _train_fresh("mnist_next_token.py", workdir, quick, [f"tokenizer_workdir={tokenizer_dir}"])
+  num = 100 if quick else 1000
+  result = sample_lib.sample(workdir, os.path.join(workdir, "samples"), num, batch_size=250, classes="all")
+  with np.load(os.path.join(workdir, "samples", "samples.npz")) as f:
+    accuracy = Classifier(classifier_dir).accuracy(f["arr_0"], f["arr_1"])
+  return {"sample_accuracy": accuracy, "train_seconds": seconds, "images_per_second": result["images_per_second"],
+          "num_samples": num, "grid": os.path.join(workdir, "samples", "grid.png"), "workdir": workdir}
+
+
+def _report(out: str, summary: dict, stage: str) -> None:
+  numbers = {k: v for k, v in summary[stage].items() if isinstance(v, float)}
+  print(f"== {stage}: " + ", ".join(f"{k}={v:.4g}" for k, v in numbers.items()), flush=True)
+  _write_summary(out, summary)
 
 
 def run(out: str = "runs/demo", quick: bool = False) -> dict:
@@ -45,8 +83,13 @@ def run(out: str = "runs/demo", quick: bool = False) -> dict:
   for stage, config_file in TOKENIZER_STAGES:
     print(f"== demo stage {stage}: {config_file}", flush=True)
     summary[stage] = train_tokenizer_stage(config_file, os.path.join(out, stage), quick)
-    print(f"== {stage}: " + ", ".join(f"{k}={v:.4g}" for k, v in summary[stage].items() if k != "workdir"),
-          flush=True)
-    _write_summary(out, summary)
+    _report(out, summary, stage)
+  print("== demo stage classifier: mnist_classifier.py", flush=True)
+  summary["classifier"] = classifier_stage(os.path.join(out, "classifier"), quick)
+  _report(out, summary, "classifier")
+  print("== demo stage next_token: mnist_next_token.py", flush=True)
+  summary["next_token"] = next_token_stage(os.path.join(out, "next_token"), os.path.join(out, "tokenizer_vq"),
+                                           os.path.join(out, "classifier"), quick)
+  _report(out, summary, "next_token")
   print(f"== summary: {os.path.join(out, 'summary.json')}")
   return summary

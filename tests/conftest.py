@@ -24,3 +24,16 @@ def trained_vq_workdir(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("vq"))
   trainer.train(tiny_config("mnist_vq.py", "total_steps=4", "ckpt_every_steps=2", "ema_decay=0.9"), workdir)
   return workdir
+
+
+@pytest.fixture(scope="session")
+def trained_next_token_workdir(trained_vq_workdir, tmp_path_factory):
+  from ar_gen.train import trainer
+  workdir = str(tmp_path_factory.mktemp("next_token"))
+  config = config_lib.load_config(
+      os.path.join(CONFIGS, "mnist_next_token.py"),
+      ("data.image_size=16", "batch_size=8", "total_steps=3", "ckpt_every_steps=3", "log_every_steps=1",
+       "vis_every_steps=3", "vis_examples=4", "model.depth=1", "model.dim=32", "model.num_heads=2",
+       f"tokenizer_workdir={trained_vq_workdir}", "data.num_threads=1"))
+  trainer.train(config, workdir)
+  return workdir

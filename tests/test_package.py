@@ -24,7 +24,7 @@ def test_cli_lists_the_contract_subcommands(capsys):
   with pytest.raises(SystemExit):
     cli.main(["--help"])
   out = capsys.readouterr().out
-  for name in ("train", "eval-tokenizer", "demo"):
+  for name in ("train", "eval-tokenizer", "sample", "demo"):
     assert name in out
 
 

@@ -45,6 +45,8 @@ def perplexity(hist_K: np.ndarray) -> float:
 class TokenizerTask:
   """Trains a VQ or LFQ tokenizer (`config.task = 'tokenizer'`)."""
 
+  frozen = None
+
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
     self.loss_config = config.loss
@@ -69,8 +71,8 @@ class TokenizerTask:
       nll = nll + lc.lpips_weight * jnp.mean(lpips.distance(self.lpips, x_rec, x))
     return nll
 
-  def loss(self, model: TokenizerWithDiscriminator, batch: dict, rng: jax.Array, step: jax.Array):
-    del rng
+  def loss(self, model: TokenizerWithDiscriminator, batch: dict, rng: jax.Array, step: jax.Array, frozen: Any):
+    del rng, frozen
     lc, x = self.loss_config, batch["image"].astype(jnp.float32)
     x_rec, aux = model.tokenizer(x, train=True)
     nll = self._nll(x, x_rec)
@@ -109,7 +111,8 @@ class TokenizerTask:
     hist = window["code_hist"]
     return {"codebook_usage": float(np.mean(hist > 0)), "perplexity": perplexity(hist)}
 
-  def visualize(self, model: TokenizerWithDiscriminator, batch: dict[str, jax.Array]) -> jax.Array:
+  def visualize(self, model: TokenizerWithDiscriminator, batch: dict[str, jax.Array], frozen: Any) -> jax.Array:
     """Originals (top row) over reconstructions (bottom row)."""
+    del frozen
     x = batch["image"]
     return jnp.stack([x, model.tokenizer.decode_indices(model.tokenizer.encode(x)).astype(x.dtype)])

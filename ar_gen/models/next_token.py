@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from ar_gen.nn.layers import RMSNorm
+from ar_gen.nn.layers import RMSNorm, swiglu_hidden
 from ar_gen.nn.rope import rope_2d_table
 from ar_gen.nn.transformer import Cache, Transformer
 from tokenizers.model import dtype
@@ -27,7 +27,7 @@ class NextTokenModel(nnx.Module):
 
   def __init__(self, vocab_size: int, grid: tuple[int, int], num_classes: int, depth: int, dim: int,
                num_heads: int, *, num_kv_heads: int | None = None, class_dropout: float = 0.1,
-               token_dropout: float = 0.0, qk_norm: bool = False, attn_impl: str = "xla", rope_base: float = 10000.0,
+               token_dropout: float = 0.0, mlp_hidden: int | None = None, qk_norm: bool = False, attn_impl: str = "xla", rope_base: float = 10000.0,
                norm_eps: float = 1e-5, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32):
     self.vocab_size, self.grid, self.num_classes = vocab_size, tuple(grid), num_classes
     self.num_tokens = grid[0] * grid[1]
@@ -37,7 +37,8 @@ class NextTokenModel(nnx.Module):
                                    rngs=rngs)
     self.tok_embeddings = nnx.Embed(vocab_size, dim, embedding_init=init, dtype=dtype, param_dtype=param_dtype,
                                     rngs=rngs)
-    self.transformer = Transformer(depth, dim, num_heads, num_kv_heads, qk_norm=qk_norm, attn_impl=attn_impl,
+    self.transformer = Transformer(depth, dim, num_heads, num_kv_heads, mlp_hidden=mlp_hidden, qk_norm=qk_norm,
+                                   attn_impl=attn_impl,
                                    norm_eps=norm_eps, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
     self.norm = RMSNorm(dim, norm_eps, param_dtype=param_dtype)
     self.output = nnx.Linear(dim, vocab_size, use_bias=False, kernel_init=nnx.initializers.zeros, dtype=dtype,
@@ -94,6 +95,7 @@ def build_next_token(m: ml_collections.ConfigDict, vocab_size: int, grid: tuple[
     raise ValueError(f"model.size must be one of {sorted(PRESETS)} or 'custom', got {m.size!r}")
   depth, dim, heads = PRESETS[m.size] if m.size != "custom" else (m.depth, m.dim, m.num_heads)
   return NextTokenModel(vocab_size, grid, m.num_classes, depth, dim, heads, num_kv_heads=m.num_kv_heads or None,
-                        class_dropout=m.class_dropout, token_dropout=m.token_dropout, qk_norm=m.qk_norm,
+                        class_dropout=m.class_dropout, token_dropout=m.token_dropout,
+                        mlp_hidden=swiglu_hidden(dim, m.mlp_multiple_of), qk_norm=m.qk_norm,
                         attn_impl=m.attn_impl, rope_base=m.rope_base, norm_eps=m.norm_eps, rngs=rngs,
                         dtype=dtype(m.dtype), param_dtype=dtype(m.param_dtype))

@@ -68,14 +68,20 @@ class Run:
     params = state["ema"] if ema and state.get("ema") is not None else state["params"]
     return nnx.merge(self.graphdef, params, state["rest"])
 
-  def step_fn(self, state: dict[str, Any], batch: dict[str, jax.Array]):
-    """One update: (new state, metrics)."""
+  def prepare(self, batch: dict[str, jax.Array], frozen: Any = None) -> dict[str, jax.Array]:
+    """The task's batch preparation (e.g. tokens from a frozen tokenizer), if it has one."""
+    prepare = getattr(self.task, "prepare", None)
+    return prepare(batch, frozen) if prepare is not None else batch
+
+  def step_fn(self, state: dict[str, Any], batch: dict[str, jax.Array], frozen: Any = None):
+    """One update: (new state, metrics); `frozen` is the task's untrained state (`task.frozen`)."""
     step = state["step"]
     rng = jax.random.fold_in(state["rng"], step)
+    batch = self.prepare(batch, frozen)  # inside the step, outside the differentiated function
 
     def loss_fn(params, rest):
       model = nnx.merge(self.graphdef, params, jax.tree.map(jnp.asarray, rest))  # fresh Variables in this trace
-      loss, metrics, extras = self.task.loss(model, batch, rng, step)
+      loss, metrics, extras = self.task.loss(model, batch, rng, step, frozen)
       return loss, (metrics, extras, nnx.state(model, nnx.Not(nnx.Param)))
 
     (loss, (metrics, extras, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"],
@@ -148,10 +154,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: int
   # ---------------------------------------------------------------- update step
   jstep = jax.jit(run.step_fn, donate_argnums=0, out_shardings=(state_sharding, replicated))
   jadd = jax.jit(_accumulate, donate_argnums=0)
-  jvis = jax.jit(lambda state, batch: task.visualize(run.model(state), batch))
+  frozen = jax.device_put(task.frozen, replicated) if task.frozen is not None else None
+  jvis = jax.jit(lambda state, batch, frozen: task.visualize(run.model(state), batch, frozen))
 
   def visualize(step: int) -> None:
-    rows = np.asarray(jax.device_get(jvis(state, vis_batch)))
+    rows = np.asarray(jax.device_get(jvis(state, vis_batch, frozen)))
     picture = images.make_grid(rows.reshape(-1, *rows.shape[2:]), num_cols=rows.shape[1])
     if jax.process_index() == 0:
       images.save_png(picture, os.path.join(workdir, "images", f"recon_{step:07d}.png"))
@@ -165,7 +172,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: int
   try:
     for step in range(start, stop):
       batch = mesh_lib.global_batch(mesh, next(train_iter))
-      state, metrics = jstep(state, batch)
+      state, metrics = jstep(state, batch, frozen)
       sums = metrics if sums is None else jadd(sums, metrics)
       count, done = count + 1, step + 1
       logger.advance()

@@ -1,0 +1,46 @@
+"""Training a next-token model on a tokenizer's tokens and `ar-gen sample` on it, including its refusals."""
+
+import os
+
+import numpy as np
+
+from ar_gen import cli, sample
+from ar_gen.train import metrics_log
+
+
+def test_next_token_training_logs_and_draws(trained_next_token_workdir):
+  records = metrics_log.read_metrics(trained_next_token_workdir)
+  assert [r["step"] for r in records] == [1, 2, 3] and "token_accuracy" in records[0]
+  assert os.path.exists(os.path.join(trained_next_token_workdir, "images", "recon_0000003.png"))
+
+
+def test_sample_writes_npz_pngs_and_grid(trained_next_token_workdir, tmp_path, capsys):
+  out = tmp_path / "s"
+  code = cli.main(["sample", "--workdir", trained_next_token_workdir, "--num-images", "5", "--batch-size", "2",
+                   "--classes", "3,7", "--cfg-scale", "2", "--top-k", "5", "--seed", "1", "--out", str(out)])
+  assert code == 0, capsys.readouterr().err
+  with np.load(out / "samples.npz") as f:
+    images, labels = f["arr_0"], f["arr_1"]
+  assert images.dtype == np.uint8 and images.shape == (5, 16, 16, 1)
+  np.testing.assert_array_equal(labels, [3, 3, 3, 7, 7])
+  assert len(os.listdir(out / "images")) == 5 and (out / "grid.png").exists()
+  again = tmp_path / "again"
+  cli.main(["sample", "--workdir", trained_next_token_workdir, "--num-images", "5", "--batch-size", "2",
+            "--classes", "3,7", "--cfg-scale", "2", "--top-k", "5", "--seed", "1", "--out", str(again)])
+  with np.load(again / "samples.npz") as f:
+    np.testing.assert_array_equal(f["arr_0"], images)
+
+
+def test_sample_refuses_bad_requests(trained_next_token_workdir, tmp_path, capsys):
+  base = ["sample", "--out", str(tmp_path / "x")]
+  assert cli.main(base + ["--workdir", str(tmp_path), "--num-images", "4"]) == 2
+  assert "config.json" in capsys.readouterr().err
+  assert cli.main(base + ["--workdir", trained_next_token_workdir, "--num-images", "4", "--classes", "12"]) == 2
+  assert "[0, 9]" in capsys.readouterr().err
+  assert cli.main(base + ["--workdir", trained_next_token_workdir, "--num-images", "0"]) == 2
+  assert "at least 1" in capsys.readouterr().err
+
+
+def test_labels_come_in_class_blocks():
+  np.testing.assert_array_equal(sample.labels_for([1, 2], 6), [1, 1, 1, 2, 2, 2])
+  np.testing.assert_array_equal(sample.labels_for([0, 1, 2], 4), [0, 0, 1, 2])
