@@ -32,6 +32,12 @@ def _sample(args, overrides):
   print(result)
 
 
+def _extract_tokens(args, overrides):
+  from ar_gen.data import tokens  # pylint: disable=g-import-not-at-top
+  _no_overrides(overrides)
+  print(tokens.extract(args.workdir, args.data, args.out, args.batch_size))
+
+
 def _convert_lpips(args, overrides):
   from tokenizers import lpips  # pylint: disable=g-import-not-at-top
   _no_overrides(overrides)
@@ -83,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--out", required=True)
   p.set_defaults(fn=_sample)
+
+  p = sub.add_parser("extract-tokens", help="encode a dataset once with a trained tokenizer (-> tokens:OUT)")
+  p.add_argument("--workdir", required=True, help="the tokenizer's work directory")
+  p.add_argument("--data", required=True, help="dataset spec, e.g. bundled:mnist:train or tfds:imagenet2012:train")
+  p.add_argument("--out", required=True, help="output directory; train on it with data.train=tokens:OUT")
+  p.add_argument("--batch-size", type=int, default=256)
+  p.set_defaults(fn=_extract_tokens)
 
   p = sub.add_parser("convert-lpips", help="convert LPIPS VGG weights (PyTorch files) for loss.lpips_path")
   p.add_argument("vgg", help="torchvision's vgg16-397923af.pth")

@@ -28,7 +28,7 @@ def test_bundled_mnist_split_is_fixed_and_disjoint():
 
 
 def test_unknown_spec_and_split_are_named():
-  with pytest.raises(ValueError, match="tfds:, folder: or bundled:"):
+  with pytest.raises(ValueError, match="tfds:, folder:, bundled: or tokens:"):
     sources.get_source("mnist")
   with pytest.raises(ValueError, match="'val'"):
     sources.get_source("bundled:mnist:val")

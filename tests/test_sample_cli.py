@@ -44,3 +44,26 @@ def test_sample_refuses_bad_requests(trained_next_token_workdir, tmp_path, capsy
 def test_labels_come_in_class_blocks():
   np.testing.assert_array_equal(sample.labels_for([1, 2], 6), [1, 1, 1, 2, 2, 2])
   np.testing.assert_array_equal(sample.labels_for([0, 1, 2], 4), [0, 0, 1, 2])
+
+
+def test_extracted_tokens_train_exactly_like_tokens_on_the_fly(trained_vq_workdir, tmp_path):
+  import os as _os  # pylint: disable=g-import-not-at-top
+  from ar_gen import config as config_lib  # pylint: disable=g-import-not-at-top
+  from ar_gen.data import sources  # pylint: disable=g-import-not-at-top
+  from ar_gen.train import trainer  # pylint: disable=g-import-not-at-top
+  from tests.conftest import CONFIGS  # pylint: disable=g-import-not-at-top
+  assert cli.main(["extract-tokens", "--workdir", trained_vq_workdir, "--data", "bundled:mnist:test",
+                   "--out", str(tmp_path / "tok"), "--batch-size", "128"]) == 0
+  src = sources.get_source(f"tokens:{tmp_path / 'tok'}")
+  assert len(src) == 500 and src[0]["tokens"].shape == (64,) and src.num_classes == 10
+  losses = []
+  for train in ("bundled:mnist:test", f"tokens:{tmp_path / 'tok'}"):
+    workdir = str(tmp_path / train.split(":")[0])
+    config = config_lib.load_config(
+        _os.path.join(CONFIGS, "mnist_next_token.py"),
+        ("data.image_size=16", "batch_size=8", "total_steps=2", "log_every_steps=1", "vis_every_steps=0",
+         "model.depth=1", "model.dim=32", "model.num_heads=2", f"tokenizer_workdir={trained_vq_workdir}",
+         f"data.train={train}", "data.num_threads=1"))
+    trainer.train(config, workdir)
+    losses.append([r["loss"] for r in metrics_log.read_metrics(workdir)])
+  np.testing.assert_allclose(losses[0], losses[1], rtol=1e-6)

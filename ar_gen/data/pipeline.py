@@ -40,11 +40,18 @@ def open_split(data: ml_collections.ConfigDict, which: str) -> sources.Source:
   return sources.get_source(data[which], default_split, data.get("data_dir") or None)
 
 
+def _token_record(record: dict, rng=None) -> dict[str, np.ndarray]:
+  del rng
+  return {"tokens": np.asarray(record["tokens"], np.int32), "label": np.int32(record["label"])}
+
+
 def train_dataset(data: ml_collections.ConfigDict, batch_size: int, seed: int,
                   source: sources.Source | None = None) -> grain.IterDataset:
   """Infinite shuffled, augmented, batched training data for this process."""
   source = source if source is not None else open_split(data, "train")
   prep = functools.partial(preprocess.preprocess, **_prep_kwargs(data), flip=data.get("random_flip", False))
+  if getattr(source, "is_tokens", False):
+    prep = _token_record
   ds = _shard(grain.MapDataset.source(source)).seed(seed).shuffle().repeat(None)
   ds = ds.random_map(lambda record, rng: prep(record, rng=rng))
   ds = ds.batch(per_process_batch(batch_size), drop_remainder=True)
@@ -57,6 +64,8 @@ def eval_batches(data: ml_collections.ConfigDict, batch_size: int, max_examples:
   """One pass over `data.eval` for this process, in order, the last batch possibly smaller."""
   source = source if source is not None else open_split(data, "eval")
   prep = functools.partial(preprocess.preprocess, **_prep_kwargs(data))
+  if getattr(source, "is_tokens", False):
+    prep = _token_record
   ds = _shard(grain.MapDataset.source(source))
   if max_examples is not None:
     ds = ds[:max_examples]

