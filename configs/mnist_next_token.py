@@ -11,7 +11,7 @@ from ar_gen.models.config import next_token_config
 
 
 def get_config(arg=None):
-  arg = parse_arg(arg, runlocal=False, steps=1500, tokenizer="runs/demo/tokenizer_vq")
+  arg = parse_arg(arg, runlocal=False, steps=800, tokenizer="runs/demo/tokenizer_vq")
   c = next_token_config(arg.tokenizer, train="bundled:mnist:train", eval="bundled:mnist:test", image_size=32,
                         channels=1, resize="pad", num_threads=2)
   c.total_steps = 5 if arg.runlocal else arg.steps
