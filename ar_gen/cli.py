@@ -38,6 +38,12 @@ def _extract_tokens(args, overrides):
   print(tokens.extract(args.workdir, args.data, args.out, args.batch_size))
 
 
+def _convert_llamagen(args, overrides):
+  from ar_gen.convert import llamagen  # pylint: disable=g-import-not-at-top
+  _no_overrides(overrides)
+  print(llamagen.convert(args.vq, args.gpt, args.size, args.image_size, args.out))
+
+
 def _convert_lpips(args, overrides):
   from tokenizers import lpips  # pylint: disable=g-import-not-at-top
   _no_overrides(overrides)
@@ -47,7 +53,7 @@ def _convert_lpips(args, overrides):
 def _demo(args, overrides):
   from ar_gen import demo  # pylint: disable=g-import-not-at-top
   _no_overrides(overrides)
-  demo.run(args.out, quick=args.quick)
+  demo.run(args.out, quick=args.quick, stages=args.stages)
 
 
 def _no_overrides(overrides):
@@ -97,6 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--batch-size", type=int, default=256)
   p.set_defaults(fn=_extract_tokens)
 
+  p = sub.add_parser("convert-llamagen", help="LlamaGen's VQ + class-conditional GPT checkpoints -> work dirs")
+  p.add_argument("--vq", required=True, help="vq_ds16_c2i.pt")
+  p.add_argument("--gpt", required=True, help="c2i_B_256.pt (or L, XL, XXL; 256 or 384)")
+  p.add_argument("--size", required=True, choices=("B", "L", "XL", "XXL"))
+  p.add_argument("--image-size", type=int, default=256)
+  p.add_argument("--out", required=True, help="writes OUT/tokenizer and OUT/gpt; sample with --workdir OUT/gpt")
+  p.set_defaults(fn=_convert_llamagen)
+
   p = sub.add_parser("convert-lpips", help="convert LPIPS VGG weights (PyTorch files) for loss.lpips_path")
   p.add_argument("vgg", help="torchvision's vgg16-397923af.pth")
   p.add_argument("lin", help="the LPIPS package's weights/v0.1/vgg.pth")
@@ -106,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
   p = sub.add_parser("demo", help="the CPU demo: train and evaluate on the bundled MNIST")
   p.add_argument("--out", default="runs/demo")
   p.add_argument("--quick", action="store_true", help="a few steps only (smoke test)")
+  p.add_argument("--stages", default="tokenizers",
+                 help="comma-separated of tokenizers, classifier, next_token; or 'all'")
   p.set_defaults(fn=_demo)
   return parser
 

@@ -6,16 +6,18 @@ import os
 import pytest
 
 from ar_gen import config as config_lib
+from ar_gen.train.task import TASKS
 from tests.conftest import CONFIGS
 
-ALL_CONFIGS = ("mnist_vq.py", "mnist_lfq.py", "imagenet256_vq16.py", "imagenet256_lfq.py")
+ALL_CONFIGS = ("mnist_vq.py", "mnist_lfq.py", "imagenet256_vq16.py", "imagenet256_lfq.py", "mnist_classifier.py",
+               "mnist_next_token.py")
 
 
 @pytest.mark.parametrize("name", ALL_CONFIGS)
 @pytest.mark.parametrize("arg", ["", ":runlocal"])
 def test_every_config_loads_with_required_keys(name, arg):
   c = config_lib.load_config(os.path.join(CONFIGS, name) + arg)
-  assert c.task == "tokenizer" and c.total_steps >= 1
+  assert c.task in TASKS and c.total_steps >= 1
   if arg:
     assert c.total_steps <= 5
 

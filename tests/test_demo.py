@@ -11,13 +11,21 @@ KEYS = {"psnr", "ssim", "codebook_usage", "train_seconds", "workdir"}
 
 
 def test_quick_demo_writes_the_summary(tmp_path):
-  demo.run(str(tmp_path), quick=True)
+  demo.run(str(tmp_path), quick=True, stages="all")
   summary = json.load(open(tmp_path / "summary.json"))
-  assert set(summary) == {"tokenizer_vq", "tokenizer_lfq"}
-  for stage in summary.values():
-    assert KEYS <= set(stage)
-    assert os.path.exists(os.path.join(stage["workdir"], "eval.json"))
-    assert os.path.exists(os.path.join(stage["workdir"], "images", "eval_recon.png"))
+  assert set(summary) == {"tokenizer_vq", "tokenizer_lfq", "classifier", "next_token"}
+  for name in ("tokenizer_vq", "tokenizer_lfq"):
+    assert KEYS <= set(summary[name])
+    assert os.path.exists(os.path.join(summary[name]["workdir"], "eval.json"))
+    assert os.path.exists(os.path.join(summary[name]["workdir"], "images", "eval_recon.png"))
+  assert 0 <= summary["next_token"]["sample_accuracy"] <= 1 and os.path.exists(summary["next_token"]["grid"])
+
+
+def test_unknown_or_incomplete_stages_are_refused():
+  with pytest.raises(ValueError, match="tokenisers"):
+    demo.parse_stages("tokenisers")
+  with pytest.raises(ValueError, match="needs the tokenizers"):
+    demo.parse_stages("next_token")
 
 
 @pytest.mark.slow

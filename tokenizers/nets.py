@@ -1,9 +1,10 @@
 """Convolutional encoder and decoder of the image tokenizers (VQGAN / LlamaGen layout), NHWC, Flax NNX.
 
 Encoder: conv_in, per level `num_res_blocks` residual blocks at `channels * channel_mult[level]` then a stride-2
-downsample (except the last level), a middle block (res, optional attention, res), norm, swish, conv_out to
-`z_channels`. The decoder mirrors it with nearest-neighbour upsampling. Downsampling factor:
-2 ** (len(channel_mult) - 1).
+downsample (except the last level), a middle block (res, attention, res), norm, swish, conv_out to `z_channels`.
+The decoder mirrors it with nearest-neighbour upsampling. With `attention`, self-attention follows every residual
+block of the lowest resolution and sits in the middle block, as in LlamaGen's VQ (so its weights port one to one);
+without it both are left out. Downsampling factor: 2 ** (len(channel_mult) - 1).
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ class Encoder(nnx.Module):
       for _ in range(num_res_blocks):
         blocks.append(ResBlock(cin, cout, **kw))
         cin = cout
+        if attention and level == len(channel_mult) - 1:
+          blocks.append(AttnBlock(cin, **kw))
       if level < len(channel_mult) - 1:
         blocks.append(conv(cin, cin, 3, rngs, dtype, param_dtype, stride=2))
     self.blocks = nnx.List(blocks)
@@ -106,6 +109,8 @@ class Decoder(nnx.Module):
       for _ in range(num_res_blocks + 1):
         blocks.append(ResBlock(cin, cout, **kw))
         cin = cout
+        if attention and level == len(channel_mult) - 1:
+          blocks.append(AttnBlock(cin, **kw))
       if level > 0:
         blocks.append(Upsample(cin, **kw))
     self.blocks = nnx.List(blocks)
