@@ -55,39 +55,27 @@ def _count(sd: StateDict, prefix: str) -> int:
   return len({k[len(prefix) + 1:].split(".")[0] for k in sd if k.startswith(prefix + ".")})
 
 
-def _encoder(sd: StateDict) -> dict:
-  blocks, levels = [], _levels(sd, "encoder")
-  for lvl in range(levels):
-    p = f"encoder.conv_blocks.{lvl}"
+def _coder(sd: StateDict, name: str) -> dict:
+  """LlamaGen's Encoder or Decoder ('encoder' / 'decoder') -> ar-gen's flat block list of the same order."""
+  blocks = []
+  for lvl in range(_levels(sd, name)):
+    p = f"{name}.conv_blocks.{lvl}"
     for j in range(_count(sd, f"{p}.res")):
       blocks.append(_res(sd, f"{p}.res.{j}"))
       if f"{p}.attn.{j}.q.weight" in sd:
         blocks.append(_attn(sd, f"{p}.attn.{j}"))
-    if f"{p}.downsample.conv.weight" in sd:
+    if f"{p}.downsample.conv.weight" in sd:  # ar-gen's downsample is a bare strided conv
       blocks.append(_conv(sd, f"{p}.downsample.conv"))
-  return {"conv_in": _conv(sd, "encoder.conv_in"), "blocks": dict(enumerate(blocks)),
-          "mid": {0: _res(sd, "encoder.mid.0"), 1: _attn(sd, "encoder.mid.1"), 2: _res(sd, "encoder.mid.2")},
-          "norm_out": _norm(sd, "encoder.norm_out"), "conv_out": _conv(sd, "encoder.conv_out")}
-
-
-def _decoder(sd: StateDict) -> dict:
-  blocks, levels = [], _levels(sd, "decoder")
-  for lvl in range(levels):
-    p = f"decoder.conv_blocks.{lvl}"
-    for j in range(_count(sd, f"{p}.res")):
-      blocks.append(_res(sd, f"{p}.res.{j}"))
-      if f"{p}.attn.{j}.q.weight" in sd:
-        blocks.append(_attn(sd, f"{p}.attn.{j}"))
-    if f"{p}.upsample.conv.weight" in sd:
+    if f"{p}.upsample.conv.weight" in sd:  # ar-gen's Upsample module holds its conv
       blocks.append({"conv": _conv(sd, f"{p}.upsample.conv")})
-  return {"conv_in": _conv(sd, "decoder.conv_in"), "blocks": dict(enumerate(blocks)),
-          "mid": {0: _res(sd, "decoder.mid.0"), 1: _attn(sd, "decoder.mid.1"), 2: _res(sd, "decoder.mid.2")},
-          "norm_out": _norm(sd, "decoder.norm_out"), "conv_out": _conv(sd, "decoder.conv_out")}
+  return {"conv_in": _conv(sd, f"{name}.conv_in"), "blocks": dict(enumerate(blocks)),
+          "mid": {0: _res(sd, f"{name}.mid.0"), 1: _attn(sd, f"{name}.mid.1"), 2: _res(sd, f"{name}.mid.2")},
+          "norm_out": _norm(sd, f"{name}.norm_out"), "conv_out": _conv(sd, f"{name}.conv_out")}
 
 
 def vq_params(sd: StateDict) -> dict:
   """LlamaGen VQModel state dict -> pure dict of ar-gen `Tokenizer` parameters."""
-  return {"encoder": _encoder(sd), "decoder": _decoder(sd), "quant_conv": _conv(sd, "quant_conv"),
+  return {"encoder": _coder(sd, "encoder"), "decoder": _coder(sd, "decoder"), "quant_conv": _conv(sd, "quant_conv"),
           "post_quant_conv": _conv(sd, "post_quant_conv"),
           "quantizer": {"codebook": sd["quantize.embedding.weight"]}}
 
