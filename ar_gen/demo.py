@@ -106,7 +106,8 @@ def run(out: str = "runs/demo", quick: bool = False, stages: str = "tokenizers")
     _report(out, summary, "classifier")
   if "next_token" in stages:
     print("== demo stage next_token: mnist_next_token.py", flush=True)
-    summary["next_token"] = next_token_stage(os.path.join(out, "next_token"), os.path.join(out, "tokenizer_vq"),
+    summary["next_token"] = next_token_stage(os.path.join(out, "next_token"),
+                                             os.path.abspath(os.path.join(out, "tokenizer_vq")),
                                              os.path.join(out, "classifier"), quick)
     _report(out, summary, "next_token")
   print(f"== summary: {os.path.join(out, 'summary.json')}")

@@ -169,7 +169,7 @@ def convert(vq_path: str, gpt_path: str, size: str, image_size: int, out: str) -
   vq_sd, gpt_sd = read_torch(vq_path), read_torch(gpt_path)
   tok_config = tokenizer_config(**data)
   tok_config.model.update(vq_model_config(vq_sd))
-  tok_dir = _save_workdir(tok_config, vq_params(vq_sd), os.path.join(out, "tokenizer"), vq_path)
+  tok_dir = _save_workdir(tok_config, vq_params(vq_sd), os.path.abspath(os.path.join(out, "tokenizer")), vq_path)
   gpt_config = next_token_config(tok_dir, **data)
   gpt_config.model.update(size=size, num_classes=gpt_sd["cls_embedding.embedding_table.weight"].shape[0] - 1)
   gpt_dir = _save_workdir(gpt_config, gpt_params(gpt_sd), os.path.join(out, "gpt"), gpt_path)
