@@ -1,4 +1,4 @@
-r"""Open-MAGVIT2's LFQ tokenizer on ImageNet 256x256: 18 sign bits per token (2^18 codes), downsample 16.
+"""Open-MAGVIT2's LFQ tokenizer on ImageNet 256x256: 18 sign bits per token (2^18 codes), downsample 16.
 
   ar-gen train --config configs/imagenet256_lfq.py --workdir gs://BUCKET/runs/lfq18     # accelerators
   ar-gen train --config configs/imagenet256_lfq.py:runlocal --workdir /tmp/lfq18      # CPU smoke run

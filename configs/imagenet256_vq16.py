@@ -1,4 +1,4 @@
-r"""LlamaGen's VQ-16 tokenizer on ImageNet 256x256: 16384 l2-normalised codes of 8 dims, downsample 16.
+"""LlamaGen's VQ-16 tokenizer on ImageNet 256x256: 16384 l2-normalised codes of 8 dims, downsample 16.
 
   ar-gen train --config configs/imagenet256_vq16.py --workdir gs://BUCKET/runs/vq16      # accelerators
   ar-gen train --config configs/imagenet256_vq16.py:runlocal --workdir /tmp/vq16       # CPU smoke run

@@ -1,8 +1,7 @@
-r"""Class-conditional next-token model on the MNIST VQ tokens (8x8 grid, 256 codes), CPU-sized.
+"""Class-conditional next-token model on the MNIST VQ tokens (8x8 grid, 256 codes), CPU-sized.
 
   ar-gen train --config configs/mnist_vq.py --workdir runs/mnist_vq
-  ar-gen train --config configs/mnist_next_token.py --workdir runs/mnist_next_token \
-      --config.tokenizer_workdir=runs/mnist_vq
+  ar-gen train --config configs/mnist_next_token.py:tokenizer=runs/mnist_vq --workdir runs/mnist_next_token
   ar-gen sample --workdir runs/mnist_next_token --num-images 100 --classes all --out runs/mnist_next_token/samples
 """
 

@@ -42,14 +42,13 @@ class Checkpointer:
     restored = self.manager.restore(step, args=ocp.args.Composite(**items))
     return restored["state"], restored.get("data") if with_data else None, step
 
-  def wait(self) -> None:
-    self.manager.wait_until_finished()
-
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
 
 
-def abstract_like(tree: Any) -> Any:
-  """ShapeDtypeStructs (with shardings) of a pytree of arrays."""
-  return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=getattr(a, "sharding", None)), tree)
+def restore_target(abstract: Any, sharding: Any) -> Any:
+  """ShapeDtypeStructs of `abstract` placed by `sharding` (one Sharding for all leaves, or a matching tree)."""
+  if isinstance(sharding, jax.sharding.Sharding):
+    sharding = jax.tree.map(lambda _: sharding, abstract)
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, sharding)

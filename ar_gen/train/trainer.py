@@ -142,8 +142,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: int
   ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_ckpts)
   start = 0
   if ckpt.latest_step() is not None:
-    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sharding)
-    state, data_state, start = ckpt.restore(target)
+    state, data_state, start = ckpt.restore(checkpoint.restore_target(abstract, state_sharding))
     if data_state is not None:
       train_iter.set_state(data_state)
     log.info("resumed from step %d of %s", start, ckpt.directory)
@@ -207,7 +206,7 @@ def restore_run(workdir: str, step: int | None = None) -> tuple[Run, dict[str, A
       raise FileNotFoundError(f"{workdir} has no checkpoint under {ckpt.directory}: train it first with "
                               f"`ar-gen train --config ... --workdir {workdir}`")
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), run.abstract_state())
+    target = checkpoint.restore_target(run.abstract_state(), device)
     state, _, step = ckpt.restore(target, step=step, with_data=False)
   finally:
     ckpt.close()
