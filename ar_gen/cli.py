@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
   p = sub.add_parser("demo", help="the CPU demo: train and evaluate on the bundled MNIST")
   p.add_argument("--out", default="runs/demo")
   p.add_argument("--quick", action="store_true", help="a few steps only (smoke test)")
-  p.add_argument("--stages", default="tokenizers",
+  p.add_argument("--stages", default="all",
                  help="comma-separated of tokenizers, classifier, next_token; or 'all'")
   p.set_defaults(fn=_demo)
   return parser

@@ -18,7 +18,11 @@ def test_quick_demo_writes_the_summary(tmp_path):
     assert KEYS <= set(summary[name])
     assert os.path.exists(os.path.join(summary[name]["workdir"], "eval.json"))
     assert os.path.exists(os.path.join(summary[name]["workdir"], "images", "eval_recon.png"))
-  assert 0 <= summary["next_token"]["sample_accuracy"] <= 1 and os.path.exists(summary["next_token"]["grid"])
+  next_token = summary["next_token"]
+  assert 0 <= next_token["sample_accuracy"] <= 1 and os.path.exists(next_token["grid"])
+  assert next_token["num_samples"] == 100 and next_token["images_per_second"] > 0
+  trained_on = json.load(open(os.path.join(next_token["workdir"], "config.json")))["data"]["train"]
+  assert trained_on.startswith("tokens:") and os.path.exists(os.path.join(trained_on[7:], "meta.json"))
 
 
 def test_unknown_or_incomplete_stages_are_refused():
@@ -33,3 +37,4 @@ def test_full_demo_meets_the_quality_bar(tmp_path):
   summary = demo.run(str(tmp_path))
   assert summary["tokenizer_vq"]["psnr"] >= 24 and summary["tokenizer_vq"]["codebook_usage"] >= 0.9
   assert summary["tokenizer_lfq"]["psnr"] >= 22 and summary["tokenizer_lfq"]["codebook_usage"] >= 0.9
+  assert summary["next_token"]["sample_accuracy"] >= 0.9
