@@ -56,6 +56,18 @@ def _demo(args, overrides):
   demo.run(args.out, quick=args.quick, stages=args.stages)
 
 
+def _bench(args, overrides):
+  _no_overrides(overrides)
+  if args.target == "sample":
+    from ar_gen.bench import sample as bench_sample  # pylint: disable=g-import-not-at-top
+    batches = tuple(int(b) for b in args.batch_sizes.split(","))
+    positions = tuple(int(p) for p in args.positions.split(","))
+    if len(positions) != 2:
+      raise ValueError(f"--positions takes two positions, e.g. 16,240; got {args.positions!r}")
+    bench_sample.run(args.size, batches, args.tokens, args.vocab_size, args.num_classes, positions,
+                     args.min_seconds, args.out)
+
+
 def _no_overrides(overrides):
   if overrides:
     raise SystemExit(f"ar-gen: unrecognized arguments: {' '.join(overrides)}")
@@ -116,6 +128,18 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("lin", help="the LPIPS package's weights/v0.1/vgg.pth")
   p.add_argument("--out", required=True, help="output .npz")
   p.set_defaults(fn=_convert_lpips)
+
+  p = sub.add_parser("bench", help="speed measurements (tables; --out FILE.json)")
+  p.add_argument("target", choices=("sample",), help="sample: next-token sampling, cached vs uncached")
+  p.add_argument("--size", default="B", help="model size preset: B, L, XL, XXL (LlamaGen) or tiny")
+  p.add_argument("--batch-sizes", default="1,8,64")
+  p.add_argument("--tokens", type=int, default=256, help="sequence length (a square token grid)")
+  p.add_argument("--vocab-size", type=int, default=16384)
+  p.add_argument("--num-classes", type=int, default=1000)
+  p.add_argument("--positions", default="16,240", help="two positions whose cached step times are compared")
+  p.add_argument("--min-seconds", type=float, default=2.0, help="time each measurement for at least this long")
+  p.add_argument("--out", default=None, help="also write the results as JSON here")
+  p.set_defaults(fn=_bench)
 
   p = sub.add_parser("demo", help="the CPU demo: train and evaluate on the bundled MNIST")
   p.add_argument("--out", default="runs/demo")

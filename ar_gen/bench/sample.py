@@ -1,0 +1,96 @@
+"""`ar-gen bench sample`: next-token sampling speed, KV-cached against uncached, on random weights.
+
+For each batch size: tokens/s of the cached sampler (`sample_next_token`: the whole sequence in one jitted
+`fori_loop`, timed end to end), tokens/s of uncached decoding (each new token from a full forward pass over the
+fixed-length sequence, the jitted step timed over as many steps as `--min-seconds` allows: every step has the same
+shape and cost), and the time of one cached step at two positions (`--positions`, e.g. 16 and 240 of 256): with a
+cache sized up front the ratio should be close to 1. Guidance is off (it doubles the batch in both modes).
+"""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ar_gen.bench import timing
+from ar_gen.decoding.logits import SamplingConfig, sample_logits
+from ar_gen.decoding.sampler import sample_next_token
+from ar_gen.models.next_token import PRESETS, NextTokenModel
+
+SIZES = {"tiny": (2, 64, 2), **PRESETS}  # (depth, dim, heads); tiny is for smoke tests
+
+
+def build_model(size: str, grid: tuple[int, int], vocab_size: int, num_classes: int) -> NextTokenModel:
+  if size not in SIZES:
+    raise ValueError(f"--size must be one of {sorted(SIZES)}, got {size!r}")
+  depth, dim, heads = SIZES[size]
+  return NextTokenModel(vocab_size, grid, num_classes, depth, dim, heads, rngs=nnx.Rngs(0))
+
+
+def bench_batch(model: NextTokenModel, batch: int, positions: tuple[int, int], min_seconds: float) -> dict:
+  """Cached and uncached tokens/s and the cached step time at two positions, for one batch size."""
+  graphdef, state = nnx.split(model)
+  n, cfg = model.num_tokens, SamplingConfig()
+  labels_B = jnp.arange(batch, dtype=jnp.int32) % model.num_classes
+  rng = jax.random.PRNGKey(0)
+
+  def cached(state, labels_B, rng):
+    return sample_next_token(nnx.merge(graphdef, state), labels_B, rng, cfg)
+
+  generate = timing.compiled(cached, state, labels_B, rng)
+  cached_seconds = timing.seconds_per_call(lambda: generate(state, labels_B, rng), min_seconds, min_calls=1)
+
+  def uncached_step(state, tokens_BN, labels_B, index):
+    logits_BV = nnx.merge(graphdef, state)(tokens_BN, labels_B)[:, index]
+    return tokens_BN.at[:, index].set(sample_logits(logits_BV, jax.random.fold_in(rng, index), cfg))
+
+  tokens_BN = jnp.zeros((batch, n), jnp.int32)
+  step = timing.compiled(uncached_step, state, tokens_BN, labels_B, jnp.int32(0))
+  uncached_seconds = timing.seconds_per_call(lambda: step(state, tokens_BN, labels_B, jnp.int32(n // 2)),
+                                             min_seconds=min_seconds, min_calls=1)
+
+  def cached_step(state, inputs_B, index, cache):
+    return nnx.merge(graphdef, state).step(inputs_B, index, cache, is_class=False)
+
+  cache = model.init_cache(batch)
+  inputs_B = jnp.zeros((batch,), jnp.int32)
+  one_step = timing.compiled(cached_step, state, inputs_B, jnp.int32(1), cache)
+  step_seconds = [timing.seconds_per_call(lambda p=p: one_step(state, inputs_B, jnp.int32(p), cache),
+                                          min_seconds=min_seconds) for p in positions]
+  return {"batch": batch, "cached_tokens_per_s": batch * n / cached_seconds,
+          "uncached_tokens_per_s": batch / uncached_seconds,
+          "speedup": uncached_seconds * n / cached_seconds,
+          "step_ms_first": 1e3 * step_seconds[0], "step_ms_second": 1e3 * step_seconds[1],
+          "step_ratio": step_seconds[1] / step_seconds[0]}
+
+
+def run(size: str = "B", batch_sizes: tuple[int, ...] = (1, 8, 64), num_tokens: int = 256,
+        vocab_size: int = 16384, num_classes: int = 1000, positions: tuple[int, int] = (16, 240),
+        min_seconds: float = 2.0, out: str | None = None) -> list[dict]:
+  side = int(round(num_tokens ** 0.5))
+  if side * side != num_tokens:
+    raise ValueError(f"--tokens must be a square (a token grid), got {num_tokens}")
+  if not all(0 < p < num_tokens for p in positions):
+    raise ValueError(f"--positions must lie in 1..{num_tokens - 1}, got {positions}")
+  model = build_model(size, (side, side), vocab_size, num_classes)
+  params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+  print(f"bench sample: model {size} ({params / 1e6:.1f}M parameters), {num_tokens} tokens, vocab {vocab_size}, "
+        f"{jax.devices()[0].device_kind} x {jax.device_count()}", flush=True)
+  rows = []
+  for batch in batch_sizes:
+    rows.append(bench_batch(model, batch, positions, min_seconds))
+    print(f"  batch {batch}: done", flush=True)
+  p0, p1 = positions
+  print(timing.format_table(rows, [
+      ("batch", "batch", "d"), ("cached_tokens_per_s", "cached tok/s", ".1f"),
+      ("uncached_tokens_per_s", "uncached tok/s", ".2f"), ("speedup", "cached/uncached", ".1f"),
+      ("step_ms_first", f"step@{p0} ms", ".2f"), ("step_ms_second", f"step@{p1} ms", ".2f"),
+      ("step_ratio", f"step@{p1}/step@{p0}", ".3f")]))
+  if out:
+    with open(out, "w") as f:
+      json.dump({"size": size, "params": params, "num_tokens": num_tokens, "vocab_size": vocab_size,
+                 "positions": list(positions), "device": jax.devices()[0].device_kind, "rows": rows}, f, indent=2)
+  return rows

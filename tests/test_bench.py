@@ -1,0 +1,30 @@
+"""`ar-gen bench sample` runs end to end on a tiny model and refuses bad arguments by name."""
+
+import json
+
+import pytest
+
+from ar_gen import cli
+
+
+def test_bench_sample_tiny(tmp_path, capsys):
+  out = tmp_path / "bench.json"
+  assert cli.main(["bench", "sample", "--size", "tiny", "--tokens", "16", "--vocab-size", "32", "--num-classes", "4",
+                   "--batch-sizes", "1,2", "--positions", "2,14", "--min-seconds", "0", "--out", str(out)]) == 0
+  printed = capsys.readouterr().out
+  assert "cached/uncached" in printed and "step@14/step@2" in printed
+  result = json.load(open(out))
+  assert [r["batch"] for r in result["rows"]] == [1, 2] and result["num_tokens"] == 16
+  for row in result["rows"]:
+    assert row["cached_tokens_per_s"] > 0 and row["uncached_tokens_per_s"] > 0 and row["step_ratio"] > 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--size", "Q"], "--size must be one of"),
+    (["--tokens", "250"], "must be a square"),
+    (["--tokens", "16", "--positions", "2,16"], "--positions must lie in"),
+    (["--positions", "16"], "two positions"),
+])
+def test_bench_sample_refuses_bad_arguments(args, message, capsys):
+  assert cli.main(["bench", "sample", *args]) == 2
+  assert message in capsys.readouterr().err
