@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 
@@ -54,6 +55,19 @@ def _demo(args, overrides):
   from ar_gen import demo  # pylint: disable=g-import-not-at-top
   _no_overrides(overrides)
   demo.run(args.out, quick=args.quick, stages=args.stages)
+
+
+def _fid(args, overrides):
+  from ar_gen.eval import fid  # pylint: disable=g-import-not-at-top
+  _no_overrides(overrides)
+  fid.evaluate(args.samples, args.ref, args.features, args.inception, args.image_size, args.batch_size, args.k,
+               args.splits, args.cache_dir, args.out)
+
+
+def _convert_inception(args, overrides):
+  from ar_gen.eval import inception_weights  # pylint: disable=g-import-not-at-top
+  _no_overrides(overrides)
+  print(inception_weights.convert(args.pth, args.out))
 
 
 def _bench(args, overrides):
@@ -128,6 +142,24 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("lin", help="the LPIPS package's weights/v0.1/vgg.pth")
   p.add_argument("--out", required=True, help="output .npz")
   p.set_defaults(fn=_convert_lpips)
+
+  p = sub.add_parser("fid", help="FID, IS, precision/recall of sample sets against a reference")
+  p.add_argument("--samples", nargs="+", required=True, help="sample sets: .npz (ADM), image folders, tfds:NAME:SPLIT")
+  p.add_argument("--ref", required=True, help="reference: .npz (images or mu/sigma), folder or dataset spec")
+  p.add_argument("--features", default="inception", help="inception, or classifier:DIR (a trained classifier)")
+  p.add_argument("--inception", default=None, help="converted Inception weights (else $AR_GEN_INCEPTION, ~/.cache)")
+  p.add_argument("--image-size", type=int, default=256, help="size dataset specs are read at (Inception)")
+  p.add_argument("--batch-size", type=int, default=200)
+  p.add_argument("--k", type=int, default=3, help="nearest neighbours for precision and recall")
+  p.add_argument("--splits", type=int, default=10, help="Inception-score splits")
+  p.add_argument("--cache-dir", default=None, help="reference statistics cache (default ~/.cache/ar_gen/fid)")
+  p.add_argument("--out", default=None, help="results JSON")
+  p.set_defaults(fn=_fid)
+
+  p = sub.add_parser("convert-inception", help="pytorch-fid's Inception .pth -> ar-gen's weights file")
+  p.add_argument("pth", help="pt_inception-2015-12-05-6726825d.pth")
+  p.add_argument("--out", default=os.path.expanduser(os.path.join("~", ".cache", "ar_gen", "inception_fid.npz")))
+  p.set_defaults(fn=_convert_inception)
 
   p = sub.add_parser("bench", help="speed measurements (tables; --out FILE.json)")
   p.add_argument("target", choices=("sample",), help="sample: next-token sampling, cached vs uncached")

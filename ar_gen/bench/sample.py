@@ -3,8 +3,8 @@
 For each batch size: tokens/s of the cached sampler (`sample_next_token`: the whole sequence in one jitted
 `fori_loop`, timed end to end), tokens/s of uncached decoding (each new token from a full forward pass over the
 fixed-length sequence, the jitted step timed over as many steps as `--min-seconds` allows: every step has the same
-shape and cost), and the time of one cached step at two positions (`--positions`, e.g. 16 and 240 of 256): with a
-cache sized up front the ratio should be close to 1. Guidance is off (it doubles the batch in both modes).
+shape and cost), and the median time of one cached step at two positions (`--positions`, e.g. 16 and 240 of 256;
+at least three calls each after a discarded first): with a cache sized up front the ratio should be close to 1. Guidance is off (it doubles the batch in both modes).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ar_gen import table
 from ar_gen.bench import timing
 from ar_gen.decoding.logits import SamplingConfig, sample_logits
 from ar_gen.decoding.sampler import sample_next_token
@@ -59,7 +60,7 @@ def bench_batch(model: NextTokenModel, batch: int, positions: tuple[int, int], m
   inputs_B = jnp.zeros((batch,), jnp.int32)
   one_step = timing.compiled(cached_step, state, inputs_B, jnp.int32(1), cache)
   step_seconds = [timing.seconds_per_call(lambda p=p: one_step(state, inputs_B, jnp.int32(p), cache),
-                                          min_seconds=min_seconds) for p in positions]
+                                          min_seconds=min_seconds, long_calls_once=False) for p in positions]
   return {"batch": batch, "cached_tokens_per_s": batch * n / cached_seconds,
           "uncached_tokens_per_s": batch / uncached_seconds,
           "speedup": uncached_seconds * n / cached_seconds,
@@ -84,7 +85,7 @@ def run(size: str = "B", batch_sizes: tuple[int, ...] = (1, 8, 64), num_tokens: 
     rows.append(bench_batch(model, batch, positions, min_seconds))
     print(f"  batch {batch}: done", flush=True)
   p0, p1 = positions
-  print(timing.format_table(rows, [
+  print(table.format_table(rows, [
       ("batch", "batch", "d"), ("cached_tokens_per_s", "cached tok/s", ".1f"),
       ("uncached_tokens_per_s", "uncached tok/s", ".2f"), ("speedup", "cached/uncached", ".1f"),
       ("step_ms_first", f"step@{p0} ms", ".2f"), ("step_ms_second", f"step@{p1} ms", ".2f"),

@@ -15,16 +15,16 @@ def compiled(fn: Callable, *args) -> Callable:
 
 
 def seconds_per_call(fn: Callable[[], Any], min_seconds: float = 1.0, min_calls: int = 3,
-                     max_calls: int = 1000) -> float:
+                     max_calls: int = 1000, long_calls_once: bool = True) -> float:
   """Median wall seconds of `fn()` (its result blocked on) over at least `min_calls` calls and `min_seconds`.
 
-  The first call pays for allocation and is discarded, unless it alone took `min_seconds` (then it is the
-  measurement: long calls are not repeated).
+  The first call pays for allocation and is discarded, unless it alone took `min_seconds` and `long_calls_once`
+  (then it is the measurement: long calls are not repeated).
   """
   t = time.perf_counter()
   jax.block_until_ready(fn())
   first = time.perf_counter() - t
-  if min_seconds > 0 and first >= min_seconds:
+  if long_calls_once and min_seconds > 0 and first >= min_seconds:
     return first
   times, start = [], time.perf_counter()
   while len(times) < max_calls and (len(times) < min_calls or time.perf_counter() - start < min_seconds):
@@ -32,12 +32,3 @@ def seconds_per_call(fn: Callable[[], Any], min_seconds: float = 1.0, min_calls:
     jax.block_until_ready(fn())
     times.append(time.perf_counter() - t)
   return statistics.median(times)
-
-
-def format_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
-  """A plain-text table; `columns` are (key, header, format spec)."""
-  cells = [[h for _, h, _ in columns]] + [[format(r[k], f) if r.get(k) is not None else "-" for k, _, f in columns]
-                                          for r in rows]
-  widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-  lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
-  return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])

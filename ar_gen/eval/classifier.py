@@ -81,23 +81,34 @@ class Classifier:
       raise ValueError(f"{workdir} holds a {run.config.task!r} run, not a classifier")
     self.config = run.config
     graphdef, model_state = nnx.split(run.model(state))
-    self._logits = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))
-    self._features = jax.jit(lambda s, x: nnx.merge(graphdef, s).features(x))
+
+    def features_and_logits(s, x):
+      model = nnx.merge(graphdef, s)
+      features = model.features(x)
+      return features, model.head(features)
+
+    self._fn = jax.jit(features_and_logits)
     self._state = model_state
 
-  def _batches(self, fn, images_NHWC: np.ndarray, batch_size: int) -> np.ndarray:
+  def features_and_logits(self, images_NHWC: np.ndarray, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
+    """Penultimate features [N, F] and logits [N, classes] of uint8 or [-1, 1] images of the training size."""
     images = np.asarray(images_NHWC)
-    out = []
+    size, channels = self.config.data.image_size, self.config.data.channels
+    if images.ndim != 4 or images.shape[1:] != (size, size, channels):
+      raise ValueError(f"the classifier takes images of shape [N, {size}, {size}, {channels}], got {images.shape}")
+    features, logits = [], []
     for i in range(0, len(images), batch_size):
       x = images[i:i + batch_size]
-      out.append(np.asarray(fn(self._state, jnp.asarray(to_float(x) if x.dtype == np.uint8 else x))))
-    return np.concatenate(out)
+      f, l = self._fn(self._state, jnp.asarray(to_float(x) if x.dtype == np.uint8 else x))
+      features.append(np.asarray(f))
+      logits.append(np.asarray(l))
+    return np.concatenate(features), np.concatenate(logits)
 
   def predict(self, images_NHWC: np.ndarray, batch_size: int = 500) -> np.ndarray:
-    return self._batches(self._logits, images_NHWC, batch_size).argmax(-1)
+    return self.features_and_logits(images_NHWC, batch_size)[1].argmax(-1)
 
   def features(self, images_NHWC: np.ndarray, batch_size: int = 500) -> np.ndarray:
-    return self._batches(self._features, images_NHWC, batch_size)
+    return self.features_and_logits(images_NHWC, batch_size)[0]
 
   def accuracy(self, images_NHWC: np.ndarray, labels_N: np.ndarray) -> float:
     return float(np.mean(self.predict(images_NHWC) == np.asarray(labels_N)))
