@@ -80,6 +80,9 @@ def _bench(args, overrides):
       raise ValueError(f"--positions takes two positions, e.g. 16,240; got {args.positions!r}")
     bench_sample.run(args.size, batches, args.tokens, args.vocab_size, args.num_classes, positions,
                      args.min_seconds, args.out)
+  elif args.target == "fid":
+    from ar_gen.bench import fid as bench_fid  # pylint: disable=g-import-not-at-top
+    bench_fid.run(args.num_images, args.batch_size, args.image_size, args.torch_python, args.out)
 
 
 def _no_overrides(overrides):
@@ -162,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.set_defaults(fn=_convert_inception)
 
   p = sub.add_parser("bench", help="speed measurements (tables; --out FILE.json)")
-  p.add_argument("target", choices=("sample",), help="sample: next-token sampling, cached vs uncached")
+  p.add_argument("target", choices=("sample", "fid"),
+                 help="sample: next-token sampling, cached vs uncached; fid: Inception images/s vs pytorch-fid")
   p.add_argument("--size", default="B", help="model size preset: B, L, XL, XXL (LlamaGen) or tiny")
   p.add_argument("--batch-sizes", default="1,8,64")
   p.add_argument("--tokens", type=int, default=256, help="sequence length (a square token grid)")
@@ -170,6 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--num-classes", type=int, default=1000)
   p.add_argument("--positions", default="16,240", help="two positions whose cached step times are compared")
   p.add_argument("--min-seconds", type=float, default=2.0, help="time each measurement for at least this long")
+  p.add_argument("--num-images", type=int, default=64, help="fid: images to time")
+  p.add_argument("--batch-size", type=int, default=16, help="fid: batch size of both implementations")
+  p.add_argument("--image-size", type=int, default=256, help="fid: size of the random images")
+  p.add_argument("--torch-python", default=None, help="fid: a python with torch + pytorch-fid (default: this one)")
   p.add_argument("--out", default=None, help="also write the results as JSON here")
   p.set_defaults(fn=_bench)
 

@@ -2,8 +2,10 @@
 
 Stages: `tokenizers` (VQ and LFQ), `classifier` (the MNIST classifier, the judge of samples) and `next_token`
 (the VQ tokens of the training split are extracted once, a class-conditional next-token model trains on them and
-samples 1000 images with guidance, 100 per class; the classifier's accuracy on them is `sample_accuracy`, the
-grid of the first 10 per class is `OUT/next_token/samples/grid.png`). `make demo` runs all stages; `--stages`
+samples 1000 images with guidance, 100 per class; the classifier's accuracy on them is `sample_accuracy`, and
+`fid` / `precision` / `recall` compare them with the held-out digits in the classifier's feature space (`ar-gen
+fid --features classifier:OUT/classifier`); the grid of the first 10 per class is
+`OUT/next_token/samples/grid.png`). `make demo` runs all stages; `--stages`
 picks some. Each stage trains from scratch in `OUT/<stage>`; the headline numbers go to `OUT/summary.json`, one
 entry per stage with its `workdir`. `--quick` runs each config's `:runlocal` variant.
 """
@@ -20,7 +22,7 @@ import numpy as np
 from ar_gen import config as config_lib
 from ar_gen import sample as sample_lib
 from ar_gen.data import pipeline, tokens
-from ar_gen.eval import tokenizer_eval
+from ar_gen.eval import fid, tokenizer_eval
 from ar_gen.eval.classifier import Classifier
 from ar_gen.train import trainer
 
@@ -73,11 +75,15 @@ def next_token_stage(workdir: str, tokenizer_dir: str, classifier_dir: str, quic
   seconds = _train_fresh("mnist_next_token.py", workdir, quick,
                          [f"tokenizer_workdir={tokenizer_dir}", f"data.train=tokens:{os.path.abspath(tokens_dir)}"])
   num = 100 if quick else 1000
-  result = sample_lib.sample(workdir, os.path.join(workdir, "samples"), num, batch_size=250, classes="all")
-  with np.load(os.path.join(workdir, "samples", "samples.npz")) as f:
-    accuracy = Classifier(classifier_dir).accuracy(f["arr_0"], f["arr_1"])
-  return {"sample_accuracy": accuracy, "train_seconds": seconds, "extract_seconds": extract_seconds, "images_per_second": result["images_per_second"],
-          "num_samples": num, "grid": os.path.join(workdir, "samples", "grid.png"), "workdir": workdir}
+  samples = os.path.join(workdir, "samples")
+  result = sample_lib.sample(workdir, samples, num, batch_size=250, classes="all")
+  scores = fid.evaluate([os.path.join(samples, "samples.npz")], "bundled:mnist:test", f"classifier:{classifier_dir}",
+                        cache_dir=os.path.join(workdir, "fid_cache"), out=os.path.join(workdir, "fid.json"))
+  row = scores["results"][0]
+  return {"sample_accuracy": row["accuracy"], "fid": row["fid"], "precision": row["precision"],
+          "recall": row["recall"], "train_seconds": seconds, "extract_seconds": extract_seconds,
+          "images_per_second": result["images_per_second"], "num_samples": num,
+          "grid": os.path.join(samples, "grid.png"), "workdir": workdir}
 
 
 def _report(out: str, summary: dict, stage: str) -> None:

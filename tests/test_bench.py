@@ -28,3 +28,16 @@ def test_bench_sample_tiny(tmp_path, capsys):
 def test_bench_sample_refuses_bad_arguments(args, message, capsys):
   assert cli.main(["bench", "sample", *args]) == 2
   assert message in capsys.readouterr().err
+
+
+def test_bench_fid_without_pytorch_fid_reports_ar_gen_alone(tmp_path, capsys):
+  out = tmp_path / "fid.json"
+  assert cli.main(["bench", "fid", "--num-images", "2", "--batch-size", "2", "--image-size", "32",
+                   "--torch-python", "/bin/false", "--out", str(out)]) == 0
+  result = json.load(open(out))
+  assert result["ar_gen"] > 0 and result["pytorch_fid"] is None and result["ratio"] is None
+  assert "pytorch-fid did not run with /bin/false" in capsys.readouterr().out
+
+
+def test_bench_fid_refuses_a_partial_batch():
+  assert cli.main(["bench", "fid", "--num-images", "3", "--batch-size", "2"]) == 2

@@ -21,6 +21,9 @@ def test_quick_demo_writes_the_summary(tmp_path):
   next_token = summary["next_token"]
   assert 0 <= next_token["sample_accuracy"] <= 1 and os.path.exists(next_token["grid"])
   assert next_token["num_samples"] == 100 and next_token["images_per_second"] > 0
+  assert next_token["fid"] > 0 and 0 <= next_token["precision"] <= 1 and 0 <= next_token["recall"] <= 1
+  scores = json.load(open(os.path.join(next_token["workdir"], "fid.json")))
+  assert scores["results"][0]["accuracy"] == next_token["sample_accuracy"]
   trained_on = json.load(open(os.path.join(next_token["workdir"], "config.json")))["data"]["train"]
   assert trained_on.startswith("tokens:") and os.path.exists(os.path.join(trained_on[7:], "meta.json"))
 
@@ -37,4 +40,4 @@ def test_full_demo_meets_the_quality_bar(tmp_path):
   summary = demo.run(str(tmp_path))
   assert summary["tokenizer_vq"]["psnr"] >= 24 and summary["tokenizer_vq"]["codebook_usage"] >= 0.9
   assert summary["tokenizer_lfq"]["psnr"] >= 22 and summary["tokenizer_lfq"]["codebook_usage"] >= 0.9
-  assert summary["next_token"]["sample_accuracy"] >= 0.9
+  assert summary["next_token"]["sample_accuracy"] >= 0.9 and summary["next_token"]["fid"] > 0

@@ -246,10 +246,16 @@ def _gather(rows: list) -> list:
 
 
 def inception_score(logits_NK: np.ndarray, splits: int = 10) -> tuple[float, float]:
-  """exp(E_x KL(p(y|x) || p(y))) over `splits` equal parts: (mean, std)."""
+  """exp(E_x KL(p(y|x) || p(y))) over `splits` equal parts: (mean, std).
+
+  The rows are put in a fixed pseudo-random order (seed 0) before splitting: the standard code splits in file
+  order, which assumes shuffled samples; class-ordered sample files (as `ar-gen sample --classes all` writes)
+  would otherwise put one class in each split and score about 1.
+  """
   if len(logits_NK) < splits:
     raise ValueError(f"the Inception score over {splits} splits needs at least {splits} images, got "
                      f"{len(logits_NK)}")
+  logits_NK = logits_NK[np.random.default_rng(0).permutation(len(logits_NK))]
   logp = logits_NK - np.logaddexp.reduce(logits_NK, axis=1, keepdims=True)
   scores = []
   for part in np.array_split(logp, splits):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import warnings
 
 import numpy as np
 from scipy import linalg
@@ -48,7 +49,9 @@ def frechet_distance(a: Stats, b: Stats, eps: float = 1e-6) -> float:
   if a.mu.shape != b.mu.shape or a.sigma.shape != b.sigma.shape:
     raise ValueError(f"statistics of different feature sizes: {a.mu.shape} vs {b.mu.shape}")
   diff = a.mu - b.mu
-  root, _ = linalg.sqrtm(a.sigma.dot(b.sigma), disp=False)
+  with warnings.catch_warnings():  # a singular product is handled below, not only warned about
+    warnings.simplefilter("ignore", linalg.LinAlgWarning)
+    root, _ = linalg.sqrtm(a.sigma.dot(b.sigma), disp=False)
   if not np.isfinite(root).all():
     log.warning("FID: the covariance product is singular; adding %g to the diagonals", eps)
     offset = np.eye(a.sigma.shape[0]) * eps
