@@ -17,7 +17,7 @@ def next_token_config(tokenizer_workdir: str, **data) -> ml_collections.ConfigDi
   c.tokenizer_workdir = tokenizer_workdir
   c.model = ml_collections.ConfigDict(dict(
       size="B", depth=12, dim=768, num_heads=12, num_kv_heads=0, mlp_multiple_of=256, num_classes=1000, class_dropout=0.1,
-      token_dropout=0.1, qk_norm=False, attn_impl="xla", rope_base=10000.0, norm_eps=1e-5, dtype="float32",
+      token_dropout=0.1, qk_norm=False, attn_impl="auto", rope_base=10000.0, norm_eps=1e-5, dtype="float32",
       param_dtype="float32"))
   c.sample = ml_collections.ConfigDict(dict(
       temperature=1.0, top_k=0, top_p=1.0, cfg_scale=2.0, cfg_schedule="constant", cfg_interval=(0.0, 1.0)))

@@ -1,8 +1,9 @@
 """Pre-norm transformer blocks with an explicit KV cache (a pytree passed in and returned, never module state).
 
-A cache is a dict {"k": [layers, B, S, K, D], "v": ..., "groups": [B, S]}: `groups` holds the group id of every
-slot of the full layout (known before decoding), and a call at write position `index` fills slots
-[index, index + L) and may see the slots below index + L whose group is <= the query's group.
+A cache is a dict {"k": [one [B, K, S, D] array per layer], "v": ..., "groups": [B, S]}: head-major, the layout
+the decode kernel reads without a transpose, one array per layer so a step updates each in place. `groups` holds
+the group id of every slot of the full layout (known before decoding), and a call at write position `index` fills
+slots [index, index + L) and may see the slots below index + L whose group is <= the query's group.
 """
 
 from __future__ import annotations
@@ -11,21 +12,25 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ar_gen.nn.attention import attention
+from ar_gen.kernels import dispatch
+from ar_gen.kernels import mask as masks
+from ar_gen.kernels.flash_attention import round_up
 from ar_gen.nn.layers import RMSNorm, SwiGLU, swiglu_hidden
 from ar_gen.nn.rope import apply_rope
 
-Cache = dict[str, jax.Array]
+Cache = dict[str, jax.Array | list[jax.Array]]
+DECODE_BLOCK_K = 128
 
 
 class Attention(nnx.Module):
   """Multi-head (grouped-query) self-attention with RoPE and optional QK RMS-norm."""
 
-  def __init__(self, dim: int, num_heads: int, num_kv_heads: int, *, qk_norm: bool = False, attn_impl: str = "xla",
+  def __init__(self, dim: int, num_heads: int, num_kv_heads: int, *, qk_norm: bool = False, attn_impl: str = "auto",
                rngs: nnx.Rngs, init_std: float = 0.02, dtype=jnp.float32, param_dtype=jnp.float32):
     if dim % num_heads:
       raise ValueError(f"{dim=} must be a multiple of {num_heads=}")
     self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, dim // num_heads
+    dispatch.resolve(attn_impl)
     self.attn_impl = attn_impl
     kw = dict(use_bias=False, kernel_init=nnx.initializers.normal(init_std), dtype=dtype, param_dtype=param_dtype,
               rngs=rngs)
@@ -45,16 +50,18 @@ class Attention(nnx.Module):
       q_BLHD, k_BLKD = self.q_norm(q_BLHD), self.k_norm(k_BLKD)
     q_BLHD, k_BLKD = apply_rope(q_BLHD, rope_BLP2), apply_rope(k_BLKD, rope_BLP2)
     if cache is None:
-      out = attention(q_BLHD, k_BLKD, v_BLKD, q_groups_BL, q_groups_BL, impl=self.attn_impl)
+      out = dispatch.attention(q_BLHD, k_BLKD, v_BLKD, q_groups_BL, q_groups_BL, impl=self.attn_impl)
       new_cache = None
     else:
-      k_cache, v_cache, groups_BS = cache
-      k_cache = jax.lax.dynamic_update_slice_in_dim(k_cache, k_BLKD.astype(k_cache.dtype), index, axis=1)
-      v_cache = jax.lax.dynamic_update_slice_in_dim(v_cache, v_BLKD.astype(v_cache.dtype), index, axis=1)
-      valid_BS = jnp.broadcast_to(jnp.arange(k_cache.shape[1]) < index + l, groups_BS.shape)
-      out = attention(q_BLHD, k_cache.astype(q_BLHD.dtype), v_cache.astype(q_BLHD.dtype), q_groups_BL, groups_BS,
-                      valid_BS, impl=self.attn_impl)
-      new_cache = (k_cache, v_cache)
+      k_BKSD, v_BKSD, groups_BS = cache
+      k_BKSD = jax.lax.dynamic_update_slice_in_dim(
+          k_BKSD, k_BLKD.transpose(0, 2, 1, 3).astype(k_BKSD.dtype), index, axis=2)
+      v_BKSD = jax.lax.dynamic_update_slice_in_dim(
+          v_BKSD, v_BLKD.transpose(0, 2, 1, 3).astype(v_BKSD.dtype), index, axis=2)
+      valid_BS = jnp.broadcast_to(jnp.arange(k_BKSD.shape[2]) < index + l, groups_BS.shape)
+      out = dispatch.cached_attention(q_BLHD, k_BKSD.astype(q_BLHD.dtype), v_BKSD.astype(q_BLHD.dtype), q_groups_BL,
+                                      groups_BS, valid_BS, impl=self.attn_impl, block_k=DECODE_BLOCK_K)
+      new_cache = (k_BKSD, v_BKSD)
     return self.wo(out.reshape(b, l, h * d)), new_cache
 
 
@@ -80,19 +87,26 @@ class Transformer(nnx.Module):
   """A stack of blocks; `__call__` runs them with or without a KV cache."""
 
   def __init__(self, depth: int, dim: int, num_heads: int, num_kv_heads: int | None = None, *,
-               mlp_hidden: int | None = None, qk_norm: bool = False, attn_impl: str = "xla", norm_eps: float = 1e-5,
+               mlp_hidden: int | None = None, qk_norm: bool = False, attn_impl: str = "auto", norm_eps: float = 1e-5,
                rngs: nnx.Rngs, init_std: float = 0.02, dtype=jnp.float32, param_dtype=jnp.float32):
     num_kv_heads = num_kv_heads or num_heads
-    self.num_kv_heads, self.head_dim, self.dtype = num_kv_heads, dim // num_heads, dtype
+    self.num_kv_heads, self.head_dim, self.dtype, self.attn_impl = num_kv_heads, dim // num_heads, dtype, attn_impl
     self.layers = nnx.List([
         Block(dim, num_heads, num_kv_heads, mlp_hidden=mlp_hidden or swiglu_hidden(dim), qk_norm=qk_norm,
               attn_impl=attn_impl, norm_eps=norm_eps, rngs=rngs, init_std=init_std, dtype=dtype,
               param_dtype=param_dtype) for _ in range(depth)])
 
   def init_cache(self, batch: int, groups_S: jax.Array) -> Cache:
-    """An empty cache for `batch` sequences laid out with group ids `groups_S` [S]."""
-    shape = (len(self.layers), batch, groups_S.shape[0], self.num_kv_heads, self.head_dim)
-    return {"k": jnp.zeros(shape, self.dtype), "v": jnp.zeros(shape, self.dtype),
+    """An empty cache for `batch` sequences laid out with group ids `groups_S` [S].
+
+    For the Pallas decode kernel the slots are rounded up to whole key blocks (extra slots hidden from every query),
+    so a decode step never pads the cache.
+    """
+    if dispatch.resolve(self.attn_impl) == "pallas":
+      groups_S = masks.pad_groups(groups_S[None], round_up(groups_S.shape[0], DECODE_BLOCK_K), masks.HIDDEN)[0]
+    shape = (batch, self.num_kv_heads, groups_S.shape[0], self.head_dim)
+    return {"k": [jnp.zeros(shape, self.dtype) for _ in self.layers],
+            "v": [jnp.zeros(shape, self.dtype) for _ in self.layers],
             "groups": jnp.broadcast_to(groups_S, (batch, groups_S.shape[0]))}
 
   def __call__(self, h_BLC: jax.Array, rope_BLP2: jax.Array, q_groups_BL: jax.Array,
@@ -105,5 +119,5 @@ class Transformer(nnx.Module):
         ks.append(new[0]), vs.append(new[1])
     if cache is None:
       return h_BLC, None
-    return h_BLC, {"k": jnp.stack(ks), "v": jnp.stack(vs), "groups": cache["groups"]}
+    return h_BLC, {"k": ks, "v": vs, "groups": cache["groups"]}
 
