@@ -80,9 +80,28 @@ def _bench(args, overrides):
       raise ValueError(f"--positions takes two positions, e.g. 16,240; got {args.positions!r}")
     bench_sample.run(args.size, batches, args.tokens, args.vocab_size, args.num_classes, positions,
                      args.min_seconds, args.out)
+  elif args.target == "attention":
+    from ar_gen.bench import attention as bench_attention  # pylint: disable=g-import-not-at-top
+    bench_attention.run(_shapes(args.shapes), _ints(args.decode_lengths, "--decode-lengths"),
+                        tuple(args.impls.split(",")) if args.impls else None, args.dtype, args.block_q, args.block_k,
+                        args.min_seconds, not args.no_check, args.out)
   elif args.target == "fid":
     from ar_gen.bench import fid as bench_fid  # pylint: disable=g-import-not-at-top
     bench_fid.run(args.num_images, args.batch_size, args.image_size, args.torch_python, args.out)
+
+
+def _ints(text: str, flag: str) -> tuple[int, ...]:
+  try:
+    return tuple(int(x) for x in text.split(",") if x)
+  except ValueError:
+    raise ValueError(f"{flag} takes comma-separated integers, got {text!r}") from None
+
+
+def _shapes(text: str) -> tuple[tuple[int, ...], ...]:
+  shapes = tuple(_ints(s.replace("x", ","), "--shapes") for s in text.split(",") if s)
+  if not shapes or any(len(s) != 4 for s in shapes):
+    raise ValueError(f"--shapes takes BxHxLxD shapes separated by commas, e.g. 8x16x680x64; got {text!r}")
+  return shapes
 
 
 def _no_overrides(overrides):
@@ -165,8 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.set_defaults(fn=_convert_inception)
 
   p = sub.add_parser("bench", help="speed measurements (tables; --out FILE.json)")
-  p.add_argument("target", choices=("sample", "fid"),
-                 help="sample: next-token sampling, cached vs uncached; fid: Inception images/s vs pytorch-fid")
+  p.add_argument("target", choices=("sample", "attention", "fid"),
+                 help="sample: next-token sampling, cached vs uncached; attention: kernel vs XLA vs cuDNN, ms and "
+                      "TFLOP/s; fid: Inception images/s vs pytorch-fid")
   p.add_argument("--size", default="B", help="model size preset: B, L, XL, XXL (LlamaGen) or tiny")
   p.add_argument("--batch-sizes", default="1,8,64")
   p.add_argument("--tokens", type=int, default=256, help="sequence length (a square token grid)")
@@ -174,6 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--num-classes", type=int, default=1000)
   p.add_argument("--positions", default="16,240", help="two positions whose cached step times are compared")
   p.add_argument("--min-seconds", type=float, default=2.0, help="time each measurement for at least this long")
+  p.add_argument("--shapes", default="8x16x680x64,8x16x1024x64,4x16x4096x128", help="attention: BxHxLxD,...")
+  p.add_argument("--decode-lengths", default="256,680,4096", help="attention: KV cache lengths for decode")
+  p.add_argument("--impls", default=None, help="attention: e.g. pallas,xla,cudnn (default: those this backend has)")
+  p.add_argument("--dtype", default=None, help="attention: float32 or bfloat16 (default: bfloat16, float32 on CPU)")
+  p.add_argument("--block-q", type=int, default=128, help="attention: kernel query block")
+  p.add_argument("--block-k", type=int, default=128, help="attention: kernel key block")
+  p.add_argument("--no-check", action="store_true", help="attention: skip the kernel-vs-reference check")
   p.add_argument("--num-images", type=int, default=64, help="fid: images to time")
   p.add_argument("--batch-size", type=int, default=16, help="fid: batch size of both implementations")
   p.add_argument("--image-size", type=int, default=256, help="fid: size of the random images")

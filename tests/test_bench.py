@@ -1,4 +1,4 @@
-"""`ar-gen bench sample` runs end to end on a tiny model and refuses bad arguments by name."""
+"""`ar-gen bench sample|attention|fid` run end to end on small sizes and refuse bad arguments by name."""
 
 import json
 
@@ -41,3 +41,28 @@ def test_bench_fid_without_pytorch_fid_reports_ar_gen_alone(tmp_path, capsys):
 
 def test_bench_fid_refuses_a_partial_batch():
   assert cli.main(["bench", "fid", "--num-images", "3", "--batch-size", "2"]) == 2
+
+
+def test_bench_attention_small_shapes(tmp_path, capsys):
+  out = tmp_path / "attention.json"
+  assert cli.main(["bench", "attention", "--shapes", "1x2x680x64", "--decode-lengths", "300", "--impls",
+                   "xla", "--min-seconds", "0", "--out", str(out)]) == 0
+  printed = capsys.readouterr().out
+  assert "kernel vs reference (interpret mode)" in printed and "TFLOP/s" in printed and "KV GB/s" in printed
+  result = json.load(open(out))
+  assert max(result["kernel_check"].values()) < 1e-4
+  assert result["skipped_blocks"]["block-causal L=680"] == pytest.approx(8 / 36)
+  assert {(r["layout"], r["pass"]) for r in result["attention"]} == {
+      (layout, p) for layout in ("causal", "block-causal") for p in ("fwd", "fwd+bwd")}
+  assert all(r["ms"] > 0 and r["tflops"] > 0 and r["vs_xla"] == 1.0 for r in result["attention"])
+  assert [r["cache"] for r in result["decode"]] == [300]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--shapes", "8x16x680"], "BxHxLxD"),
+    (["--decode-lengths", "2a6"], "--decode-lengths takes"),
+    (["--impls", "xla,triton"], "'triton' is not one of"),
+])
+def test_bench_attention_refuses_bad_arguments(args, message, capsys):
+  assert cli.main(["bench", "attention", "--no-check", *args]) == 2
+  assert message in capsys.readouterr().err

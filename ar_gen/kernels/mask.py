@@ -50,7 +50,7 @@ def kv_block_end(visible_BNM: jax.Array) -> jax.Array:
 
 
 def q_block_start(visible_BNM: jax.Array) -> jax.Array:
-  """[B, M] int32: a key block is visited by query blocks [start, N); blocks before the first visible one are skipped."""
+  """[B, M] int32: a key block is visited by query blocks [start, N); earlier query blocks are skipped."""
   num_q = visible_BNM.shape[1]
   return jnp.min(jnp.where(visible_BNM, jnp.arange(num_q)[:, None], num_q), axis=1).astype(jnp.int32)
 

@@ -27,8 +27,9 @@ class NextTokenModel(nnx.Module):
 
   def __init__(self, vocab_size: int, grid: tuple[int, int], num_classes: int, depth: int, dim: int,
                num_heads: int, *, num_kv_heads: int | None = None, class_dropout: float = 0.1,
-               token_dropout: float = 0.0, mlp_hidden: int | None = None, qk_norm: bool = False, attn_impl: str = "auto", rope_base: float = 10000.0,
-               norm_eps: float = 1e-5, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32):
+               token_dropout: float = 0.0, mlp_hidden: int | None = None, qk_norm: bool = False,
+               attn_impl: str = "auto", rope_base: float = 10000.0, norm_eps: float = 1e-5, rngs: nnx.Rngs,
+               dtype=jnp.float32, param_dtype=jnp.float32):
     self.vocab_size, self.grid, self.num_classes = vocab_size, tuple(grid), num_classes
     self.num_tokens = grid[0] * grid[1]
     self.class_dropout, self.token_dropout, self.dtype = class_dropout, token_dropout, dtype
