@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -10,10 +11,23 @@ import sys
 
 def _train(args, overrides):
   from ar_gen import config as config_lib  # pylint: disable=g-import-not-at-top
+  from ar_gen import distributed  # pylint: disable=g-import-not-at-top
   from ar_gen.train import trainer  # pylint: disable=g-import-not-at-top
   config = config_lib.load_config(args.config, overrides)
+  distributed.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
   metrics = trainer.train(config, args.workdir, stop_after_steps=args.stop_after_steps)
   print({k: round(v, 4) for k, v in metrics.items()})
+
+
+def _compile(args, overrides):
+  from ar_gen import config as config_lib  # pylint: disable=g-import-not-at-top
+  from ar_gen.train import aot  # pylint: disable=g-import-not-at-top
+  config = config_lib.load_config(args.config, overrides)
+  result = aot.compile_step(config, aot.topology_devices(args.topology))
+  print(aot.format_report(result))
+  if args.out:
+    with open(args.out, "w") as f:
+      json.dump(result, f, indent=2)
 
 
 def _eval_tokenizer(args, overrides):
@@ -119,7 +133,18 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--workdir", required=True)
   p.add_argument("--stop-after-steps", type=int, default=None,
                  help="leave (with a checkpoint) after this many steps of this invocation")
+  p.add_argument("--coordinator", default=None, help="HOST:PORT of process 0 for a multi-process run "
+                 "(default: $AR_GEN_COORDINATOR, or found by JAX under SLURM and on TPU pods)")
+  p.add_argument("--num-processes", type=int, default=None, help="with --coordinator: the number of processes")
+  p.add_argument("--process-id", type=int, default=None, help="with --coordinator: this process's index")
   p.set_defaults(fn=_train)
+
+  p = sub.add_parser("compile", help="compile the train step for a TPU topology (no TPU needed) and report "
+                     "memory per device", description="Needs libtpu: pip install -e '.[tpu]'.")
+  p.add_argument("--config", required=True, help="configs/X.py[:ARGS]")
+  p.add_argument("--topology", required=True, help="v5e-16, v6e-64, v4-32, v5p-128 or v5e:4x4")
+  p.add_argument("--out", default=None, help="also write the report as JSON here")
+  p.set_defaults(fn=_compile)
 
   p = sub.add_parser("eval-tokenizer", help="PSNR, SSIM, codebook usage of a trained tokenizer")
   p.add_argument("--workdir", required=True)
@@ -245,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
   from ar_gen.config import ConfigError  # pylint: disable=g-import-not-at-top
   try:
     args.fn(args, overrides)
-  except (ConfigError, FileNotFoundError, ValueError) as e:
+  except (ConfigError, FileNotFoundError, ValueError, FloatingPointError) as e:
     print(f"ar-gen {args.command}: error: {e}", file=sys.stderr)
     return 2
   return 0

@@ -1,8 +1,11 @@
 """grain input pipelines: sharded by process, deterministic for a seed, with checkpointable iterator state.
 
 The training pipeline is an infinite, per-epoch reshuffled `MapDataset` turned into an iterator with prefetching
-threads; its `get_state()` is saved with each checkpoint and `set_state()` resumes it exactly. Each process reads
-its own shard (`index % process_count == process_index`) and batches `global_batch // process_count` examples.
+threads; its `get_state()` is saved with each checkpoint and `set_state()` resumes it exactly. The order of
+examples and their augmentations are those of one process: the global batch b is examples [b * G, (b + 1) * G) of
+the shuffled stream, whatever the process count, and process p loads (and preprocesses) only its contiguous
+`G / process_count` of them, so a run on 2 hosts sees the batches a run on 1 host sees. Evaluation data is
+sharded `index % process_count == process_index`.
 """
 
 from __future__ import annotations
@@ -52,9 +55,10 @@ def train_dataset(data: ml_collections.ConfigDict, batch_size: int, seed: int,
   prep = functools.partial(preprocess.preprocess, **_prep_kwargs(data), flip=data.get("random_flip", False))
   if getattr(source, "is_tokens", False):
     prep = _token_record
-  ds = _shard(grain.MapDataset.source(source)).seed(seed).shuffle().repeat(None)
+  ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat(None)
   ds = ds.random_map(lambda record, rng: prep(record, rng=rng))
-  ds = ds.batch(per_process_batch(batch_size), drop_remainder=True)
+  ds = ds.batch(per_process_batch(batch_size), drop_remainder=True)  # lazy: chunks of the global stream
+  ds = ds[jax.process_index()::jax.process_count()]  # this process's chunk of every global batch
   options = grain.ReadOptions(num_threads=data.get("num_threads", 4), prefetch_buffer_size=data.get("prefetch", 8))
   return ds.to_iter_dataset(options)
 

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from ar_gen.nn.layers import RMSNorm, swiglu_hidden
+from ar_gen.nn.layers import RMSNorm, logical, swiglu_hidden
 from ar_gen.nn.rope import rope_2d_table
 from ar_gen.nn.transformer import Cache, Transformer
 from tokenizers.model import dtype
@@ -34,15 +34,16 @@ class NextTokenModel(nnx.Module):
     self.num_tokens = grid[0] * grid[1]
     self.class_dropout, self.token_dropout, self.dtype = class_dropout, token_dropout, dtype
     init = nnx.initializers.normal(0.02)
-    self.cls_embedding = nnx.Embed(num_classes + 1, dim, embedding_init=init, dtype=dtype, param_dtype=param_dtype,
-                                   rngs=rngs)
-    self.tok_embeddings = nnx.Embed(vocab_size, dim, embedding_init=init, dtype=dtype, param_dtype=param_dtype,
-                                    rngs=rngs)
+    self.cls_embedding = nnx.Embed(num_classes + 1, dim, embedding_init=logical(init, None, "embed"), dtype=dtype,
+                                   param_dtype=param_dtype, rngs=rngs)
+    self.tok_embeddings = nnx.Embed(vocab_size, dim, embedding_init=logical(init, "vocab", "embed"), dtype=dtype,
+                                    param_dtype=param_dtype, rngs=rngs)
     self.transformer = Transformer(depth, dim, num_heads, num_kv_heads, mlp_hidden=mlp_hidden, qk_norm=qk_norm,
                                    attn_impl=attn_impl,
                                    norm_eps=norm_eps, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
     self.norm = RMSNorm(dim, norm_eps, param_dtype=param_dtype)
-    self.output = nnx.Linear(dim, vocab_size, use_bias=False, kernel_init=nnx.initializers.zeros, dtype=dtype,
+    self.output = nnx.Linear(dim, vocab_size, use_bias=False,
+                             kernel_init=logical(nnx.initializers.zeros, "embed", "vocab"), dtype=dtype,
                              param_dtype=param_dtype, rngs=rngs)
     self.head_dim, self.rope_base = dim // num_heads, rope_base
 

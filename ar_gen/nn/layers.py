@@ -7,6 +7,11 @@ import jax.numpy as jnp
 from flax import nnx
 
 
+def logical(init, *names: str | None):
+  """An initializer whose variable records the logical axis names `names` (mapped to the mesh by the trainer)."""
+  return nnx.with_partitioning(init, names)
+
+
 def swiglu_hidden(dim: int, multiple_of: int = 256, multiplier: float | None = None) -> int:
   """LLaMA's SwiGLU width: 2/3 of 4 * dim (times `multiplier`), rounded up to a multiple of `multiple_of`."""
   hidden = int(2 * (4 * dim) / 3)
@@ -33,10 +38,11 @@ class SwiGLU(nnx.Module):
 
   def __init__(self, dim: int, hidden: int, *, rngs: nnx.Rngs, init_std: float = 0.02, dtype=jnp.float32,
                param_dtype=jnp.float32):
-    kw = dict(use_bias=False, kernel_init=nnx.initializers.normal(init_std), dtype=dtype, param_dtype=param_dtype,
-              rngs=rngs)
-    self.w1, self.w3 = nnx.Linear(dim, hidden, **kw), nnx.Linear(dim, hidden, **kw)
-    self.w2 = nnx.Linear(hidden, dim, **kw)
+    kw = dict(use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    init = nnx.initializers.normal(init_std)
+    self.w1 = nnx.Linear(dim, hidden, kernel_init=logical(init, "embed", "mlp"), **kw)
+    self.w3 = nnx.Linear(dim, hidden, kernel_init=logical(init, "embed", "mlp"), **kw)
+    self.w2 = nnx.Linear(hidden, dim, kernel_init=logical(init, "mlp", "embed"), **kw)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return self.w2(nnx.silu(self.w1(x)) * self.w3(x))

@@ -15,7 +15,7 @@ from flax import nnx
 from ar_gen.kernels import dispatch
 from ar_gen.kernels import mask as masks
 from ar_gen.kernels.flash_attention import round_up
-from ar_gen.nn.layers import RMSNorm, SwiGLU, swiglu_hidden
+from ar_gen.nn.layers import RMSNorm, SwiGLU, logical, swiglu_hidden
 from ar_gen.nn.rope import apply_rope
 
 Cache = dict[str, jax.Array | list[jax.Array]]
@@ -32,10 +32,11 @@ class Attention(nnx.Module):
     self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, dim // num_heads
     dispatch.resolve(attn_impl)
     self.attn_impl = attn_impl
-    kw = dict(use_bias=False, kernel_init=nnx.initializers.normal(init_std), dtype=dtype, param_dtype=param_dtype,
-              rngs=rngs)
-    self.wqkv = nnx.Linear(dim, (num_heads + 2 * num_kv_heads) * self.head_dim, **kw)
-    self.wo = nnx.Linear(dim, dim, **kw)
+    kw = dict(use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    init = nnx.initializers.normal(init_std)
+    self.wqkv = nnx.Linear(dim, (num_heads + 2 * num_kv_heads) * self.head_dim,
+                           kernel_init=logical(init, "embed", "qkv"), **kw)
+    self.wo = nnx.Linear(dim, dim, kernel_init=logical(init, "qkv", "embed"), **kw)
     self.q_norm = RMSNorm(self.head_dim, param_dtype=param_dtype) if qk_norm else None
     self.k_norm = RMSNorm(self.head_dim, param_dtype=param_dtype) if qk_norm else None
 

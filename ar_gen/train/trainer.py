@@ -2,8 +2,14 @@
 
 Sections: setup and logging, mesh, input, model + optimizer (shape-first init), update step, checkpoint and
 resume, loop. The train state is a plain pytree {step, params, opt_state, ema, rest, rng}; `rest` holds the
-module's non-trainable variables (e.g. code usage statistics). The step is one jitted pure function with the state
-donated; per-step randomness is `fold_in(rng, step)`, so a resumed run repeats the uninterrupted one exactly.
+module's non-trainable variables (e.g. code usage statistics). The state is created directly in its shardings
+(sharding.py: logical axes mapped by `config.sharding.rules`, FSDP fallback), never whole on one device. The step
+is one jitted pure function with the state donated; per-step randomness is `fold_in(rng, step)`, so a resumed run
+repeats the uninterrupted one exactly.
+
+Faults: SIGTERM / SIGINT save a checkpoint after the current step and return normally (exit 0); an unreadable
+latest checkpoint falls back to the previous one (checkpoint.py); a non-finite loss stops the run with the first
+step it appeared at named, before anything is saved, so the last good checkpoint stays.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import time
 from typing import Any
 
@@ -24,7 +31,7 @@ from flax import nnx
 from ar_gen import config as config_lib
 from ar_gen import images
 from ar_gen.data import pipeline
-from ar_gen.train import checkpoint, mesh as mesh_lib, metrics_log, optim
+from ar_gen.train import checkpoint, mesh as mesh_lib, metrics_log, optim, preemption, sharding
 from ar_gen.train.task import Task, get_task
 
 log = logging.getLogger("ar_gen.train")
@@ -51,7 +58,9 @@ class Run:
     self.config = config
     self.task = task or get_task(config)
     self.tx = optim.make_optimizer(config.optimizer, config.total_steps)
-    self.graphdef = nnx.graphdef(nnx.eval_shape(lambda: self.task.build(nnx.Rngs(0))))
+    abstract_module = nnx.eval_shape(lambda: self.task.build(nnx.Rngs(0)))
+    self.graphdef = nnx.graphdef(abstract_module)
+    self.param_names = sharding.logical_names(nnx.state(abstract_module, nnx.Param))
     self.use_ema = config.get("ema_decay", 0.0) > 0
 
   def init(self, rng: jax.Array) -> dict[str, Any]:
@@ -79,9 +88,13 @@ class Run:
     rng = jax.random.fold_in(state["rng"], step)
     batch = self.prepare(batch, frozen)  # inside the step, outside the differentiated function
 
+    inject_nan_at = (self.config.get("fault") or {}).get("inject_nan_at_step", 0)
+
     def loss_fn(params, rest):
       model = nnx.merge(self.graphdef, params, jax.tree.map(jnp.asarray, rest))  # fresh Variables in this trace
       loss, metrics, extras = self.task.loss(model, batch, rng, step, frozen)
+      if inject_nan_at:  # fault injection for tests of the non-finite guard
+        loss = jnp.where(step + 1 == inject_nan_at, jnp.nan, loss)
       return loss, (metrics, extras, nnx.state(model, nnx.Not(nnx.Param)))
 
     (loss, (metrics, extras, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"],
@@ -96,17 +109,23 @@ class Run:
       ema = optim.ema_update(ema, params, decay)
     metrics.update(loss=loss, grad_norm=optax.global_norm(grads),
                    lr=optim.schedule(self.config.optimizer, self.config.total_steps)(step))
+    metrics[FIRST_NONFINITE] = jnp.where(jnp.isfinite(loss), 0, step + 1).astype(jnp.int32)
     new_state = {"step": step + 1, "params": params, "opt_state": opt_state, "ema": ema, "rest": rest,
                  "rng": state["rng"]}
     return new_state, metrics
 
 
+FIRST_NONFINITE = "first_nonfinite_step"  # 1-based step whose loss was not finite, 0 if none
+
+
 def _accumulate(sums, metrics):
-  return jax.tree.map(lambda s, m: s + m.astype(s.dtype), sums, metrics)
+  total = jax.tree.map(lambda s, m: s + m.astype(s.dtype), sums, metrics)
+  total[FIRST_NONFINITE] = jnp.where(sums[FIRST_NONFINITE] > 0, sums[FIRST_NONFINITE], metrics[FIRST_NONFINITE])
+  return total
 
 
 def _summarize(task: Task, sums: dict[str, np.ndarray], count: int) -> dict[str, float]:
-  scalars = {k: float(v) / count for k, v in sums.items() if np.ndim(v) == 0}
+  scalars = {k: float(v) / count for k, v in sums.items() if np.ndim(v) == 0 and k != FIRST_NONFINITE}
   scalars.update(task.summarize({k: v for k, v in sums.items() if np.ndim(v) > 0}))
   return scalars
 
@@ -138,7 +157,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: int
 
   # ---------------------------------------------------------------- model + optimizer, shape-first
   abstract = run.abstract_state()
-  state_sharding = jax.tree.map(lambda _: replicated, abstract)
+  state_sharding = sharding.state_shardings(abstract, run.param_names, mesh, config.get("sharding"))
+  log.info("mesh %s; state shardings: %s", dict(mesh.shape), sharding.describe(state_sharding))
   ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_ckpts)
   start = 0
   if ckpt.latest_step() is not None:
@@ -168,31 +188,43 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: int
   logger = metrics_log.MetricLogger(workdir, config.total_steps, initial_step=start)
   sums, count, last, t0 = None, 0, {}, time.perf_counter()
   vis_every = config.get("vis_every_steps", 0)
-  try:
-    for step in range(start, stop):
-      batch = mesh_lib.global_batch(mesh, next(train_iter))
-      state, metrics = jstep(state, batch, frozen)
-      sums = metrics if sums is None else jadd(sums, metrics)
-      count, done = count + 1, step + 1
-      logger.advance()
-      save = done % config.ckpt_every_steps == 0 or done == stop
-      if save or done % config.log_every_steps == 0:  # never checkpoint or log a state that saw a NaN
-        loss_sum = float(jax.device_get(sums["loss"]))
-        if not np.isfinite(loss_sum):
-          raise FloatingPointError(f"loss is {loss_sum / count} in the {count} steps up to step {done}; "
-                                   f"stopped, the last good checkpoint (step {ckpt.latest_step()}) is kept")
-      if done % config.log_every_steps == 0 or done == stop:
-        last = _summarize(task, jax.device_get(sums), count)
-        last["steps_per_second"] = count / (time.perf_counter() - t0)
-        logger.write(done, last)
-        sums, count, t0 = None, 0, time.perf_counter()
-      if vis_every and (done % vis_every == 0 or done == stop):
-        visualize(done)
-      if save:
-        ckpt.save(done, state, train_iter.get_state())
-  finally:
-    logger.close()
-    ckpt.close()
+  fault = config.get("fault") or {}
+  with preemption.PreemptionGuard(fault.get("preemption_check_steps", 1)) as guard:
+    try:
+      for step in range(start, stop):
+        batch = mesh_lib.global_batch(mesh, next(train_iter))
+        state, metrics = jstep(state, batch, frozen)
+        sums = metrics if sums is None else jadd(sums, metrics)
+        count, done = count + 1, step + 1
+        logger.advance()
+        if done == fault.get("sigterm_after_step", 0):  # fault injection: a preemption notice
+          os.kill(os.getpid(), signal.SIGTERM)
+        preempted = guard.should_stop(done)
+        save = done % config.ckpt_every_steps == 0 or done == stop or preempted
+        if save or done % config.log_every_steps == 0:  # never checkpoint or log a state that saw a NaN
+          bad_step = int(jax.device_get(sums[FIRST_NONFINITE]))
+          if bad_step:
+            ckpt.manager.wait_until_finished()
+            raise FloatingPointError(
+                f"the loss is not finite at step {bad_step} (of {config.total_steps}); stopped without saving; the "
+                f"last good checkpoint is step {ckpt.latest_step()} in {ckpt.directory}")
+        if done % config.log_every_steps == 0 or done == stop or preempted:
+          last = _summarize(task, jax.device_get(sums), count)
+          last["steps_per_second"] = count / (time.perf_counter() - t0)
+          logger.write(done, last)
+          sums, count, t0 = None, 0, time.perf_counter()
+        if vis_every and (done % vis_every == 0 or done == stop):
+          visualize(done)
+        if save:
+          ckpt.save(done, state, train_iter.get_state(), force=preempted)
+        if preempted:
+          log.warning("stopped by %s after step %d; checkpoint saved; run the same command to resume",
+                      guard.received or "another process", done)
+          last["preempted_at_step"] = done
+          break
+    finally:
+      logger.close()
+      ckpt.close()
   return last
 
 
