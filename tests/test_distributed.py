@@ -1,4 +1,5 @@
-"""Scale-out and faults: sharded mesh vs one device, 2 processes vs 1, kill and resume, checkpoint fallback, NaN.
+"""Scale-out and faults: sharded mesh vs one device, 2 processes vs 1, kill and resume, checkpoint fallback, NaN;
+where the sharding rules put each weight.
 
 Multi-device and multi-process runs are `ar-gen train` subprocesses with fake CPU devices
 (--xla_force_host_platform_device_count) so each gets its own device count.
@@ -10,11 +11,17 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
+import ml_collections
 import numpy as np
+import optax
 import pytest
+from flax import nnx
+from jax.sharding import AbstractMesh, PartitionSpec as P
 
 from ar_gen import distributed
-from ar_gen.train import checkpoint, trainer
+from ar_gen.models.next_token import NextTokenModel
+from ar_gen.train import checkpoint, sharding, trainer
 from tests.conftest import CONFIGS, REPO, tiny_config
 
 TINY_ARGS = ["--config.model.channels=8", "--config.model.channel_mult=(1,2)", "--config.model.z_channels=16",
@@ -147,3 +154,35 @@ def test_initialize_distributed_is_a_no_op_alone_and_refuses_a_half_explicit_set
   assert distributed.initialize_distributed(environ={}) == "single"
   with pytest.raises(ValueError, match="--num-processes and --process-id"):
     distributed.initialize_distributed("localhost:1234", environ={})
+
+
+def test_logical_axis_rules_place_the_transformer_and_its_optimizer_state():
+  mesh = AbstractMesh((2, 4, 2), ("data", "fsdp", "tensor"))
+  model = nnx.eval_shape(lambda: NextTokenModel(64, (4, 4), 10, 2, 64, 4, rngs=nnx.Rngs(0)))
+  _, params, _ = nnx.split(model, nnx.Param, ...)
+  state = {"params": params, "ema": params, "opt_state": jax.eval_shape(optax.adam(1e-3).init, params),
+           "step": jax.ShapeDtypeStruct((), jnp.int32)}
+  placed = sharding.state_shardings(state, sharding.logical_names(params), mesh, None)
+  spec = lambda tree, *keys: _get(tree, keys).spec
+  layer = ("transformer", "layers", 0)
+  assert spec(placed["params"], *layer, "attention", "wqkv", "kernel") == P("fsdp", "tensor")
+  assert spec(placed["params"], *layer, "feed_forward", "w2", "kernel") == P("tensor", "fsdp")
+  assert spec(placed["params"], "tok_embeddings", "embedding") == P("tensor", "fsdp")
+  assert spec(placed["params"], "cls_embedding", "embedding") == P(None, "fsdp")  # 11 classes: not split
+  assert spec(placed["params"], "norm", "weight") == P()
+  assert spec(placed["ema"], *layer, "attention", "wqkv", "kernel") == P("fsdp", "tensor")
+  mu = placed["opt_state"][0].mu
+  assert spec(mu, *layer, "attention", "wqkv", "kernel") == P("fsdp", "tensor")
+  assert placed["step"].spec == P()
+  # unnamed weights (convolutions): the largest dimension the fsdp size divides, above the size threshold
+  assert sharding.mesh_spec(P(), (3, 3, 8, 16), mesh, {}, 0) == P(None, None, None, "fsdp")
+  assert sharding.mesh_spec(P(), (3, 3, 8, 16), mesh, {}, 10 ** 6) == P()
+  with pytest.raises(ValueError, match=r"mesh axes \['model'\]"):
+    sharding.state_shardings(state, sharding.logical_names(params), mesh,
+                             ml_collections.ConfigDict({"rules": (("embed", "model"),)}))
+
+
+def _get(tree, keys):
+  for key in keys:
+    tree = tree[key]
+  return tree

@@ -67,7 +67,8 @@ def test_local_dry_run_gives_each_process_its_id_coordinator_and_devices():
 
 @pytest.mark.parametrize("script, args, message", [
     ("tpu.py", ["--zone", "z", "--dry-run", *TRAIN], "the following arguments are required: --name"),
-    ("tpu.py", ["--name", "n", "--zone", "z", "--create", "--dry-run", *TRAIN], "--create needs --accelerator-type and --version"),
+    ("tpu.py", ["--name", "n", "--zone", "z", "--create", "--dry-run", *TRAIN],
+     "--create needs --accelerator-type and --version"),
     ("tpu.py", ["--name", "n", "--zone", "z", "--dry-run"], "give the `ar-gen train` arguments after `--`"),
     ("slurm.py", ["--nodes", "2", "--time", "1:00:00", "--dry-run", *TRAIN], "required: --gpus-per-node"),
     ("slurm.py", ["--nodes", "2", "--gpus-per-node", "8", "--time", "1:00:00", "--dry-run", "--", "--config", "c.py"],
