@@ -177,7 +177,7 @@ def base_config(**data) -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   c.sharding = ml_collections.ConfigDict(dict(
       rules=(("embed", "fsdp"), ("mlp", "tensor"), ("qkv", "tensor"), ("vocab", "tensor")), fsdp_min_size=2 ** 14))
-  c.fault = ml_collections.ConfigDict(dict(preemption_check_steps=1, inject_nan_at_step=0,
+  c.fault = ml_collections.ConfigDict(dict(preemption_check_steps=10, inject_nan_at_step=0,
                                            sigterm_after_step=0))  # the last two: fault injection for tests
   c.optimizer = ml_collections.ConfigDict(dict(
       lr=1e-4, end_lr_factor=0.1, warmup_steps=100, b1=0.9, b2=0.95, weight_decay=0.0, grad_clip=1.0))

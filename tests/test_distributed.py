@@ -61,13 +61,18 @@ def test_a_data2_fsdp4_mesh_of_8_devices_gives_the_losses_of_one_device(tmp_path
                              atol=1e-5, rtol=0)
 
 
-def test_launch_local_2_processes_x_2_devices_equal_1_process_x_4_devices(tmp_path):
+def test_launch_local_2_processes_x_2_devices_equal_1_process_x_4_devices_across_a_preemption(tmp_path):
   cmd = [sys.executable, os.path.join(REPO, "launch", "local.py"), "--processes", "2", "--devices-per-process", "2",
          "--", "--config", os.path.join(CONFIGS, "mnist_vq.py"), "--workdir", str(tmp_path / "two"), *TINY_ARGS,
          "--config.total_steps=5", "--config.mesh.data=2", "--config.mesh.fsdp=2"]
-  proc = subprocess.run(cmd, env=_env(2), cwd=REPO, capture_output=True, text=True, timeout=600)
+  # both processes get a SIGTERM after step 3, agree to stop, save and exit 0; the rerun finishes steps 4-5
+  preempt = ["--config.fault.sigterm_after_step=3", "--config.fault.preemption_check_steps=1"]
+  proc = subprocess.run(cmd + preempt, env=_env(2), cwd=REPO, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stdout[-4000:]
   assert "[p0]" in proc.stdout and "[p1]" in proc.stdout and "process 1 of 2, 2 local / 4 global" in proc.stdout
+  assert "stopped by SIGTERM after step 3" in proc.stdout and max(_metrics(tmp_path / "two")) == 3
+  proc = subprocess.run(cmd, env=_env(2), cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0 and "resumed from step 3" in proc.stdout, proc.stdout[-4000:]
   _train(tmp_path / "one", 4, "--config.total_steps=5", "--config.mesh.data=2", "--config.mesh.fsdp=2")
   np.testing.assert_allclose(_losses(tmp_path / "two", range(1, 6)), _losses(tmp_path / "one", range(1, 6)),
                              atol=1e-5, rtol=0)

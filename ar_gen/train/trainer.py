@@ -189,7 +189,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: int
   sums, count, last, t0 = None, 0, {}, time.perf_counter()
   vis_every = config.get("vis_every_steps", 0)
   fault = config.get("fault") or {}
-  with preemption.PreemptionGuard(fault.get("preemption_check_steps", 1)) as guard:
+  with preemption.PreemptionGuard(fault.get("preemption_check_steps", 10)) as guard:
     try:
       for step in range(start, stop):
         batch = mesh_lib.global_batch(mesh, next(train_iter))
