@@ -81,7 +81,7 @@ def _fid(args, overrides):
 def _convert_inception(args, overrides):
   from ar_gen.eval import inception_weights  # pylint: disable=g-import-not-at-top
   _no_overrides(overrides)
-  print(inception_weights.convert(args.pth, args.out))
+  print(inception_weights.convert(args.pth, args.out or os.path.expanduser(inception_weights.DEFAULT_FILE)))
 
 
 def _bench(args, overrides):
@@ -205,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
 
   p = sub.add_parser("convert-inception", help="pytorch-fid's Inception .pth -> ar-gen's weights file")
   p.add_argument("pth", help="pt_inception-2015-12-05-6726825d.pth")
-  p.add_argument("--out", default=os.path.expanduser(os.path.join("~", ".cache", "ar_gen", "inception_fid.npz")))
+  p.add_argument("--out", default=None, help="default: ~/.cache/ar_gen/inception_fid.npz, where `ar-gen fid` looks")
   p.set_defaults(fn=_convert_inception)
 
   p = sub.add_parser("bench", help="speed measurements (tables; --out FILE.json)")

@@ -87,8 +87,8 @@ class Classifier:
       features = model.features(x)
       return features, model.head(features)
 
-    self._fn = jax.jit(features_and_logits)
-    self._state = model_state
+    self.apply = jax.jit(features_and_logits)  # (state, images in [-1, 1]) -> (features, logits)
+    self.state = model_state
 
   def features_and_logits(self, images_NHWC: np.ndarray, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
     """Penultimate features [N, F] and logits [N, classes] of uint8 or [-1, 1] images of the training size."""
@@ -99,7 +99,7 @@ class Classifier:
     features, logits = [], []
     for i in range(0, len(images), batch_size):
       x = images[i:i + batch_size]
-      f, l = self._fn(self._state, jnp.asarray(to_float(x) if x.dtype == np.uint8 else x))
+      f, l = self.apply(self.state, jnp.asarray(to_float(x) if x.dtype == np.uint8 else x))
       features.append(np.asarray(f))
       logits.append(np.asarray(l))
     return np.concatenate(features), np.concatenate(logits)

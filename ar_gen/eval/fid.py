@@ -172,10 +172,10 @@ def classifier_extractor(workdir: str) -> Extractor:
   classifier = Classifier(workdir)
 
   def fn(params, images_BHWC):
-    return classifier._fn(params, images_BHWC.astype(jnp.float32) / 127.5 - 1)  # pylint: disable=protected-access
+    return classifier.apply(params, images_BHWC.astype(jnp.float32) / 127.5 - 1)
 
   data = classifier.config.data
-  return Extractor(f"classifier:{os.path.abspath(workdir)}", fn, classifier._state, data,  # pylint: disable=protected-access
+  return Extractor(f"classifier:{os.path.abspath(workdir)}", fn, classifier.state, data,
                    channels=data.channels, size=data.image_size, classifier=classifier)
 
 
