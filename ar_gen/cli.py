@@ -88,8 +88,8 @@ def _bench(args, overrides):
   _no_overrides(overrides)
   if args.target == "sample":
     from ar_gen.bench import sample as bench_sample  # pylint: disable=g-import-not-at-top
-    batches = tuple(int(b) for b in args.batch_sizes.split(","))
-    positions = tuple(int(p) for p in args.positions.split(","))
+    batches = _ints(args.batch_sizes, "--batch-sizes")
+    positions = _ints(args.positions, "--positions")
     if len(positions) != 2:
       raise ValueError(f"--positions takes two positions, e.g. 16,240; got {args.positions!r}")
     bench_sample.run(args.size, batches, args.tokens, args.vocab_size, args.num_classes, positions,

@@ -16,6 +16,7 @@ from ar_gen.kernels.decode_attention import decode_attention
 from ar_gen.kernels.flash_attention import flash_attention, reference_attention
 
 IMPLS = ("auto", "pallas", "xla", "cudnn")
+GPU_PLATFORMS = ("gpu", "cuda", "rocm")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,7 +31,7 @@ def pallas_target(platform: str | None = None) -> PallasTarget:
   platform = platform or jax.default_backend()
   if platform == "tpu":
     return PallasTarget("tpu", False)
-  if platform in ("gpu", "cuda", "rocm"):
+  if platform in GPU_PLATFORMS:
     return PallasTarget("gpu", False)
   return PallasTarget("tpu", True)
 
@@ -41,7 +42,7 @@ def resolve(impl: str, platform: str | None = None) -> str:
     raise ValueError(f"attention impl={impl!r} is not one of {IMPLS}")
   if impl != "auto":
     return impl
-  return "pallas" if (platform or jax.default_backend()) in ("tpu", "gpu", "cuda", "rocm") else "xla"
+  return "pallas" if (platform or jax.default_backend()) in ("tpu", *GPU_PLATFORMS) else "xla"
 
 
 def _cudnn(q_BLHD, k_BSKD, v_BSKD, q_groups_BL, kv_groups_BS, kv_valid_BS):
