@@ -22,7 +22,7 @@ from ar_gen.data.preprocess import to_uint8
 from ar_gen.models.next_token_task import sampling_config
 from ar_gen.train import trainer
 
-SAMPLING_TASKS = ("next_token",)
+SAMPLING_TASKS = ("next_token", "next_scale")
 
 
 def parse_classes(text: str, num_classes: int) -> list[int]:

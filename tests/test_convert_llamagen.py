@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from ar_gen.convert import llamagen
+from ar_gen.convert import common, llamagen
 from ar_gen.decoding.logits import SamplingConfig
 from ar_gen.decoding.sampler import sample_next_token
 from ar_gen.models.next_token import NextTokenModel
@@ -40,7 +40,7 @@ def tokenizer(fixture):
   m = tokenizer_config().model
   m.update(llamagen.vq_model_config(sd))
   assert (m.channels, tuple(m.channel_mult), m.num_res_blocks, m.codebook_size) == (32, (1, 2), 1, 64)
-  return llamagen.load_params(build_tokenizer(m, 3, nnx.Rngs(0)), llamagen.vq_params(sd), "fixture")
+  return common.load_params(build_tokenizer(m, 3, nnx.Rngs(0)), llamagen.vq_params(sd), "fixture")
 
 
 def test_vq_features_indices_and_decoding_match(fixture, tokenizer):
@@ -55,7 +55,7 @@ def test_vq_features_indices_and_decoding_match(fixture, tokenizer):
 def gpt(fixture):
   model = NextTokenModel(64, (4, 4), 10, depth=2, dim=64, num_heads=4, num_kv_heads=4, mlp_hidden=256,
                          class_dropout=0.0, rngs=nnx.Rngs(0))
-  return llamagen.load_params(model, llamagen.gpt_params(_sd(fixture, "gpt")), "fixture")
+  return common.load_params(model, llamagen.gpt_params(_sd(fixture, "gpt")), "fixture")
 
 
 def test_gpt_logits_match(fixture, gpt):
@@ -73,4 +73,4 @@ def test_shape_mismatch_is_named(fixture):
   model = NextTokenModel(64, (4, 4), 10, depth=2, dim=64, num_heads=4, num_kv_heads=4, mlp_hidden=128,
                          class_dropout=0.0, rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="c2i_test.pt.*w1"):
-    llamagen.load_params(model, llamagen.gpt_params(_sd(fixture, "gpt")), "c2i_test.pt")
+    common.load_params(model, llamagen.gpt_params(_sd(fixture, "gpt")), "c2i_test.pt")

@@ -67,6 +67,10 @@ class LookupFreeQuantizer(nnx.Module):
     weights = jnp.asarray(2 ** np.arange(self.num_bits), jnp.int32)
     return jnp.sum((z_BhwD > 0).astype(jnp.int32) * weights, axis=-1)
 
+  def token_shape(self, grid: tuple[int, int]) -> tuple[int, ...]:
+    """The shape of one image's indices: the grid."""
+    return tuple(grid)
+
   def embed(self, indices_Bhw: jax.Array) -> jax.Array:
     """{-1, +1} code vectors [B, h, w, d] for indices."""
     bits = (indices_Bhw[..., None] >> jnp.arange(self.num_bits)) & 1

@@ -1,9 +1,11 @@
-"""Vector quantizer with l2-normalised low-dimensional codes (LlamaGen style).
+"""Vector quantizer with l2-normalised low-dimensional codes (LlamaGen style), or plain Euclidean codes (VAR).
 
-Inputs are projected features z [B, h, w, D] (D small, e.g. 8). Both z and the codebook are l2-normalised, the
-nearest code is the one of largest cosine similarity, the codebook loss pulls codes to sg(z), the commitment loss
-pulls z to sg(code), and the straight-through estimator passes the decoder's gradient to the encoder. Dead codes
-(EMA usage below a threshold) can be restarted from encoder outputs of the current batch (`restart_dead_codes`).
+Inputs are projected features z [B, h, w, D] (D small, e.g. 8). With `normalize` (the default) both z and the
+codebook are l2-normalised and the nearest code is the one of largest cosine similarity; without it the codes are
+used as they are and the nearest code is the one of least squared distance. The codebook loss pulls codes to
+sg(z), the commitment loss pulls z to sg(code), and the straight-through estimator passes the decoder's gradient
+to the encoder. Dead codes (EMA usage below a threshold) can be restarted from encoder outputs of the current
+batch (`restart_dead_codes`).
 """
 
 from __future__ import annotations
@@ -12,13 +14,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ar_gen.nn.layers import l2_normalize
+
 
 class CodeUsage(nnx.Variable):
   """Non-trainable running statistics of code use."""
-
-
-def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-6) -> jax.Array:
-  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=axis, keepdims=True), eps * eps))
 
 
 def code_histogram(indices: jax.Array, codebook_size: int) -> jax.Array:
@@ -30,19 +30,26 @@ class VectorQuantizer(nnx.Module):
   """Nearest-code quantizer over an l2-normalised codebook [K, D]."""
 
   def __init__(self, codebook_size: int, code_dim: int, *, beta: float = 0.25, usage_decay: float = 0.99,
-               rngs: nnx.Rngs, param_dtype=jnp.float32):
+               normalize: bool = True, rngs: nnx.Rngs, param_dtype=jnp.float32):
     self.codebook_size, self.code_dim, self.beta, self.usage_decay = codebook_size, code_dim, beta, usage_decay
+    self.normalize = normalize
     self.codebook = nnx.Param(jax.random.normal(rngs.params(), (codebook_size, code_dim), param_dtype))
     self.ema_usage = CodeUsage(jnp.full((codebook_size,), 1.0 / codebook_size, jnp.float32))
 
   def codes(self) -> jax.Array:
-    """The normalised codebook [K, D] in float32."""
-    return l2_normalize(self.codebook[...].astype(jnp.float32))
+    """The codebook [K, D] in float32 (l2-normalised with `normalize`)."""
+    codes_KD = self.codebook[...].astype(jnp.float32)
+    return l2_normalize(codes_KD) if self.normalize else codes_KD
 
   def indices(self, z_BhwD: jax.Array) -> jax.Array:
-    """Nearest code index [B, h, w] (largest cosine similarity)."""
-    sim_NK = l2_normalize(z_BhwD.astype(jnp.float32)).reshape(-1, self.code_dim) @ self.codes().T
-    return jnp.argmax(sim_NK, axis=-1).reshape(z_BhwD.shape[:-1])
+    """Nearest code index [B, h, w]: largest cosine similarity, or least squared distance without `normalize`."""
+    z_ND = z_BhwD.astype(jnp.float32).reshape(-1, self.code_dim)
+    codes_KD = self.codes()
+    if self.normalize:
+      score_NK = l2_normalize(z_ND) @ codes_KD.T
+    else:  # -|z - c|^2 up to the per-row constant |z|^2
+      score_NK = 2 * z_ND @ codes_KD.T - jnp.sum(codes_KD * codes_KD, axis=-1)
+    return jnp.argmax(score_NK, axis=-1).reshape(z_BhwD.shape[:-1])
 
   def embed(self, indices_Bhw: jax.Array) -> jax.Array:
     """Code vectors [B, h, w, D] for indices."""
@@ -50,7 +57,8 @@ class VectorQuantizer(nnx.Module):
 
   def __call__(self, z_BhwD: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array, dict]:
     """Returns (straight-through quantized z, indices, aux with losses and the code histogram)."""
-    z = l2_normalize(z_BhwD.astype(jnp.float32))
+    z = z_BhwD.astype(jnp.float32)
+    z = l2_normalize(z) if self.normalize else z
     idx_Bhw = self.indices(z)
     zq = self.embed(idx_Bhw)
     codebook_loss = jnp.mean(jnp.square(zq - jax.lax.stop_gradient(z)))
@@ -63,6 +71,10 @@ class VectorQuantizer(nnx.Module):
     aux = {"quant_loss": codebook_loss + self.beta * commit_loss, "codebook_loss": codebook_loss,
            "commit_loss": commit_loss, "code_hist": hist_K, "z": z}
     return zq_st.astype(z_BhwD.dtype), idx_Bhw, aux
+
+  def token_shape(self, grid: tuple[int, int]) -> tuple[int, ...]:
+    """The shape of one image's indices: the grid."""
+    return tuple(grid)
 
   def restart_dead_codes(self, z_BhwD: jax.Array, rng: jax.Array, threshold: float) -> jax.Array:
     """Replaces codes whose EMA frequency is below `threshold / K` by random encoder outputs; returns the count."""

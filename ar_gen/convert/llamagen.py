@@ -9,42 +9,20 @@ outputs of the official code without PyTorch (`tests/test_convert_llamagen.py`);
 from __future__ import annotations
 
 import os
-from typing import Any
 
-import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from flax import nnx
 
-StateDict = dict[str, np.ndarray]
+from ar_gen.convert import common
 
-
-def conv_kernel(w_OIHW: np.ndarray) -> np.ndarray:
-  return np.transpose(w_OIHW, (2, 3, 1, 0))
-
-
-def _conv(sd: StateDict, prefix: str) -> dict:
-  return {"kernel": conv_kernel(sd[f"{prefix}.weight"]), "bias": sd[f"{prefix}.bias"]}
-
-
-def _norm(sd: StateDict, prefix: str) -> dict:
-  return {"scale": sd[f"{prefix}.weight"], "bias": sd[f"{prefix}.bias"]}
-
-
-def _res(sd: StateDict, prefix: str) -> dict:
-  out = {"norm1": _norm(sd, f"{prefix}.norm1"), "conv1": _conv(sd, f"{prefix}.conv1"),
-         "norm2": _norm(sd, f"{prefix}.norm2"), "conv2": _conv(sd, f"{prefix}.conv2")}
-  if f"{prefix}.nin_shortcut.weight" in sd:
-    out["shortcut"] = _conv(sd, f"{prefix}.nin_shortcut")
-  return out
+StateDict = common.StateDict
 
 
 def _attn(sd: StateDict, prefix: str) -> dict:
   qkv_w = np.concatenate([sd[f"{prefix}.{n}.weight"] for n in "qkv"], axis=0)
   qkv_b = np.concatenate([sd[f"{prefix}.{n}.bias"] for n in "qkv"], axis=0)
-  return {"norm": _norm(sd, f"{prefix}.norm"), "qkv": {"kernel": conv_kernel(qkv_w), "bias": qkv_b},
-          "proj": _conv(sd, f"{prefix}.proj_out")}
+  return {"norm": common.norm(sd, f"{prefix}.norm"), "qkv": {"kernel": common.conv_kernel(qkv_w), "bias": qkv_b},
+          "proj": common.conv(sd, f"{prefix}.proj_out")}
 
 
 def _levels(sd: StateDict, prefix: str) -> int:
@@ -61,22 +39,23 @@ def _coder(sd: StateDict, name: str) -> dict:
   for lvl in range(_levels(sd, name)):
     p = f"{name}.conv_blocks.{lvl}"
     for j in range(_count(sd, f"{p}.res")):
-      blocks.append(_res(sd, f"{p}.res.{j}"))
+      blocks.append(common.res(sd, f"{p}.res.{j}"))
       if f"{p}.attn.{j}.q.weight" in sd:
         blocks.append(_attn(sd, f"{p}.attn.{j}"))
     if f"{p}.downsample.conv.weight" in sd:  # ar-gen's downsample is a bare strided conv
-      blocks.append(_conv(sd, f"{p}.downsample.conv"))
+      blocks.append(common.conv(sd, f"{p}.downsample.conv"))
     if f"{p}.upsample.conv.weight" in sd:  # ar-gen's Upsample module holds its conv
-      blocks.append({"conv": _conv(sd, f"{p}.upsample.conv")})
-  return {"conv_in": _conv(sd, f"{name}.conv_in"), "blocks": dict(enumerate(blocks)),
-          "mid": {0: _res(sd, f"{name}.mid.0"), 1: _attn(sd, f"{name}.mid.1"), 2: _res(sd, f"{name}.mid.2")},
-          "norm_out": _norm(sd, f"{name}.norm_out"), "conv_out": _conv(sd, f"{name}.conv_out")}
+      blocks.append({"conv": common.conv(sd, f"{p}.upsample.conv")})
+  return {"conv_in": common.conv(sd, f"{name}.conv_in"), "blocks": dict(enumerate(blocks)),
+          "mid": {0: common.res(sd, f"{name}.mid.0"), 1: _attn(sd, f"{name}.mid.1"),
+                  2: common.res(sd, f"{name}.mid.2")},
+          "norm_out": common.norm(sd, f"{name}.norm_out"), "conv_out": common.conv(sd, f"{name}.conv_out")}
 
 
 def vq_params(sd: StateDict) -> dict:
   """LlamaGen VQModel state dict -> pure dict of ar-gen `Tokenizer` parameters."""
-  return {"encoder": _coder(sd, "encoder"), "decoder": _coder(sd, "decoder"), "quant_conv": _conv(sd, "quant_conv"),
-          "post_quant_conv": _conv(sd, "post_quant_conv"),
+  return {"encoder": _coder(sd, "encoder"), "decoder": _coder(sd, "decoder"),
+          "quant_conv": common.conv(sd, "quant_conv"), "post_quant_conv": common.conv(sd, "post_quant_conv"),
           "quantizer": {"codebook": sd["quantize.embedding.weight"]}}
 
 
@@ -109,68 +88,18 @@ def gpt_params(sd: StateDict) -> dict:
           "output": {"kernel": t("output.weight")}}
 
 
-def load_params(module: nnx.Module, params: dict, source: str) -> nnx.Module:
-  """Writes a pure dict of parameters into `module`, checking that every shape matches (errors name `source`)."""
-  state = nnx.state(module, nnx.Param)
-  expected = state.to_pure_dict()
-  flat_expected = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_flatten_with_path(expected)[0]}
-  flat_given = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_flatten_with_path(params)[0]}
-  missing = sorted(set(flat_expected) - set(flat_given))
-  extra = sorted(set(flat_given) - set(flat_expected))
-  if missing or extra:
-    raise ValueError(f"{source}: parameters do not match the model: missing {missing[:5]}, unexpected {extra[:5]}")
-  for key, value in flat_expected.items():
-    if tuple(value.shape) != tuple(np.shape(flat_given[key])):
-      raise ValueError(f"{source}: {key} has shape {np.shape(flat_given[key])}, the model needs {value.shape}")
-  converted = jax.tree.map(lambda e, g: jnp.asarray(g, e.dtype), expected, params)
-  nnx.replace_by_pure_dict(state, converted)
-  nnx.update(module, state)
-  return module
-
-
-def read_torch(path: str) -> StateDict:
-  """A PyTorch checkpoint as a numpy state dict (unwrapping the "model", "module" or "state_dict" key)."""
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"{path} does not exist")
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise ImportError("reading LlamaGen .pt files needs PyTorch: pip install torch (the CPU build is enough)") from e
-  obj: Any = torch.load(path, map_location="cpu", weights_only=False)
-  for key in ("model", "module", "state_dict"):
-    if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
-      obj = obj[key]
-      break
-  return {k: v.detach().float().cpu().numpy() for k, v in obj.items() if hasattr(v, "detach")}
-
-
-def _save_workdir(config: ml_collections.ConfigDict, params: dict, workdir: str, source: str) -> str:
-  """A work directory (config.json + checkpoint at step 0) whose model holds `params`."""
-  from ar_gen import config as config_lib  # pylint: disable=g-import-not-at-top
-  from ar_gen.train import checkpoint, trainer  # pylint: disable=g-import-not-at-top
-  config.lock()
-  run = trainer.Run(config)
-  state = jax.jit(run.init)(jax.random.PRNGKey(0))
-  model = load_params(run.model(state, ema=False), params, source)
-  state["params"] = nnx.state(model, nnx.Param)
-  config_lib.save_config(config, workdir)
-  ckpt = checkpoint.Checkpointer(workdir, keep=1, async_save=False)
-  ckpt.save(0, state, force=True)
-  ckpt.close()
-  return workdir
-
-
 def convert(vq_path: str, gpt_path: str, size: str, image_size: int, out: str) -> dict:
   """Converts LlamaGen's VQ and c2i GPT checkpoints into `out/tokenizer` and `out/gpt` work directories."""
   from ar_gen.models.config import next_token_config  # pylint: disable=g-import-not-at-top
   from tokenizers.config import tokenizer_config  # pylint: disable=g-import-not-at-top
   data = dict(train="tfds:imagenet2012:train", eval="tfds:imagenet2012:validation", image_size=image_size,
               channels=3, resize="crop")
-  vq_sd, gpt_sd = read_torch(vq_path), read_torch(gpt_path)
+  vq_sd, gpt_sd = common.read_torch(vq_path), common.read_torch(gpt_path)
   tok_config = tokenizer_config(**data)
   tok_config.model.update(vq_model_config(vq_sd))
-  tok_dir = _save_workdir(tok_config, vq_params(vq_sd), os.path.abspath(os.path.join(out, "tokenizer")), vq_path)
+  tok_dir = common.save_workdir(tok_config, {"tokenizer": vq_params(vq_sd)},
+                                os.path.abspath(os.path.join(out, "tokenizer")), vq_path)
   gpt_config = next_token_config(tok_dir, **data)
   gpt_config.model.update(size=size, num_classes=gpt_sd["cls_embedding.embedding_table.weight"].shape[0] - 1)
-  gpt_dir = _save_workdir(gpt_config, gpt_params(gpt_sd), os.path.join(out, "gpt"), gpt_path)
+  gpt_dir = common.save_workdir(gpt_config, gpt_params(gpt_sd), os.path.join(out, "gpt"), gpt_path)
   return {"tokenizer": tok_dir, "gpt": gpt_dir}

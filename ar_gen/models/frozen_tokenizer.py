@@ -10,6 +10,7 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 from flax import nnx
 
 from ar_gen.train import trainer
@@ -29,6 +30,7 @@ class FrozenTokenizer:
     self.graphdef, self.state = nnx.split(tokenizer)
     self.codebook_size = tokenizer.codebook_size
     self.grid = tokenizer.grid_shape(run.config.data.image_size)
+    self.token_shape = tokenizer.token_shape(run.config.data.image_size)
 
   def module(self, state: Any = None):
     return nnx.merge(self.graphdef, self.state if state is None else state)
@@ -40,11 +42,15 @@ class FrozenTokenizer:
         raise ValueError(f"data.{key}={data[key]!r} differs from the tokenizer's ({self.config.data[key]!r}, "
                          f"{self.workdir}/config.json)")
 
+  @property
+  def num_tokens(self) -> int:
+    return int(np.prod(self.token_shape))
+
   def encode_flat(self, state: Any, images_BHWC: jax.Array) -> jax.Array:
-    """Token ids [B, h * w] in raster order."""
+    """Token ids [B, N] (raster order; scale by scale for a multi-scale tokenizer)."""
     indices = self.module(state).encode(images_BHWC)
     return indices.reshape(indices.shape[0], -1)
 
   def decode_flat(self, state: Any, tokens_BN: jax.Array) -> jax.Array:
-    """Images [B, H, W, C] from raster-order token ids [B, h * w]."""
-    return self.module(state).decode_indices(tokens_BN.reshape(tokens_BN.shape[0], *self.grid))
+    """Images [B, H, W, C] from flat token ids [B, N]."""
+    return self.module(state).decode_indices(tokens_BN.reshape(tokens_BN.shape[0], *self.token_shape))

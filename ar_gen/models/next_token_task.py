@@ -36,7 +36,14 @@ class NextTokenTask:
     self.config = config
     self.tokenizer = FrozenTokenizer(config.tokenizer_workdir)
     self.tokenizer.check_data(config.data)
+    self.check_tokenizer()
     self.frozen = self.tokenizer.state
+
+  def check_tokenizer(self) -> None:
+    if self.tokenizer.token_shape != self.tokenizer.grid:
+      raise ValueError(f"task next_token needs a tokenizer with one token map; {self.tokenizer.workdir} is "
+                       f"{self.tokenizer.config.model.quantizer!r} (tokens {self.tokenizer.token_shape}): use "
+                       "task next_scale")
 
   def build(self, rngs: nnx.Rngs) -> NextTokenModel:
     return build_next_token(self.config.model, self.tokenizer.codebook_size, self.tokenizer.grid, rngs)

@@ -1,4 +1,4 @@
-"""Norms and MLPs of the transformer: RMSNorm (computed in float32) and the SwiGLU feed-forward."""
+"""Norms and MLPs of the transformer: RMSNorm (computed in float32), l2 normalisation, the SwiGLU feed-forward."""
 
 from __future__ import annotations
 
@@ -10,6 +10,11 @@ from flax import nnx
 def logical(init, *names: str | None):
   """An initializer whose variable records the logical axis names `names` (mapped to the mesh by the trainer)."""
   return nnx.with_partitioning(init, names)
+
+
+def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-6) -> jax.Array:
+  """x / max(|x|, eps) along `axis`."""
+  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=axis, keepdims=True), eps * eps))
 
 
 def swiglu_hidden(dim: int, multiple_of: int = 256, multiplier: float | None = None) -> int:

@@ -8,14 +8,17 @@ slots [index, index + L) and may see the slots below index + L whose group is <=
 
 from __future__ import annotations
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from ar_gen.kernels import dispatch
 from ar_gen.kernels import mask as masks
 from ar_gen.kernels.flash_attention import round_up
-from ar_gen.nn.layers import RMSNorm, SwiGLU, logical, swiglu_hidden
+from ar_gen.nn.layers import RMSNorm, SwiGLU, l2_normalize, logical, swiglu_hidden
 from ar_gen.nn.rope import apply_rope
 
 Cache = dict[str, jax.Array | list[jax.Array]]
@@ -23,10 +26,17 @@ DECODE_BLOCK_K = 128
 
 
 class Attention(nnx.Module):
-  """Multi-head (grouped-query) self-attention with RoPE and optional QK RMS-norm."""
+  """Multi-head (grouped-query) self-attention with optional RoPE and QK normalisation.
 
-  def __init__(self, dim: int, num_heads: int, num_kv_heads: int, *, qk_norm: bool = False, attn_impl: str = "auto",
-               rngs: nnx.Rngs, init_std: float = 0.02, dtype=jnp.float32, param_dtype=jnp.float32):
+  qk_norm: RMS-norm of queries and keys (learned weights). qk_l2norm: VAR's l2-normalised queries and keys, the
+  logits scaled by a learned per-head factor exp(min(log_scale, log 100)) instead of 1/sqrt(D). biases: learned
+  biases on queries, values and the output projection (keys have none), as in VAR. A call without a RoPE table
+  (`rope_BLP2=None`) uses no rotary embedding.
+  """
+
+  def __init__(self, dim: int, num_heads: int, num_kv_heads: int, *, qk_norm: bool = False, qk_l2norm: bool = False,
+               biases: bool = False, attn_impl: str = "auto", rngs: nnx.Rngs, init_std: float = 0.02,
+               dtype=jnp.float32, param_dtype=jnp.float32):
     if dim % num_heads:
       raise ValueError(f"{dim=} must be a multiple of {num_heads=}")
     self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, dim // num_heads
@@ -36,9 +46,12 @@ class Attention(nnx.Module):
     init = nnx.initializers.normal(init_std)
     self.wqkv = nnx.Linear(dim, (num_heads + 2 * num_kv_heads) * self.head_dim,
                            kernel_init=logical(init, "embed", "qkv"), **kw)
-    self.wo = nnx.Linear(dim, dim, kernel_init=logical(init, "qkv", "embed"), **kw)
+    self.wo = nnx.Linear(dim, dim, kernel_init=logical(init, "qkv", "embed"), **{**kw, "use_bias": biases})
     self.q_norm = RMSNorm(self.head_dim, param_dtype=param_dtype) if qk_norm else None
     self.k_norm = RMSNorm(self.head_dim, param_dtype=param_dtype) if qk_norm else None
+    self.log_scale = nnx.Param(jnp.full((num_heads,), np.log(4.0), param_dtype)) if qk_l2norm else None
+    self.q_bias = nnx.Param(jnp.zeros((num_heads * self.head_dim,), param_dtype)) if biases else None
+    self.v_bias = nnx.Param(jnp.zeros((num_kv_heads * self.head_dim,), param_dtype)) if biases else None
 
   def __call__(self, x_BLC: jax.Array, rope_BLP2: jax.Array, q_groups_BL: jax.Array,
                cache: tuple[jax.Array, jax.Array, jax.Array] | None = None,
@@ -46,10 +59,17 @@ class Attention(nnx.Module):
     b, l, _ = x_BLC.shape
     h, kh, d = self.num_heads, self.num_kv_heads, self.head_dim
     q, k, v = jnp.split(self.wqkv(x_BLC), [h * d, (h + kh) * d], axis=-1)
+    if self.q_bias is not None:
+      q, v = q + self.q_bias[...].astype(q.dtype), v + self.v_bias[...].astype(v.dtype)
     q_BLHD, k_BLKD, v_BLKD = q.reshape(b, l, h, d), k.reshape(b, l, kh, d), v.reshape(b, l, kh, d)
     if self.q_norm is not None:
       q_BLHD, k_BLKD = self.q_norm(q_BLHD), self.k_norm(k_BLKD)
-    q_BLHD, k_BLKD = apply_rope(q_BLHD, rope_BLP2), apply_rope(k_BLKD, rope_BLP2)
+    if self.log_scale is not None:  # the kernels scale by 1/sqrt(D): fold sqrt(D) * the learned scale into q
+      scale_H = jnp.exp(jnp.minimum(self.log_scale[...].astype(jnp.float32), np.log(100.0))) * d ** 0.5
+      q_BLHD = (l2_normalize(q_BLHD.astype(jnp.float32)) * scale_H[:, None]).astype(q_BLHD.dtype)
+      k_BLKD = l2_normalize(k_BLKD.astype(jnp.float32)).astype(k_BLKD.dtype)
+    if rope_BLP2 is not None:
+      q_BLHD, k_BLKD = apply_rope(q_BLHD, rope_BLP2), apply_rope(k_BLKD, rope_BLP2)
     if cache is None:
       out = dispatch.attention(q_BLHD, k_BLKD, v_BLKD, q_groups_BL, q_groups_BL, impl=self.attn_impl)
       new_cache = None
@@ -85,17 +105,23 @@ class Block(nnx.Module):
 
 
 class Transformer(nnx.Module):
-  """A stack of blocks; `__call__` runs them with or without a KV cache."""
+  """A stack of blocks; `__call__` runs them with or without a KV cache.
+
+  The blocks are LLaMA's (`Block`) unless `make_block(index)` builds another kind with the same call signature
+  plus keyword arguments that `__call__` passes through (e.g. the next-scale model's AdaLN condition).
+  """
 
   def __init__(self, depth: int, dim: int, num_heads: int, num_kv_heads: int | None = None, *,
                mlp_hidden: int | None = None, qk_norm: bool = False, attn_impl: str = "auto", norm_eps: float = 1e-5,
-               rngs: nnx.Rngs, init_std: float = 0.02, dtype=jnp.float32, param_dtype=jnp.float32):
+               rngs: nnx.Rngs, init_std: float = 0.02, dtype=jnp.float32, param_dtype=jnp.float32,
+               make_block: Callable[[int], nnx.Module] | None = None):
     num_kv_heads = num_kv_heads or num_heads
     self.num_kv_heads, self.head_dim, self.dtype, self.attn_impl = num_kv_heads, dim // num_heads, dtype, attn_impl
-    self.layers = nnx.List([
-        Block(dim, num_heads, num_kv_heads, mlp_hidden=mlp_hidden or swiglu_hidden(dim), qk_norm=qk_norm,
-              attn_impl=attn_impl, norm_eps=norm_eps, rngs=rngs, init_std=init_std, dtype=dtype,
-              param_dtype=param_dtype) for _ in range(depth)])
+    if make_block is None:
+      make_block = lambda _: Block(dim, num_heads, num_kv_heads, mlp_hidden=mlp_hidden or swiglu_hidden(dim),
+                                   qk_norm=qk_norm, attn_impl=attn_impl, norm_eps=norm_eps, rngs=rngs,
+                                   init_std=init_std, dtype=dtype, param_dtype=param_dtype)
+    self.layers = nnx.List([make_block(i) for i in range(depth)])
 
   def init_cache(self, batch: int, groups_S: jax.Array) -> Cache:
     """An empty cache for `batch` sequences laid out with group ids `groups_S` [S].
@@ -110,12 +136,12 @@ class Transformer(nnx.Module):
             "v": [jnp.zeros(shape, self.dtype) for _ in self.layers],
             "groups": jnp.broadcast_to(groups_S, (batch, groups_S.shape[0]))}
 
-  def __call__(self, h_BLC: jax.Array, rope_BLP2: jax.Array, q_groups_BL: jax.Array,
-               cache: Cache | None = None, index: jax.Array | int = 0) -> tuple[jax.Array, Cache | None]:
+  def __call__(self, h_BLC: jax.Array, rope_BLP2: jax.Array | None, q_groups_BL: jax.Array,
+               cache: Cache | None = None, index: jax.Array | int = 0, **block_kwargs) -> tuple[jax.Array, Cache | None]:
     ks, vs = [], []
     for i, layer in enumerate(self.layers):
       layer_cache = None if cache is None else (cache["k"][i], cache["v"][i], cache["groups"])
-      h_BLC, new = layer(h_BLC, rope_BLP2, q_groups_BL, layer_cache, index)
+      h_BLC, new = layer(h_BLC, rope_BLP2, q_groups_BL, layer_cache, index, **block_kwargs)
       if new is not None:
         ks.append(new[0]), vs.append(new[1])
     if cache is None:

@@ -20,6 +20,7 @@ from flax import nnx
 TASKS = {
     "tokenizer": "tokenizers.task:TokenizerTask",
     "next_token": "ar_gen.models.next_token_task:NextTokenTask",
+    "next_scale": "ar_gen.models.next_scale_task:NextScaleTask",
     "classifier": "ar_gen.eval.classifier:ClassifierTask",
 }
 

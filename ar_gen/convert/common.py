@@ -1,0 +1,90 @@
+"""What every reader of released PyTorch checkpoints shares: numpy state dicts, the conv / norm / residual-block
+mappings of the VQGAN-style nets (`tokenizers/nets.py`), writing parameters into a module with shape checks, and
+saving the result as an ar-gen work directory.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+StateDict = dict[str, np.ndarray]
+
+
+def conv_kernel(w_OIHW: np.ndarray) -> np.ndarray:
+  return np.transpose(w_OIHW, (2, 3, 1, 0))
+
+
+def conv(sd: StateDict, prefix: str) -> dict:
+  return {"kernel": conv_kernel(sd[f"{prefix}.weight"]), "bias": sd[f"{prefix}.bias"]}
+
+
+def norm(sd: StateDict, prefix: str) -> dict:
+  return {"scale": sd[f"{prefix}.weight"], "bias": sd[f"{prefix}.bias"]}
+
+
+def res(sd: StateDict, prefix: str) -> dict:
+  out = {"norm1": norm(sd, f"{prefix}.norm1"), "conv1": conv(sd, f"{prefix}.conv1"),
+         "norm2": norm(sd, f"{prefix}.norm2"), "conv2": conv(sd, f"{prefix}.conv2")}
+  if f"{prefix}.nin_shortcut.weight" in sd:
+    out["shortcut"] = conv(sd, f"{prefix}.nin_shortcut")
+  return out
+
+
+def load_params(module: nnx.Module, params: dict, source: str) -> nnx.Module:
+  """Writes a pure dict of parameters into `module`, checking that every shape matches (errors name `source`)."""
+  state = nnx.state(module, nnx.Param)
+  expected = state.to_pure_dict()
+  flat_expected = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_flatten_with_path(expected)[0]}
+  flat_given = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+  missing = sorted(set(flat_expected) - set(flat_given))
+  extra = sorted(set(flat_given) - set(flat_expected))
+  if missing or extra:
+    raise ValueError(f"{source}: parameters do not match the model: missing {missing[:5]}, unexpected {extra[:5]}")
+  for key, value in flat_expected.items():
+    if tuple(value.shape) != tuple(np.shape(flat_given[key])):
+      raise ValueError(f"{source}: {key} has shape {np.shape(flat_given[key])}, the model needs {value.shape}")
+  converted = jax.tree.map(lambda e, g: jnp.asarray(g, e.dtype), expected, params)
+  nnx.replace_by_pure_dict(state, converted)
+  nnx.update(module, state)
+  return module
+
+
+def read_torch(path: str) -> StateDict:
+  """A PyTorch checkpoint as a numpy state dict (unwrapping the "model", "module" or "state_dict" key)."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path} does not exist")
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError("reading PyTorch checkpoints needs PyTorch: pip install torch (the CPU build is enough)") from e
+  obj: Any = torch.load(path, map_location="cpu", weights_only=False)
+  for key in ("model", "module", "state_dict"):
+    if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+      obj = obj[key]
+      break
+  return {k: v.detach().float().cpu().numpy() for k, v in obj.items() if hasattr(v, "detach")}
+
+
+def save_workdir(config: ml_collections.ConfigDict, params: dict, workdir: str, source: str) -> str:
+  """A work directory (config.json + checkpoint at step 0) whose model holds `params`."""
+  from ar_gen import config as config_lib  # pylint: disable=g-import-not-at-top
+  from ar_gen.train import checkpoint, trainer  # pylint: disable=g-import-not-at-top
+  config.lock()
+  run = trainer.Run(config)
+  state = jax.jit(run.init)(jax.random.PRNGKey(0))
+  model = load_params(run.model(state, ema=False), params, source)
+  state["params"] = nnx.state(model, nnx.Param)
+  config_lib.save_config(config, workdir)
+  ckpt = checkpoint.Checkpointer(workdir, keep=1, async_save=False)
+  ckpt.save(0, state, force=True)
+  ckpt.close()
+  return workdir
+
+

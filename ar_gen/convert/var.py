@@ -1,0 +1,149 @@
+"""Reader of VAR's released checkpoints: the multi-scale VQVAE (`vae_ch160v4096z32.pth`) and the class-conditional
+VAR transformers (`var_d16.pth` .. `var_d30.pth`), into ar-gen work directories that `ar-gen sample` uses directly.
+
+`ar-gen convert-var --vae VAE.pth --var VAR.pth --out DIR` writes `DIR/tokenizer` (model.quantizer='multiscale')
+and `DIR/var` (task next_scale). Architecture sizes are read from the state dicts (width, depth, heads, codebook,
+channel multipliers, phi count, the scales from VAR's level buffer); the mapping works on numpy state dicts and is
+tested against golden outputs of the official VAR code (`tests/test_convert_var.py`); reading `.pth` needs torch.
+VAR's `cfg` is ar-gen's `cfg_scale - 1` with the `linear` schedule (the converted config samples with VAR's cfg 1.5,
+top-k 900, top-p 0.96).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import ml_collections
+import numpy as np
+
+from ar_gen.convert import common
+
+StateDict = common.StateDict
+VAR_SCALES = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
+
+
+def _count(sd: StateDict, prefix: str) -> int:
+  return len({k[len(prefix) + 1:].split(".")[0] for k in sd if k.startswith(prefix + ".")})
+
+
+def _attn(sd: StateDict, prefix: str) -> dict:
+  return {"norm": common.norm(sd, f"{prefix}.norm"), "qkv": common.conv(sd, f"{prefix}.qkv"),
+          "proj": common.conv(sd, f"{prefix}.proj_out")}
+
+
+def _level_blocks(sd: StateDict, prefix: str) -> list[dict]:
+  """The residual blocks of one level, each followed by its attention block when the level has them."""
+  blocks = []
+  for j in range(_count(sd, f"{prefix}.block")):
+    blocks.append(common.res(sd, f"{prefix}.block.{j}"))
+    if f"{prefix}.attn.{j}.qkv.weight" in sd:
+      blocks.append(_attn(sd, f"{prefix}.attn.{j}"))
+  return blocks
+
+
+def _mid(sd: StateDict, name: str) -> dict:
+  return {0: common.res(sd, f"{name}.mid.block_1"), 1: _attn(sd, f"{name}.mid.attn_1"),
+          2: common.res(sd, f"{name}.mid.block_2")}
+
+
+def _coder(sd: StateDict, name: str) -> dict:
+  """VAR's (taming-style) Encoder or Decoder -> ar-gen's flat block list of the same order."""
+  blocks = []
+  if name == "encoder":
+    levels = _count(sd, "encoder.down")
+    for lvl in range(levels):
+      blocks += _level_blocks(sd, f"encoder.down.{lvl}")
+      if lvl < levels - 1:  # ar-gen's downsample is a bare strided conv (same padding: 0 before, 1 after)
+        blocks.append(common.conv(sd, f"encoder.down.{lvl}.downsample.conv"))
+  else:
+    for lvl in reversed(range(_count(sd, "decoder.up"))):
+      blocks += _level_blocks(sd, f"decoder.up.{lvl}")
+      if lvl > 0:
+        blocks.append({"conv": common.conv(sd, f"decoder.up.{lvl}.upsample.conv")})
+  return {"conv_in": common.conv(sd, f"{name}.conv_in"), "blocks": dict(enumerate(blocks)), "mid": _mid(sd, name),
+          "norm_out": common.norm(sd, f"{name}.norm_out"), "conv_out": common.conv(sd, f"{name}.conv_out")}
+
+
+def vae_params(sd: StateDict) -> dict:
+  """VAR VQVAE state dict -> pure dict of ar-gen `Tokenizer` parameters (multi-scale quantizer)."""
+  phi = {i: {"conv": common.conv(sd, f"quantize.quant_resi.qresi_ls.{i}")}
+         for i in range(_count(sd, "quantize.quant_resi.qresi_ls"))}
+  return {"encoder": _coder(sd, "encoder"), "decoder": _coder(sd, "decoder"),
+          "quant_conv": common.conv(sd, "quant_conv"), "post_quant_conv": common.conv(sd, "post_quant_conv"),
+          "quantizer": {"vq": {"codebook": sd["quantize.embedding.weight"]}, "phi": phi}}
+
+
+def vae_model_config(sd: StateDict, scales: Sequence[int] = VAR_SCALES) -> ml_collections.ConfigDict:
+  """The tokenizer `model` section that reproduces a VAR VQVAE state dict's architecture."""
+  if "quantize.quant_resi.qresi_ls.0.weight" not in sd:
+    raise ValueError("only VAR's partially shared phi (quantize.quant_resi.qresi_ls.*) is supported")
+  ch = sd["encoder.conv_in.weight"].shape[0]
+  levels = _count(sd, "encoder.down")
+  mult = [sd[f"encoder.down.{lvl}.block.0.conv1.weight"].shape[0] // ch for lvl in range(levels)]
+  k, d = sd["quantize.embedding.weight"].shape
+  return ml_collections.ConfigDict(dict(
+      quantizer="multiscale", channels=ch, channel_mult=tuple(mult), num_res_blocks=_count(sd, "encoder.down.0.block"),
+      z_channels=sd["encoder.conv_out.weight"].shape[0], attention=True, codebook_size=k, code_dim=d,
+      normalize_codes=False, quant_conv_kernel=sd["quant_conv.weight"].shape[-1], scales=tuple(scales),
+      phi_ratio=0.5, num_phi=_count(sd, "quantize.quant_resi.qresi_ls")))
+
+
+def var_scales(sd: StateDict) -> tuple[int, ...]:
+  """The scales of a VAR state dict from its level buffer `lvl_1L` (VAR's default if absent)."""
+  if "lvl_1L" not in sd:
+    return VAR_SCALES
+  counts = np.bincount(sd["lvl_1L"].reshape(-1).astype(np.int64))
+  return tuple(int(round(np.sqrt(c))) for c in counts)
+
+
+def var_params(sd: StateDict) -> dict:
+  """VAR transformer state dict -> pure dict of ar-gen `NextScaleModel` parameters."""
+  t = lambda name: np.ascontiguousarray(sd[name].T)
+  lin = lambda name: {"kernel": t(f"{name}.weight"), "bias": sd[f"{name}.bias"]}
+  layers = {}
+  for i in range(_count(sd, "blocks")):
+    p = f"blocks.{i}"
+    layers[i] = {
+        "attention": {"wqkv": {"kernel": t(f"{p}.attn.mat_qkv.weight")}, "wo": lin(f"{p}.attn.proj"),
+                      "q_bias": sd[f"{p}.attn.q_bias"], "v_bias": sd[f"{p}.attn.v_bias"],
+                      "log_scale": sd[f"{p}.attn.scale_mul_1H11"].reshape(-1)},
+        "fc1": lin(f"{p}.ffn.fc1"), "fc2": lin(f"{p}.ffn.fc2"), "ada_lin": lin(f"{p}.ada_lin.1")}
+  return {"word_embed": lin("word_embed"), "class_emb": {"embedding": sd["class_emb.weight"]},
+          "lvl_embed": {"embedding": sd["lvl_embed.weight"]}, "pos_start": sd["pos_start"][0],
+          "pos": sd["pos_1LC"][0], "transformer": {"layers": layers}, "head_ada": lin("head_nm.ada_lin.1"),
+          "head": lin("head")}
+
+
+def var_model_config(sd: StateDict) -> ml_collections.ConfigDict:
+  """The next-scale `model` section of a VAR state dict (depth, width, heads, classes, MLP ratio)."""
+  if "shared_ada_lin.1.weight" in sd:
+    raise ValueError("VAR checkpoints with a shared AdaLN (shared_aln=True) are not supported")
+  dim = sd["word_embed.weight"].shape[0]
+  return ml_collections.ConfigDict(dict(
+      depth=_count(sd, "blocks"), dim=dim, num_heads=sd["blocks.0.attn.scale_mul_1H11"].shape[1],
+      num_classes=sd["class_emb.weight"].shape[0] - 1, mlp_ratio=sd["blocks.0.ffn.fc1.weight"].shape[0] / dim,
+      class_dropout=0.0))
+
+
+def convert_state_dicts(vae_sd: StateDict, var_sd: StateDict, out: str, image_size: int = 256,
+                        sources: tuple[str, str] = ("vae", "var")) -> dict:
+  """Writes `out/tokenizer` and `out/var` work directories holding the two state dicts' weights."""
+  from ar_gen.models.config import next_scale_config  # pylint: disable=g-import-not-at-top
+  from tokenizers.config import tokenizer_config  # pylint: disable=g-import-not-at-top
+  data = dict(train="tfds:imagenet2012:train", eval="tfds:imagenet2012:validation", image_size=image_size,
+              channels=3, resize="crop")
+  tok_config = tokenizer_config(**data)
+  tok_config.model.update(vae_model_config(vae_sd, var_scales(var_sd)))
+  tok_dir = common.save_workdir(tok_config, {"tokenizer": vae_params(vae_sd)},
+                                os.path.abspath(os.path.join(out, "tokenizer")), sources[0])
+  var_config = next_scale_config(tok_dir, **data)
+  var_config.model.update(var_model_config(var_sd))
+  var_dir = common.save_workdir(var_config, var_params(var_sd), os.path.join(out, "var"), sources[1])
+  return {"tokenizer": tok_dir, "var": var_dir}
+
+
+def convert(vae_path: str, var_path: str, out: str, image_size: int = 256) -> dict:
+  """Converts VAR's VQVAE and VAR-d* checkpoints into `out/tokenizer` and `out/var` work directories."""
+  return convert_state_dicts(common.read_torch(vae_path), common.read_torch(var_path), out, image_size,
+                             (vae_path, var_path))

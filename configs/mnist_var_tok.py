@@ -1,0 +1,19 @@
+r"""VAR's multi-scale residual tokenizer on the bundled MNIST digits (CPU-sized): 32x32 -> 8x8 latent, tokenized
+at scales 1, 2, 3, 4, 6, 8 (130 tokens) from one codebook of 256 Euclidean 8-d codes, 4 shared phi convolutions.
+
+  ar-gen train --config configs/mnist_var_tok.py --workdir runs/mnist_var_tok
+  ar-gen eval-tokenizer --workdir runs/mnist_var_tok
+
+Same encoder and decoder as configs/mnist_vq.py; the demo trains it for its next-scale stage (see README).
+"""
+
+from ar_gen.config import parse_arg
+from tokenizers.config import mnist_tokenizer_config
+
+
+def get_config(arg=None):
+  arg = parse_arg(arg, runlocal=False, steps=500)
+  c = mnist_tokenizer_config(arg.steps, arg.runlocal)
+  c.model.update(quantizer="multiscale", scales=(1, 2, 3, 4, 6, 8), codebook_size=256, code_dim=8,
+                 normalize_codes=False, quant_conv_kernel=3, phi_ratio=0.5, num_phi=4, restart_every_steps=50)
+  return c

@@ -1,0 +1,101 @@
+"""VAR weights through the converter reproduce the official VAR code's outputs (golden fixture).
+
+`tests/fixtures/var_tiny.npz` holds numbers only: the random weights of a tiny VQVAE (ch 32, ch_mult (1, 1), one
+residual block per level, 64 codes of 8 dims, scales 1, 2, 3, 4, VAR's 4 partially shared phi) and of a tiny VAR
+(depth 2, width 64, 2 heads, 10 classes, l2-normalised attention; weights perturbed away from VAR's
+near-identity initialisation), 8x8 input images, and the official code's outputs on them (CPU, fp32): the
+scale-by-scale tokens, the reconstructions from every prefix of scales, the teacher-forcing inputs, teacher-forced
+logits, and greedy (top-k 1) tokens and images sampled with VAR's guidance ramp cfg = 1.5. The weights go through
+`convert_state_dicts` into work directories (what `ar-gen convert-var` writes) and are restored from there.
+"""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from ar_gen.convert import common
+from ar_gen.convert import var as var_convert
+from ar_gen.decoding.logits import SamplingConfig
+from ar_gen.decoding.sampler import sample_next_scale
+from ar_gen.models.next_scale import NextScaleModel
+from ar_gen.train import trainer
+
+FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "var_tiny.npz")
+
+
+@pytest.fixture(scope="module")
+def fixture():
+  with np.load(FIXTURE) as f:
+    return {k: f[k] for k in f.files}
+
+
+def _sd(fixture, prefix):
+  return {k[len(prefix) + 1:]: v for k, v in fixture.items() if k.startswith(prefix + "/")}
+
+
+def _nhwc(x_NCHW):
+  return np.transpose(x_NCHW, (0, 2, 3, 1))
+
+
+@pytest.fixture(scope="module")
+def converted(fixture, tmp_path_factory):
+  """The fixture's state dicts through `convert_state_dicts` into work directories, restored as `ar-gen` would."""
+  dirs = var_convert.convert_state_dicts(_sd(fixture, "vae"), _sd(fixture, "var"),
+                                         str(tmp_path_factory.mktemp("var")), image_size=8)
+  return trainer.restore_run(dirs["var"])
+
+
+@pytest.fixture(scope="module")
+def tokenizer(converted):
+  run = converted[0]
+  m = run.task.tokenizer.config.model
+  assert (m.channels, tuple(m.channel_mult), m.codebook_size, tuple(m.scales), m.num_phi) == (32, (1, 1), 64,
+                                                                                                (1, 2, 3, 4), 4)
+  return run.task.tokenizer.module()
+
+
+@pytest.fixture(scope="module")
+def model(converted):
+  run, state, _ = converted
+  assert (run.config.task, run.config.model.depth, run.config.model.num_heads) == ("next_scale", 2, 2)
+  return run.model(state)
+
+
+def test_tokens_and_progressive_reconstructions_match(fixture, tokenizer):
+  tokens = tokenizer.encode(jnp.asarray(_nhwc(fixture["images"])))
+  np.testing.assert_array_equal(tokens, fixture["tokens"])
+  for k, expected in enumerate(fixture["recon_by_scales"]):
+    decoded = np.clip(tokenizer.decode_prefix(jnp.asarray(fixture["tokens"]), k + 1), -1, 1)
+    np.testing.assert_allclose(decoded, _nhwc(expected), rtol=1e-4, atol=1e-4, err_msg=f"prefix of {k + 1} scales")
+  np.testing.assert_allclose(tokenizer.decode_indices(jnp.asarray(fixture["tokens"])), _nhwc(fixture["recon"]),
+                             rtol=1e-4, atol=1e-4)
+
+
+def test_teacher_inputs_and_logits_match(fixture, tokenizer, model):
+  inputs = tokenizer.quantizer.teacher_inputs(jnp.asarray(fixture["tokens"]))
+  np.testing.assert_allclose(inputs, fixture["teacher_inputs"], rtol=1e-4, atol=1e-5)
+  logits = model(jnp.asarray(fixture["teacher_inputs"]), jnp.asarray(fixture["labels"]))
+  np.testing.assert_allclose(logits, fixture["logits"], rtol=1e-4, atol=1e-4)
+
+
+def test_greedy_guided_sampling_matches(fixture, tokenizer, model):
+  cfg = SamplingConfig(temperature=0.0, cfg_scale=2.5, cfg_schedule="linear")  # VAR's cfg 1.5, ramped
+  sample = nnx.jit(lambda m, q, labels: sample_next_scale(m, q, labels, jax.random.PRNGKey(0), cfg))
+  tokens = sample(model, tokenizer.quantizer, jnp.asarray(fixture["labels"]))
+  np.testing.assert_array_equal(tokens, fixture["greedy_cfg1.5_tokens"])
+  images = (np.clip(tokenizer.decode_indices(tokens), -1, 1) + 1) / 2
+  np.testing.assert_allclose(images, _nhwc(fixture["greedy_cfg1.5_images"]), rtol=1e-4, atol=1e-4)
+
+
+def test_unsupported_checkpoint_is_named(fixture):
+  sd = dict(_sd(fixture, "var"), **{"shared_ada_lin.1.weight": np.zeros((6, 6))})
+  with pytest.raises(ValueError, match="shared AdaLN"):
+    var_convert.var_model_config(sd)
+  sd = _sd(fixture, "var")
+  model = nnx.eval_shape(lambda: NextScaleModel(64, 8, (1, 2, 3, 4), 10, 2, 64, 2, mlp_ratio=2.0, rngs=nnx.Rngs(0)))
+  with pytest.raises(ValueError, match="var_d16.pth.*fc1"):
+    common.load_params(model, var_convert.var_params(sd), "var_d16.pth")

@@ -1,0 +1,209 @@
+"""Multi-scale residual quantizer (VAR): one shared codebook, K token maps from 1x1 up to the latent's h x w.
+
+Encoding (scale k = 0 .. K-1 of side p_k; the last side is the latent's h):
+  r_k   = area_downsample(z - f_hat, p_k)               # what the scales so far have not explained
+  idx_k = nearest code of each of the p_k x p_k vectors of r_k
+  f_hat = f_hat + phi_k(bicubic_upsample(codes[idx_k], h))
+so the decoder's input f_hat after k scales is a coarse-to-fine approximation of z, and decoding from any prefix of
+scales gives a progressively sharper preview. phi_k is a 3x3 convolution mixed with the identity
+(`(1 - ratio) x + ratio conv(x)`); `num_phi` of them are shared by the K scales, scale k using the one whose tick is
+nearest to k / (K - 1) (VAR's partially shared phi: ratio 0.5, 4 convolutions).
+
+Resizing follows PyTorch's `F.interpolate` (`area`, and `bicubic` with A = -0.75, half-pixel centres, clamped
+borders, no antialiasing) so that VAR's released weights give VAR's tokens; both are separable linear maps,
+applied as two small matrices built once at trace time.
+
+The training loss is VAR's: the mean over scales of `|f_hat_k - sg(z)|^2 + beta |sg(f_hat_k) - z|^2`, with the
+straight-through estimator from the full f_hat to z. Tokens of an image are one flat sequence [L] in scale order
+(L = sum p_k^2), the layout of the next-scale model.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from tokenizers.vq import VectorQuantizer, code_histogram
+
+BICUBIC_A = -0.75  # PyTorch's bicubic kernel
+
+
+def _cubic_weights(t: float) -> list[float]:
+  """The four weights of positions floor(x) - 1 .. floor(x) + 2 at fractional offset t (Keys kernel, A)."""
+  a = BICUBIC_A
+
+  def near(x):  # |x| <= 1
+    return ((a + 2) * x - (a + 3)) * x * x + 1
+
+  def far(x):  # 1 < |x| < 2
+    return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+  return [far(t + 1), near(t), near(1 - t), far(2 - t)]
+
+
+def bicubic_matrix(out_size: int, in_size: int) -> np.ndarray:
+  """[out, in] matrix of PyTorch's bicubic resize along one axis (align_corners=False)."""
+  m = np.zeros((out_size, in_size), np.float64)
+  scale = in_size / out_size
+  for i in range(out_size):
+    src = (i + 0.5) * scale - 0.5
+    base = int(np.floor(src))
+    for offset, w in zip(range(-1, 3), _cubic_weights(src - base)):
+      m[i, min(max(base + offset, 0), in_size - 1)] += w
+  return m.astype(np.float32)
+
+
+def area_matrix(out_size: int, in_size: int) -> np.ndarray:
+  """[out, in] matrix of adaptive average pooling along one axis (PyTorch's `area` mode)."""
+  m = np.zeros((out_size, in_size), np.float32)
+  for i in range(out_size):
+    start, end = (i * in_size) // out_size, -((-(i + 1) * in_size) // out_size)
+    m[i, start:end] = 1.0 / (end - start)
+  return m
+
+
+def resize(x_BhwD: jax.Array, matrix_ph: np.ndarray) -> jax.Array:
+  """Applies a [p, h] resize matrix to both spatial axes of x [B, h, h, D] -> [B, p, p, D]."""
+  if matrix_ph.shape[0] == matrix_ph.shape[1]:
+    return x_BhwD
+  m = jnp.asarray(matrix_ph)
+  return jnp.einsum("ph,bhwd,qw->bpqd", m, x_BhwD.astype(jnp.float32), m, precision="highest")
+
+
+def phi_index(scale: int, num_scales: int, num_phi: int) -> int:
+  """Which of the `num_phi` shared convolutions refines scale `scale` of `num_scales` (VAR's ticks)."""
+  if num_phi == 4:
+    ticks = np.linspace(1 / 3 / num_phi, 1 - 1 / 3 / num_phi, num_phi)
+  else:
+    ticks = np.linspace(1 / 2 / num_phi, 1 - 1 / 2 / num_phi, num_phi)
+  return int(np.argmin(np.abs(ticks - scale / (num_scales - 1))))
+
+
+class Phi(nnx.Module):
+  """(1 - ratio) * x + ratio * conv3x3(x)."""
+
+  def __init__(self, dim: int, ratio: float, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
+    self.ratio = ratio
+    self.conv = nnx.Conv(dim, dim, (3, 3), padding="SAME", param_dtype=param_dtype, rngs=rngs)
+
+  def __call__(self, h_BhwD: jax.Array) -> jax.Array:
+    return (1 - self.ratio) * h_BhwD + self.ratio * self.conv(h_BhwD).astype(jnp.float32)
+
+
+class MultiScaleQuantizer(nnx.Module):
+  """Residual quantization over the square scales `scales` (sides, increasing, the last = the latent's side)."""
+
+  def __init__(self, codebook_size: int, code_dim: int, scales: Sequence[int], *, beta: float = 0.25,
+               phi_ratio: float = 0.5, num_phi: int = 4, normalize: bool = False, rngs: nnx.Rngs,
+               param_dtype=jnp.float32):
+    scales = tuple(int(s) for s in scales)
+    if len(scales) < 2 or any(b <= a for a, b in zip(scales, scales[1:])) or scales[0] < 1:
+      raise ValueError(f"model.scales must be at least two increasing sides, got {scales}")
+    if num_phi < 1:
+      raise ValueError(f"model.num_phi must be at least 1, got {num_phi}")
+    self.scales, self.code_dim, self.beta = scales, code_dim, beta
+    self.vq = VectorQuantizer(codebook_size, code_dim, beta=beta, normalize=normalize, rngs=rngs,
+                              param_dtype=param_dtype)
+    self.phi = nnx.List([Phi(code_dim, phi_ratio, rngs=rngs, param_dtype=param_dtype) for _ in range(num_phi)])
+
+  @property
+  def codebook_size(self) -> int:
+    return self.vq.codebook_size
+
+  @property
+  def num_tokens(self) -> int:
+    return sum(p * p for p in self.scales)
+
+  def boundaries(self) -> list[tuple[int, int]]:
+    """[start, end) of each scale's tokens in the flat sequence."""
+    ends = np.cumsum([p * p for p in self.scales]).tolist()
+    return list(zip([0] + ends[:-1], ends))
+
+  def token_shape(self, grid: tuple[int, int]) -> tuple[int, ...]:
+    """The shape of one image's indices: the flat sequence [L]; checks that the last scale is the grid."""
+    if tuple(grid) != (self.scales[-1], self.scales[-1]):
+      raise ValueError(f"model.scales ends at {self.scales[-1]} but the latent grid is {tuple(grid)}: the last "
+                       "scale must be the latent's side")
+    return (self.num_tokens,)
+
+  def _check_side(self, f_BhwD: jax.Array) -> int:
+    side = self.scales[-1]
+    if f_BhwD.shape[1:3] != (side, side):
+      raise ValueError(f"features of spatial shape {f_BhwD.shape[1:3]} do not match the last scale {side}")
+    return side
+
+  def downsample(self, f_BhwD: jax.Array, scale: int) -> jax.Array:
+    """Area downsampling of full-size features to scale `scale`'s side."""
+    return resize(f_BhwD, area_matrix(self.scales[scale], self.scales[-1]))
+
+  def add_scale(self, f_hat_BhwD: jax.Array, scale: int, idx_Bpp: jax.Array) -> jax.Array:
+    """f_hat + phi(bicubic_upsample(codes[idx])) for the p x p indices of scale `scale`."""
+    side = self.scales[-1]
+    h = resize(self.vq.embed(idx_Bpp), bicubic_matrix(side, self.scales[scale]))
+    return f_hat_BhwD + self.phi[phi_index(scale, len(self.scales), len(self.phi))](h)
+
+  def _quantize(self, z_BhwD: jax.Array) -> tuple[list[jax.Array], list[jax.Array]]:
+    """Per scale: the indices [B, p, p] and f_hat after that scale [B, h, w, D]."""
+    self._check_side(z_BhwD)
+    z = jax.lax.stop_gradient(z_BhwD.astype(jnp.float32))
+    f_hat, indices, f_hats = jnp.zeros_like(z), [], []
+    for k in range(len(self.scales)):
+      idx = self.vq.indices(self.downsample(z - jax.lax.stop_gradient(f_hat), k))
+      f_hat = self.add_scale(f_hat, k, idx)
+      indices.append(idx), f_hats.append(f_hat)
+    return indices, f_hats
+
+  def indices(self, z_BhwD: jax.Array) -> jax.Array:
+    """Token ids [B, L]: the scales' index maps, flattened in raster order, concatenated coarse to fine."""
+    indices, _ = self._quantize(z_BhwD)
+    return jnp.concatenate([i.reshape(i.shape[0], -1) for i in indices], axis=1)
+
+  def split(self, tokens_BL: jax.Array, num_scales: int | None = None) -> list[jax.Array]:
+    """The index maps [B, p_k, p_k] of the first `num_scales` scales of flat tokens [B, >= their total]."""
+    b = tokens_BL.shape[0]
+    return [tokens_BL[:, s:e].reshape(b, p, p)
+            for (s, e), p in list(zip(self.boundaries(), self.scales))[:num_scales or len(self.scales)]]
+
+  def embed(self, tokens_BL: jax.Array, num_scales: int | None = None) -> jax.Array:
+    """Decoder input f_hat [B, h, w, D] from the first `num_scales` scales (all by default) of tokens [B, L]."""
+    side = self.scales[-1]
+    f_hat = jnp.zeros((tokens_BL.shape[0], side, side, self.code_dim), jnp.float32)
+    for k, idx in enumerate(self.split(tokens_BL, num_scales)):
+      f_hat = self.add_scale(f_hat, k, idx)
+    return f_hat
+
+  def teacher_inputs(self, tokens_BL: jax.Array) -> jax.Array:
+    """The next-scale model's inputs [B, L - p_0^2, D]: for scales 1 .. K-1, f_hat of the scales before it,
+    area-downsampled to its side."""
+    side, b = self.scales[-1], tokens_BL.shape[0]
+    f_hat = jnp.zeros((b, side, side, self.code_dim), jnp.float32)
+    inputs = []
+    for k, idx in enumerate(self.split(tokens_BL, len(self.scales) - 1)):
+      f_hat = self.add_scale(f_hat, k, idx)
+      inputs.append(self.downsample(f_hat, k + 1).reshape(b, -1, self.code_dim))
+    return jnp.concatenate(inputs, axis=1)
+
+  def __call__(self, z_BhwD: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array, dict]:
+    """Returns (straight-through f_hat, tokens [B, L], aux with losses and the code histogram)."""
+    z = z_BhwD.astype(jnp.float32)
+    indices, f_hats = self._quantize(z)
+    sg = jax.lax.stop_gradient
+    codebook_loss = sum(jnp.mean(jnp.square(f - sg(z))) for f in f_hats) / len(f_hats)
+    commit_loss = sum(jnp.mean(jnp.square(sg(f) - z)) for f in f_hats) / len(f_hats)
+    tokens_BL = jnp.concatenate([i.reshape(i.shape[0], -1) for i in indices], axis=1)
+    hist_K = code_histogram(tokens_BL, self.codebook_size)
+    if train:
+      decay = self.vq.usage_decay
+      self.vq.ema_usage[...] = decay * self.vq.ema_usage[...] + (1 - decay) * hist_K / tokens_BL.size
+    zq_st = z + sg(f_hats[-1] - z)
+    aux = {"quant_loss": codebook_loss + self.beta * commit_loss, "codebook_loss": codebook_loss,
+           "commit_loss": commit_loss, "code_hist": hist_K, "z": z}
+    return zq_st.astype(z_BhwD.dtype), tokens_BL, aux
+
+  def restart_dead_codes(self, z_BhwD: jax.Array, rng: jax.Array, threshold: float) -> jax.Array:
+    """The shared codebook's dead-code restart (see VectorQuantizer)."""
+    return self.vq.restart_dead_codes(z_BhwD, rng, threshold)
