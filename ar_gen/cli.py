@@ -93,7 +93,7 @@ def _bench(args, overrides):
     if len(positions) != 2:
       raise ValueError(f"--positions takes two positions, e.g. 16,240; got {args.positions!r}")
     bench_sample.run(args.size, batches, args.tokens, args.vocab_size, args.num_classes, positions,
-                     args.min_seconds, args.out)
+                     args.min_seconds, args.out, _ints(args.scales, "--scales") if args.scales else None)
   elif args.target == "attention":
     from ar_gen.bench import attention as bench_attention  # pylint: disable=g-import-not-at-top
     bench_attention.run(_shapes(args.shapes), _ints(args.decode_lengths, "--decode-lengths"),
@@ -210,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
 
   p = sub.add_parser("bench", help="speed measurements (tables; --out FILE.json)")
   p.add_argument("target", choices=("sample", "attention", "fid"),
-                 help="sample: next-token sampling, cached vs uncached; attention: kernel vs XLA vs cuDNN, ms and "
+                 help="sample: next-token sampling, cached vs uncached, and next-scale vs next-token; attention: kernel vs XLA vs cuDNN, ms and "
                       "TFLOP/s; fid: Inception images/s vs pytorch-fid")
   p.add_argument("--size", default="B", help="model size preset: B, L, XL, XXL (LlamaGen) or tiny")
   p.add_argument("--batch-sizes", default="1,8,64")
@@ -218,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--vocab-size", type=int, default=16384)
   p.add_argument("--num-classes", type=int, default=1000)
   p.add_argument("--positions", default="16,240", help="two positions whose cached step times are compared")
+  p.add_argument("--scales", default=None, help="sample: next-scale sides (default: VAR's, up to the grid side)")
   p.add_argument("--min-seconds", type=float, default=2.0, help="time each measurement for at least this long")
   p.add_argument("--shapes", default="8x16x680x64,8x16x1024x64,4x16x4096x128", help="attention: BxHxLxD,...")
   p.add_argument("--decode-lengths", default="256,680,4096", help="attention: KV cache lengths for decode")
@@ -237,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--out", default="runs/demo")
   p.add_argument("--quick", action="store_true", help="a few steps only (smoke test)")
   p.add_argument("--stages", default="all",
-                 help="comma-separated of tokenizers, classifier, next_token; or 'all'")
+                 help="comma-separated of tokenizers, classifier, next_token, next_scale; or 'all'")
   p.set_defaults(fn=_demo)
   return parser
 

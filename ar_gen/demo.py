@@ -1,12 +1,13 @@
 """`make demo` / `ar-gen demo`: the main job on the bundled MNIST, on CPU: train, sample, evaluate, summarise.
 
-Stages: `tokenizers` (VQ and LFQ), `classifier` (the MNIST classifier, the judge of samples) and `next_token`
+Stages: `tokenizers` (VQ and LFQ), `classifier` (the MNIST classifier, the judge of samples), `next_token`
 (the VQ tokens of the training split are extracted once, a class-conditional next-token model trains on them and
 samples 1000 images with guidance, 100 per class; the classifier's accuracy on them is `sample_accuracy`, and
 `fid` / `precision` / `recall` compare them with the held-out digits in the classifier's feature space (`ar-gen
 fid --features classifier:OUT/classifier`); the grid of the first 10 per class is
-`OUT/next_token/samples/grid.png`). `make demo` runs all stages; `--stages`
-picks some. Each stage trains from scratch in `OUT/<stage>`; the headline numbers go to `OUT/summary.json`, one
+`OUT/next_token/samples/grid.png`) and `next_scale` (VAR: a multi-scale tokenizer, entry `tokenizer_var` with
+its PSNR from every prefix of scales, then a next-scale model on its tokens, sampled and scored the same way).
+`make demo` runs all stages; `--stages` picks some. Each stage trains from scratch in `OUT/<stage>`; the headline numbers go to `OUT/summary.json`, one
 entry per stage with its `workdir`. `--quick` runs each config's `:runlocal` variant.
 """
 
@@ -51,8 +52,8 @@ def train_tokenizer_stage(config_file: str, workdir: str, quick: bool) -> dict:
   """Trains a tokenizer config from scratch in `workdir` and evaluates it on held-out data."""
   seconds = _train_fresh(config_file, workdir, quick)
   result = tokenizer_eval.evaluate(workdir)
-  return {"psnr": result["psnr"], "ssim": result["ssim"], "codebook_usage": result["codebook_usage"],
-          "perplexity": result["perplexity"], "train_seconds": seconds, "workdir": workdir}
+  keep = ("psnr", "ssim", "codebook_usage", "perplexity", "psnr_by_scales")
+  return {**{k: result[k] for k in keep if k in result}, "train_seconds": seconds, "workdir": workdir}
 
 
 def classifier_stage(workdir: str, quick: bool) -> dict:
@@ -64,15 +65,15 @@ def classifier_stage(workdir: str, quick: bool) -> dict:
   return {"heldout_accuracy": accuracy, "train_seconds": seconds, "workdir": workdir}
 
 
-def next_token_stage(workdir: str, tokenizer_dir: str, classifier_dir: str, quick: bool) -> dict:
-  """Extracts the VQ tokens, trains the next-token model on them, samples 1000 images (100 per class) and scores
-  them with the classifier."""
+def ar_stage(config_file: str, workdir: str, tokenizer_dir: str, classifier_dir: str, quick: bool) -> dict:
+  """Extracts the tokenizer's tokens of the training split, trains the AR model of `config_file` on them, samples
+  1000 images (100 per class) and scores them with the classifier."""
   tokens_dir = workdir + "_tokens"
   shutil.rmtree(tokens_dir, ignore_errors=True)
   start = time.perf_counter()
   tokens.extract(tokenizer_dir, "bundled:mnist:train", tokens_dir)
   extract_seconds = time.perf_counter() - start
-  seconds = _train_fresh("mnist_next_token.py", workdir, quick,
+  seconds = _train_fresh(config_file, workdir, quick,
                          [f"tokenizer_workdir={tokenizer_dir}", f"data.train=tokens:{os.path.abspath(tokens_dir)}"])
   num = 100 if quick else 1000
   samples = os.path.join(workdir, "samples")
@@ -92,7 +93,7 @@ def _report(out: str, summary: dict, stage: str) -> None:
   _write_summary(out, summary)
 
 
-STAGES = ("tokenizers", "classifier", "next_token")
+STAGES = ("tokenizers", "classifier", "next_token", "next_scale")
 
 
 def parse_stages(text: str) -> tuple[str, ...]:
@@ -102,6 +103,8 @@ def parse_stages(text: str) -> tuple[str, ...]:
     raise ValueError(f"unknown demo stages {unknown}; choose from {STAGES} or 'all'")
   if "next_token" in stages and not {"tokenizers", "classifier"} <= set(stages):
     raise ValueError("the next_token stage needs the tokenizers and classifier stages in the same run")
+  if "next_scale" in stages and "classifier" not in stages:
+    raise ValueError("the next_scale stage needs the classifier stage in the same run")
   return stages
 
 
@@ -119,9 +122,17 @@ def run(out: str = "runs/demo", quick: bool = False, stages: str = "all") -> dic
     _report(out, summary, "classifier")
   if "next_token" in stages:
     print("== demo stage next_token: mnist_next_token.py", flush=True)
-    summary["next_token"] = next_token_stage(os.path.join(out, "next_token"),
-                                             os.path.abspath(os.path.join(out, "tokenizer_vq")),
-                                             os.path.join(out, "classifier"), quick)
+    summary["next_token"] = ar_stage("mnist_next_token.py", os.path.join(out, "next_token"),
+                                     os.path.abspath(os.path.join(out, "tokenizer_vq")),
+                                     os.path.join(out, "classifier"), quick)
     _report(out, summary, "next_token")
+  if "next_scale" in stages:
+    print("== demo stage next_scale: mnist_var_tok.py, then mnist_var.py", flush=True)
+    tokenizer_dir = os.path.abspath(os.path.join(out, "tokenizer_var"))
+    summary["tokenizer_var"] = train_tokenizer_stage("mnist_var_tok.py", tokenizer_dir, quick)
+    _report(out, summary, "tokenizer_var")
+    summary["next_scale"] = ar_stage("mnist_var.py", os.path.join(out, "next_scale"), tokenizer_dir,
+                                     os.path.join(out, "classifier"), quick)
+    _report(out, summary, "next_scale")
   print(f"== summary: {os.path.join(out, 'summary.json')}")
   return summary

@@ -13,19 +13,22 @@ KEYS = {"psnr", "ssim", "codebook_usage", "train_seconds", "workdir"}
 def test_quick_demo_writes_the_summary(tmp_path):
   demo.run(str(tmp_path), quick=True, stages="all")
   summary = json.load(open(tmp_path / "summary.json"))
-  assert set(summary) == {"tokenizer_vq", "tokenizer_lfq", "classifier", "next_token"}
-  for name in ("tokenizer_vq", "tokenizer_lfq"):
+  assert set(summary) == {"tokenizer_vq", "tokenizer_lfq", "classifier", "next_token", "tokenizer_var", "next_scale"}
+  for name in ("tokenizer_vq", "tokenizer_lfq", "tokenizer_var"):
     assert KEYS <= set(summary[name])
     assert os.path.exists(os.path.join(summary[name]["workdir"], "eval.json"))
     assert os.path.exists(os.path.join(summary[name]["workdir"], "images", "eval_recon.png"))
-  next_token = summary["next_token"]
-  assert 0 <= next_token["sample_accuracy"] <= 1 and os.path.exists(next_token["grid"])
-  assert next_token["num_samples"] == 100 and next_token["images_per_second"] > 0
-  assert next_token["fid"] > 0 and 0 <= next_token["precision"] <= 1 and 0 <= next_token["recall"] <= 1
-  scores = json.load(open(os.path.join(next_token["workdir"], "fid.json")))
-  assert scores["results"][0]["accuracy"] == next_token["sample_accuracy"]
-  trained_on = json.load(open(os.path.join(next_token["workdir"], "config.json")))["data"]["train"]
-  assert trained_on.startswith("tokens:") and os.path.exists(os.path.join(trained_on[7:], "meta.json"))
+  assert len(summary["tokenizer_var"]["psnr_by_scales"]) == 6
+  assert os.path.exists(os.path.join(summary["tokenizer_var"]["workdir"], "images", "eval_scales.png"))
+  for name in ("next_token", "next_scale"):
+    stage = summary[name]
+    assert 0 <= stage["sample_accuracy"] <= 1 and os.path.exists(stage["grid"])
+    assert stage["num_samples"] == 100 and stage["images_per_second"] > 0
+    assert stage["fid"] > 0 and 0 <= stage["precision"] <= 1 and 0 <= stage["recall"] <= 1
+    scores = json.load(open(os.path.join(stage["workdir"], "fid.json")))
+    assert scores["results"][0]["accuracy"] == stage["sample_accuracy"]
+    trained_on = json.load(open(os.path.join(stage["workdir"], "config.json")))["data"]["train"]
+    assert trained_on.startswith("tokens:") and os.path.exists(os.path.join(trained_on[7:], "meta.json"))
 
 
 def test_unknown_or_incomplete_stages_are_refused():
@@ -33,6 +36,8 @@ def test_unknown_or_incomplete_stages_are_refused():
     demo.parse_stages("tokenisers")
   with pytest.raises(ValueError, match="needs the tokenizers"):
     demo.parse_stages("next_token")
+  with pytest.raises(ValueError, match="needs the classifier"):
+    demo.parse_stages("tokenizers,next_scale")
 
 
 @pytest.mark.slow
@@ -41,3 +46,6 @@ def test_full_demo_meets_the_quality_bar(tmp_path):
   assert summary["tokenizer_vq"]["psnr"] >= 24 and summary["tokenizer_vq"]["codebook_usage"] >= 0.9
   assert summary["tokenizer_lfq"]["psnr"] >= 22 and summary["tokenizer_lfq"]["codebook_usage"] >= 0.9
   assert summary["next_token"]["sample_accuracy"] >= 0.9 and summary["next_token"]["fid"] > 0
+  assert summary["next_scale"]["sample_accuracy"] >= 0.9 and summary["next_scale"]["fid"] > 0
+  by_scale = summary["tokenizer_var"]["psnr_by_scales"]
+  assert all(b > a for a, b in zip(by_scale, by_scale[1:])), by_scale

@@ -3,6 +3,7 @@
 import ml_collections
 
 from ar_gen.config import base_config
+from tokenizers.multiscale import VAR_SCALES
 
 
 def tokenizer_config(**data) -> ml_collections.ConfigDict:
@@ -19,7 +20,7 @@ def tokenizer_config(**data) -> ml_collections.ConfigDict:
       quantizer="vq", channels=128, channel_mult=(1, 1, 2, 2, 4), num_res_blocks=2, z_channels=256,
       attention=True, dtype="float32", param_dtype="float32",
       quant_conv_kernel=1, codebook_size=16384, code_dim=8, normalize_codes=True, beta=0.25, restart_every_steps=0,
-      restart_threshold=0.03, scales=(1, 2, 3, 4, 5, 6, 8, 10, 13, 16), phi_ratio=0.5, num_phi=4,
+      restart_threshold=0.03, scales=VAR_SCALES, phi_ratio=0.5, num_phi=4,
       num_bits=18, entropy_weight=0.1, diversity_gamma=1.0, entropy_temperature=0.01))
   c.loss = ml_collections.ConfigDict(dict(
       rec="l2", rec_weight=1.0, ms_ssim_weight=0.0, lpips_path="", lpips_weight=1.0, disc_weight=0.0, disc_start=20000,

@@ -30,6 +30,7 @@ from flax import nnx
 from tokenizers.vq import VectorQuantizer, code_histogram
 
 BICUBIC_A = -0.75  # PyTorch's bicubic kernel
+VAR_SCALES = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)  # VAR's schedule for a 16 x 16 latent
 
 
 def _cubic_weights(t: float) -> list[float]:

@@ -18,9 +18,9 @@ import ml_collections
 import numpy as np
 
 from ar_gen.convert import common
+from tokenizers.multiscale import VAR_SCALES
 
 StateDict = common.StateDict
-VAR_SCALES = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 
 
 def _count(sd: StateDict, prefix: str) -> int:

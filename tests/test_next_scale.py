@@ -1,0 +1,184 @@
+"""Next-scale prediction (VAR): the multi-scale quantizer, the block-causal model, the scale-wise cached sampler,
+and the family end to end through the trainer and `ar-gen sample`."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from ar_gen import config as config_lib
+from ar_gen import sample as sample_lib
+from ar_gen.decoding.logits import SamplingConfig
+from ar_gen.decoding.sampler import sample_next_scale
+from ar_gen.eval import tokenizer_eval
+from ar_gen.models.next_scale import NextScaleModel
+from ar_gen.train import trainer
+from tests.conftest import CONFIGS, tiny_config
+from tokenizers.multiscale import MultiScaleQuantizer, area_matrix, bicubic_matrix
+
+SCALES = (1, 2, 3, 5)
+VOCAB, CODE_DIM = 32, 4
+
+
+@pytest.fixture(scope="module")
+def quantizer():
+  return MultiScaleQuantizer(VOCAB, CODE_DIM, SCALES, rngs=nnx.Rngs(0))
+
+
+def _model(impl="xla"):
+  return NextScaleModel(VOCAB, CODE_DIM, SCALES, 10, depth=2, dim=32, num_heads=2, class_dropout=0.0, attn_impl=impl,
+                        rngs=nnx.Rngs(1))
+
+
+def _perturbed(model, scale=0.3):
+  """VAR's initialisation keeps blocks near the identity (gates ~1e-5); random weights make the tests sharp."""
+  state = nnx.state(model, nnx.Param)
+  leaves, treedef = jax.tree.flatten(state)
+  keys = jax.random.split(jax.random.PRNGKey(2), len(leaves))
+  nnx.update(model, jax.tree.unflatten(treedef, [x + scale * jax.random.normal(k, x.shape)
+                                                 for x, k in zip(leaves, keys)]))
+  return model
+
+
+@pytest.fixture(scope="module")
+def model():
+  return _perturbed(_model())
+
+
+def _tokens(seed=0, batch=2):
+  return jax.random.randint(jax.random.PRNGKey(seed), (batch, sum(p * p for p in SCALES)), 0, VOCAB)
+
+
+def test_resize_matrices():
+  up, down = bicubic_matrix(8, 3), area_matrix(3, 8)
+  np.testing.assert_allclose(up.sum(1), 1, atol=1e-6)  # constants stay constant
+  np.testing.assert_allclose(down.sum(1), 1, atol=1e-6)
+  np.testing.assert_allclose(down[0], [1 / 3] * 3 + [0] * 5, atol=1e-7)  # adaptive pooling windows [0, 3)
+  np.testing.assert_allclose(down[1], [0] * 2 + [1 / 4] * 4 + [0] * 2, atol=1e-7)  # [2, 6)
+  np.testing.assert_array_equal(bicubic_matrix(5, 5), np.eye(5))
+
+
+def test_quantizer_encode_embed_and_teacher_inputs_agree(quantizer):
+  z = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 5, CODE_DIM))
+
+  @nnx.jit
+  def run(q, z):
+    zq, tokens, aux = q(z)
+    prefixes = [q.embed(tokens, num_scales=k) for k in range(1, len(SCALES) + 1)]
+    downs = [q.downsample(prefixes[k - 1], k) for k in range(1, len(SCALES))]
+    return zq, tokens, aux["code_hist"], q.indices(z), q.teacher_inputs(tokens), prefixes, downs
+
+  zq, tokens, hist, indices, inputs, prefixes, downs = run(quantizer, z)
+  np.testing.assert_array_equal(tokens, indices)
+  np.testing.assert_allclose(zq, prefixes[-1], atol=1e-5)  # straight-through value = f_hat of all scales
+  np.testing.assert_allclose(inputs, jnp.concatenate([d.reshape(2, -1, CODE_DIM) for d in downs], 1), atol=1e-5)
+  assert inputs.shape == (2, tokens.shape[1] - 1, CODE_DIM)
+  # Residual quantization: every scale explains part of what the scales before it left.
+  errors = [float(jnp.mean(jnp.square(p - z))) for p in prefixes]
+  assert errors[-1] < errors[0], errors
+  assert hist.sum() == tokens.size
+
+
+def test_bad_scales_are_named():
+  with pytest.raises(ValueError, match="increasing"):
+    MultiScaleQuantizer(8, 4, (1, 3, 2), rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="last scale must be the latent"):
+    MultiScaleQuantizer(8, 4, (1, 2, 4), rngs=nnx.Rngs(0)).token_shape((8, 8))
+
+
+@pytest.mark.parametrize("impl", ["xla", "pallas"])
+def test_cached_scale_steps_equal_teacher_forced_logits(quantizer, impl):
+  model = _perturbed(_model(impl))
+  tokens, labels = _tokens(), jnp.asarray([3, 7])
+
+  @nnx.jit
+  def run(model, quantizer, tokens, labels):
+    inputs = quantizer.teacher_inputs(tokens)
+    cond, cache, cached = model.condition(labels), model.init_cache(2), []
+    for k, p in enumerate(SCALES):
+      start = model.starts[k]
+      x = model.first_inputs(cond) if k == 0 else model.scale_inputs(inputs[:, start - 1:start - 1 + p * p], k)
+      logits, cache = model.step(x, k, cache, cond)
+      cached.append(logits)
+    return model(inputs, labels), jnp.concatenate(cached, axis=1)
+
+  full, cached = run(model, quantizer, tokens, labels)
+  np.testing.assert_allclose(cached, full, atol=1e-4, rtol=1e-4)
+
+
+def test_tokens_of_a_scale_do_not_change_logits_of_earlier_scales(quantizer, model):
+  tokens, labels = _tokens(), jnp.asarray([1, 2])
+  forward = nnx.jit(lambda model, quantizer, tokens: model(quantizer.teacher_inputs(tokens), labels))
+  base = np.asarray(forward(model, quantizer, tokens))
+  for k, p in enumerate(SCALES[:-1]):
+    start, end = model.starts[k], model.starts[k] + p * p
+    changed = tokens.at[:, start:end].set((tokens[:, start:end] + 1 + k) % VOCAB)
+    logits = np.asarray(forward(model, quantizer, changed))
+    np.testing.assert_array_equal(logits[:, :end], base[:, :end], err_msg=f"scale {k} leaked into scales <= {k}")
+    assert np.abs(logits[:, end:] - base[:, end:]).max() > 1e-3, f"scale {k} does not reach later scales"
+
+
+def test_greedy_sampler_agrees_with_teacher_forcing_and_guidance_off_is_conditional(quantizer, model):
+  labels = jnp.asarray([0, 5])
+
+  @nnx.jit
+  def run(model, quantizer):
+    sample = lambda **kw: sample_next_scale(model, quantizer, labels, jax.random.PRNGKey(0),
+                                            SamplingConfig(temperature=0.0, cfg_schedule="linear", **kw))
+    tokens = sample()
+    return tokens, model(quantizer.teacher_inputs(tokens), labels), sample(cfg_scale=4.0)
+
+  tokens, logits, guided = run(model, quantizer)
+  np.testing.assert_array_equal(jnp.argmax(logits, -1), tokens)
+  assert not np.array_equal(guided, tokens)
+  np.testing.assert_array_equal(guided[:, 0], tokens[:, 0])  # the ramp starts at scale 1 (VAR: t = cfg * 0)
+
+
+@pytest.fixture(scope="module")
+def trained_var_tokenizer(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("var_tok"))
+  trainer.train(tiny_config("mnist_var_tok.py", "total_steps=60", "ckpt_every_steps=60", "log_every_steps=30",
+                            "vis_every_steps=60", "optimizer.warmup_steps=10", "model.code_dim=8"), workdir)
+  return workdir
+
+
+def test_psnr_rises_with_each_scale_on_heldout_digits(trained_var_tokenizer):
+  result = tokenizer_eval.evaluate(trained_var_tokenizer, max_examples=200)
+  by_scale = result["psnr_by_scales"]
+  assert len(by_scale) == 6 and by_scale[-1] == pytest.approx(result["psnr"], abs=1e-3)
+  assert all(b > a for a, b in zip(by_scale, by_scale[1:])), by_scale
+  assert os.path.isfile(os.path.join(trained_var_tokenizer, "images", "eval_scales.png"))
+
+
+def test_next_scale_trains_and_samples_through_the_cli(trained_var_tokenizer, tmp_path):
+  workdir = str(tmp_path / "var")
+  config = config_lib.load_config(
+      os.path.join(CONFIGS, "mnist_var.py"),
+      ("data.image_size=16", "batch_size=8", "total_steps=3", "ckpt_every_steps=3", "log_every_steps=1",
+       "vis_every_steps=3", "vis_examples=4", "model.depth=1", "model.dim=32", "model.num_heads=2",
+       f"tokenizer_workdir={trained_var_tokenizer}", "data.num_threads=1"))
+  trainer.train(config, workdir)
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    losses = [json.loads(line)["loss"] for line in f if "loss" in line]
+  assert len(losses) == 3 and np.isfinite(losses).all()
+  out = str(tmp_path / "samples")
+  result = sample_lib.sample(workdir, out, num_images=4, batch_size=4, classes="1,2", seed=0, top_k=5)
+  with np.load(os.path.join(out, "samples.npz")) as f:
+    assert f["arr_0"].shape == (4, 16, 16, 1) and f["arr_0"].dtype == np.uint8
+    np.testing.assert_array_equal(f["arr_1"], [1, 1, 2, 2])
+  again = str(tmp_path / "again")
+  sample_lib.sample(workdir, again, num_images=4, batch_size=4, classes="1,2", seed=0, top_k=5)
+  with np.load(os.path.join(out, "samples.npz")) as a, np.load(os.path.join(again, "samples.npz")) as b:
+    np.testing.assert_array_equal(a["arr_0"], b["arr_0"])
+  assert result["images_per_second"] > 0
+
+
+def test_next_token_task_refuses_a_multiscale_tokenizer(trained_var_tokenizer):
+  config = config_lib.load_config(os.path.join(CONFIGS, "mnist_next_token.py"),
+                                  ("data.image_size=16", f"tokenizer_workdir={trained_var_tokenizer}"))
+  with pytest.raises(ValueError, match="next_scale"):
+    trainer.Run(config)
