@@ -59,6 +59,12 @@ def _convert_llamagen(args, overrides):
   print(llamagen.convert(args.vq, args.gpt, args.size, args.image_size, args.out))
 
 
+def _convert_var(args, overrides):
+  from ar_gen.convert import var  # pylint: disable=g-import-not-at-top
+  _no_overrides(overrides)
+  print(var.convert(args.vae, args.var, args.out, args.image_size))
+
+
 def _convert_lpips(args, overrides):
   from tokenizers import lpips  # pylint: disable=g-import-not-at-top
   _no_overrides(overrides)
@@ -184,6 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--out", required=True, help="writes OUT/tokenizer and OUT/gpt; sample with --workdir OUT/gpt")
   p.set_defaults(fn=_convert_llamagen)
 
+  p = sub.add_parser("convert-var", help="VAR's VQVAE + VAR-d16..d30 checkpoints -> work dirs")
+  p.add_argument("--vae", required=True, help="vae_ch160v4096z32.pth")
+  p.add_argument("--var", required=True, help="var_d16.pth (or d20, d24, d30)")
+  p.add_argument("--image-size", type=int, default=256)
+  p.add_argument("--out", required=True, help="writes OUT/tokenizer and OUT/var; sample with --workdir OUT/var")
+  p.set_defaults(fn=_convert_var)
+
   p = sub.add_parser("convert-lpips", help="convert LPIPS VGG weights (PyTorch files) for loss.lpips_path")
   p.add_argument("vgg", help="torchvision's vgg16-397923af.pth")
   p.add_argument("lin", help="the LPIPS package's weights/v0.1/vgg.pth")
@@ -210,8 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
 
   p = sub.add_parser("bench", help="speed measurements (tables; --out FILE.json)")
   p.add_argument("target", choices=("sample", "attention", "fid"),
-                 help="sample: next-token sampling, cached vs uncached, and next-scale vs next-token; attention: kernel vs XLA vs cuDNN, ms and "
-                      "TFLOP/s; fid: Inception images/s vs pytorch-fid")
+                 help="sample: next-token sampling, cached vs uncached, and next-scale vs next-token; attention: "
+                      "kernel vs XLA vs cuDNN, ms and TFLOP/s; fid: Inception images/s vs pytorch-fid")
   p.add_argument("--size", default="B", help="model size preset: B, L, XL, XXL (LlamaGen) or tiny")
   p.add_argument("--batch-sizes", default="1,8,64")
   p.add_argument("--tokens", type=int, default=256, help="sequence length (a square token grid)")

@@ -7,19 +7,12 @@ The entropy loss is exact for all 2^18 codes without an N x 2^18 matrix (tokeniz
 """
 
 from ar_gen.config import parse_arg
-from tokenizers.config import shrink_for_runlocal, tokenizer_config
+from tokenizers.config import imagenet_tokenizer_config, shrink_for_runlocal
 
 
 def get_config(arg=None):
   arg = parse_arg(arg, runlocal=False)
-  c = tokenizer_config(train="tfds:imagenet2012:train", eval="tfds:imagenet2012:validation", image_size=256,
-                       channels=3, resize="crop", random_flip=True)
-  c.total_steps = 1_000_000
-  c.batch_size = 256
-  c.log_every_steps = 100
-  c.ckpt_every_steps = 5000
-  c.vis_every_steps = 5000
-  c.ema_decay = 0.999
+  c = imagenet_tokenizer_config(total_steps=1_000_000, batch_size=256, ema_decay=0.999)
   c.optimizer.update(lr=1e-4, warmup_steps=0, b1=0.5, b2=0.9, weight_decay=0.0, grad_clip=1.0, end_lr_factor=1.0)
   c.model.update(quantizer="lfq", channels=128, channel_mult=(1, 1, 2, 2, 4), num_res_blocks=4, z_channels=256,
                  attention=False, num_bits=18, beta=0.25, entropy_weight=0.1, diversity_gamma=1.0,

@@ -9,19 +9,12 @@ LPIPS term (weight 1): convert VGG weights once with `ar-gen convert-lpips` and 
 """
 
 from ar_gen.config import parse_arg
-from tokenizers.config import shrink_for_runlocal, tokenizer_config
+from tokenizers.config import imagenet_tokenizer_config, shrink_for_runlocal
 
 
 def get_config(arg=None):
   arg = parse_arg(arg, runlocal=False)
-  c = tokenizer_config(train="tfds:imagenet2012:train", eval="tfds:imagenet2012:validation", image_size=256,
-                       channels=3, resize="crop", random_flip=True)
-  c.total_steps = 400_000
-  c.batch_size = 128
-  c.log_every_steps = 100
-  c.ckpt_every_steps = 5000
-  c.vis_every_steps = 5000
-  c.ema_decay = 0.9999
+  c = imagenet_tokenizer_config(total_steps=400_000, batch_size=128, ema_decay=0.9999)
   c.optimizer.update(lr=1e-4, warmup_steps=1000, b1=0.9, b2=0.95, weight_decay=0.05, grad_clip=1.0)
   c.model.update(quantizer="vq", channels=128, channel_mult=(1, 1, 2, 2, 4), num_res_blocks=2, z_channels=256,
                  attention=True, codebook_size=16384, code_dim=8, beta=0.25, restart_every_steps=0)

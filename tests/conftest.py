@@ -18,6 +18,15 @@ def tiny_config(name: str = "mnist_vq.py", *overrides: str):
   return config_lib.load_config(os.path.join(CONFIGS, name), TINY + overrides)
 
 
+def tiny_ar_config(name: str, tokenizer_workdir: str, *overrides: str):
+  """An AR config from configs/ shrunk to 3 steps of a one-block model over a tiny tokenizer's 16x16 images."""
+  return config_lib.load_config(
+      os.path.join(CONFIGS, name),
+      ("data.image_size=16", "batch_size=8", "total_steps=3", "ckpt_every_steps=3", "log_every_steps=1",
+       "vis_every_steps=3", "vis_examples=4", "model.depth=1", "model.dim=32", "model.num_heads=2",
+       f"tokenizer_workdir={tokenizer_workdir}", "data.num_threads=1") + overrides)
+
+
 @pytest.fixture(scope="session")
 def trained_vq_workdir(tmp_path_factory):
   from ar_gen.train import trainer
@@ -30,10 +39,6 @@ def trained_vq_workdir(tmp_path_factory):
 def trained_next_token_workdir(trained_vq_workdir, tmp_path_factory):
   from ar_gen.train import trainer
   workdir = str(tmp_path_factory.mktemp("next_token"))
-  config = config_lib.load_config(
-      os.path.join(CONFIGS, "mnist_next_token.py"),
-      ("data.image_size=16", "batch_size=8", "total_steps=3", "ckpt_every_steps=3", "log_every_steps=1",
-       "vis_every_steps=3", "vis_examples=4", "model.depth=1", "model.dim=32", "model.num_heads=2",
-       f"tokenizer_workdir={trained_vq_workdir}", "data.num_threads=1"))
+  config = tiny_ar_config("mnist_next_token.py", trained_vq_workdir)
   trainer.train(config, workdir)
   return workdir

@@ -6,8 +6,6 @@ inputs, and the official LlamaGen code's outputs on them (CPU, fp32): pre-quanti
 images decoded from the indices, teacher-forced logits and greedy tokens with guidance scale 2.
 """
 
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,25 +16,20 @@ from ar_gen.convert import common, llamagen
 from ar_gen.decoding.logits import SamplingConfig
 from ar_gen.decoding.sampler import sample_next_token
 from ar_gen.models.next_token import NextTokenModel
+from tests import golden
 from tokenizers.config import tokenizer_config
 from tokenizers.model import build_tokenizer
 
-FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "llamagen_tiny.npz")
 
 
 @pytest.fixture(scope="module")
 def fixture():
-  with np.load(FIXTURE) as f:
-    return {k: f[k] for k in f.files}
-
-
-def _sd(fixture, prefix):
-  return {k[len(prefix) + 1:]: v for k, v in fixture.items() if k.startswith(prefix + "/")}
+  return golden.load("llamagen_tiny.npz")
 
 
 @pytest.fixture(scope="module")
 def tokenizer(fixture):
-  sd = _sd(fixture, "vq")
+  sd = golden.state_dict(fixture, "vq")
   m = tokenizer_config().model
   m.update(llamagen.vq_model_config(sd))
   assert (m.channels, tuple(m.channel_mult), m.num_res_blocks, m.codebook_size) == (32, (1, 2), 1, 64)
@@ -55,7 +48,7 @@ def test_vq_features_indices_and_decoding_match(fixture, tokenizer):
 def gpt(fixture):
   model = NextTokenModel(64, (4, 4), 10, depth=2, dim=64, num_heads=4, num_kv_heads=4, mlp_hidden=256,
                          class_dropout=0.0, rngs=nnx.Rngs(0))
-  return common.load_params(model, llamagen.gpt_params(_sd(fixture, "gpt")), "fixture")
+  return common.load_params(model, llamagen.gpt_params(golden.state_dict(fixture, "gpt")), "fixture")
 
 
 def test_gpt_logits_match(fixture, gpt):
@@ -73,4 +66,4 @@ def test_shape_mismatch_is_named(fixture):
   model = NextTokenModel(64, (4, 4), 10, depth=2, dim=64, num_heads=4, num_kv_heads=4, mlp_hidden=128,
                          class_dropout=0.0, rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="c2i_test.pt.*w1"):
-    common.load_params(model, llamagen.gpt_params(_sd(fixture, "gpt")), "c2i_test.pt")
+    common.load_params(model, llamagen.gpt_params(golden.state_dict(fixture, "gpt")), "c2i_test.pt")

@@ -9,8 +9,6 @@ logits, and greedy (top-k 1) tokens and images sampled with VAR's guidance ramp 
 `convert_state_dicts` into work directories (what `ar-gen convert-var` writes) and are restored from there.
 """
 
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,18 +21,13 @@ from ar_gen.decoding.logits import SamplingConfig
 from ar_gen.decoding.sampler import sample_next_scale
 from ar_gen.models.next_scale import NextScaleModel
 from ar_gen.train import trainer
+from tests import golden
 
-FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "var_tiny.npz")
 
 
 @pytest.fixture(scope="module")
 def fixture():
-  with np.load(FIXTURE) as f:
-    return {k: f[k] for k in f.files}
-
-
-def _sd(fixture, prefix):
-  return {k[len(prefix) + 1:]: v for k, v in fixture.items() if k.startswith(prefix + "/")}
+  return golden.load("var_tiny.npz")
 
 
 def _nhwc(x_NCHW):
@@ -44,7 +37,7 @@ def _nhwc(x_NCHW):
 @pytest.fixture(scope="module")
 def converted(fixture, tmp_path_factory):
   """The fixture's state dicts through `convert_state_dicts` into work directories, restored as `ar-gen` would."""
-  dirs = var_convert.convert_state_dicts(_sd(fixture, "vae"), _sd(fixture, "var"),
+  dirs = var_convert.convert_state_dicts(golden.state_dict(fixture, "vae"), golden.state_dict(fixture, "var"),
                                          str(tmp_path_factory.mktemp("var")), image_size=8)
   return trainer.restore_run(dirs["var"])
 
@@ -92,10 +85,17 @@ def test_greedy_guided_sampling_matches(fixture, tokenizer, model):
 
 
 def test_unsupported_checkpoint_is_named(fixture):
-  sd = dict(_sd(fixture, "var"), **{"shared_ada_lin.1.weight": np.zeros((6, 6))})
+  sd = dict(golden.state_dict(fixture, "var"), **{"shared_ada_lin.1.weight": np.zeros((6, 6))})
   with pytest.raises(ValueError, match="shared AdaLN"):
     var_convert.var_model_config(sd)
-  sd = _sd(fixture, "var")
+  sd = golden.state_dict(fixture, "var")
   model = nnx.eval_shape(lambda: NextScaleModel(64, 8, (1, 2, 3, 4), 10, 2, 64, 2, mlp_ratio=2.0, rngs=nnx.Rngs(0)))
   with pytest.raises(ValueError, match="var_d16.pth.*fc1"):
     common.load_params(model, var_convert.var_params(sd), "var_d16.pth")
+
+
+def test_convert_var_names_a_missing_checkpoint(tmp_path, capsys):
+  from ar_gen import cli  # pylint: disable=g-import-not-at-top
+  missing = str(tmp_path / "vae_ch160v4096z32.pth")
+  assert cli.main(["convert-var", "--vae", missing, "--var", missing, "--out", str(tmp_path / "out")]) == 2
+  assert missing in capsys.readouterr().err

@@ -17,7 +17,7 @@ from ar_gen.decoding.sampler import sample_next_scale
 from ar_gen.eval import tokenizer_eval
 from ar_gen.models.next_scale import NextScaleModel
 from ar_gen.train import trainer
-from tests.conftest import CONFIGS, tiny_config
+from tests.conftest import CONFIGS, tiny_ar_config, tiny_config
 from tokenizers.multiscale import MultiScaleQuantizer, area_matrix, bicubic_matrix
 
 SCALES = (1, 2, 3, 5)
@@ -81,6 +81,20 @@ def test_quantizer_encode_embed_and_teacher_inputs_agree(quantizer):
   errors = [float(jnp.mean(jnp.square(p - z))) for p in prefixes]
   assert errors[-1] < errors[0], errors
   assert hist.sum() == tokens.size
+
+
+def test_prefix_training_decodes_some_images_from_a_proper_prefix():
+  q = MultiScaleQuantizer(VOCAB, CODE_DIM, SCALES, prefix_fraction=0.5, rngs=nnx.Rngs(0))
+  z = jax.random.normal(jax.random.PRNGKey(0), (16, 5, 5, CODE_DIM))
+
+  @nnx.jit
+  def run(q, z):
+    zq, tokens, _ = q(z, train=True, rng=jax.random.PRNGKey(3))
+    return zq, [q.embed(tokens, num_scales=k) for k in range(1, len(SCALES) + 1)]
+
+  zq, prefixes = run(q, z)
+  used = [min(k for k, p in enumerate(prefixes) if np.allclose(zq[i], p[i], atol=1e-5)) for i in range(16)]
+  assert 0 < sum(k < len(SCALES) - 1 for k in used) < 16, used  # some, not all, from a proper prefix
 
 
 def test_bad_scales_are_named():
@@ -156,12 +170,7 @@ def test_psnr_rises_with_each_scale_on_heldout_digits(trained_var_tokenizer):
 
 def test_next_scale_trains_and_samples_through_the_cli(trained_var_tokenizer, tmp_path):
   workdir = str(tmp_path / "var")
-  config = config_lib.load_config(
-      os.path.join(CONFIGS, "mnist_var.py"),
-      ("data.image_size=16", "batch_size=8", "total_steps=3", "ckpt_every_steps=3", "log_every_steps=1",
-       "vis_every_steps=3", "vis_examples=4", "model.depth=1", "model.dim=32", "model.num_heads=2",
-       f"tokenizer_workdir={trained_var_tokenizer}", "data.num_threads=1"))
-  trainer.train(config, workdir)
+  trainer.train(tiny_ar_config("mnist_var.py", trained_var_tokenizer), workdir)
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     losses = [json.loads(line)["loss"] for line in f if "loss" in line]
   assert len(losses) == 3 and np.isfinite(losses).all()

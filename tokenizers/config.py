@@ -11,7 +11,8 @@ def tokenizer_config(**data) -> ml_collections.ConfigDict:
 
   model: quantizer ('vq' | 'lfq' | 'multiscale'), encoder/decoder widths, projection kernel, VQ codebook
   (codebook_size x code_dim, l2-normalised or Euclidean, dead-code restart), LFQ bits and entropy loss, the
-  multi-scale quantizer's scales (sides, coarse to fine, the last = the latent's side) and phi convolutions. loss: reconstruction (l1 | l2), MS-SSIM, LPIPS (when lpips_path names converted weights), PatchGAN
+  multi-scale quantizer's scales (sides, coarse to fine, the last = the latent's side), phi convolutions and
+  prefix_fraction (the share of a batch decoded from a random prefix of scales; 0 in VAR). loss: reconstruction (l1 | l2), MS-SSIM, LPIPS (when lpips_path names converted weights), PatchGAN
   (off when disc_weight=0).
   """
   c = base_config(**data)
@@ -20,7 +21,7 @@ def tokenizer_config(**data) -> ml_collections.ConfigDict:
       quantizer="vq", channels=128, channel_mult=(1, 1, 2, 2, 4), num_res_blocks=2, z_channels=256,
       attention=True, dtype="float32", param_dtype="float32",
       quant_conv_kernel=1, codebook_size=16384, code_dim=8, normalize_codes=True, beta=0.25, restart_every_steps=0,
-      restart_threshold=0.03, scales=VAR_SCALES, phi_ratio=0.5, num_phi=4,
+      restart_threshold=0.03, scales=VAR_SCALES, phi_ratio=0.5, num_phi=4, prefix_fraction=0.0,
       num_bits=18, entropy_weight=0.1, diversity_gamma=1.0, entropy_temperature=0.01))
   c.loss = ml_collections.ConfigDict(dict(
       rec="l2", rec_weight=1.0, ms_ssim_weight=0.0, lpips_path="", lpips_weight=1.0, disc_weight=0.0, disc_start=20000,
@@ -39,6 +40,16 @@ def mnist_tokenizer_config(steps: int, runlocal: bool) -> ml_collections.ConfigD
   c.optimizer.update(lr=2e-3, warmup_steps=50, end_lr_factor=0.05)
   c.model.update(channels=16, channel_mult=(1, 2, 2), num_res_blocks=1, z_channels=64, attention=False)
   c.loss.update(rec="l2", ms_ssim_weight=0.0)
+  return c
+
+
+def imagenet_tokenizer_config(total_steps: int, batch_size: int, ema_decay: float) -> ml_collections.ConfigDict:
+  """The ImageNet 256 setting shared by configs/imagenet256_*.py tokenizers: random crops and flips, logs every
+  100 steps, checkpoints and reconstruction grids every 5000."""
+  c = tokenizer_config(train="tfds:imagenet2012:train", eval="tfds:imagenet2012:validation", image_size=256,
+                       channels=3, resize="crop", random_flip=True)
+  c.update(total_steps=total_steps, batch_size=batch_size, ema_decay=ema_decay, log_every_steps=100,
+           ckpt_every_steps=5000, vis_every_steps=5000)
   return c
 
 

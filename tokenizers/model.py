@@ -71,8 +71,14 @@ class Tokenizer(nnx.Module):
       raise ValueError("decoding from a prefix of scales needs a multi-scale tokenizer")
     return self.decode_codes(self.quantizer.embed(indices, num_scales))
 
-  def __call__(self, images_BHWC: jax.Array, train: bool = False) -> tuple[jax.Array, dict]:
-    zq, indices, aux = self.quantizer(self.project(images_BHWC), train=train)
+  def __call__(self, images_BHWC: jax.Array, train: bool = False,
+               rng: jax.Array | None = None) -> tuple[jax.Array, dict]:
+    """Reconstruction and aux; `rng` is used by the multi-scale quantizer's prefix training only."""
+    z = self.project(images_BHWC)
+    if isinstance(self.quantizer, multiscale.MultiScaleQuantizer):
+      zq, indices, aux = self.quantizer(z, train=train, rng=rng)
+    else:
+      zq, indices, aux = self.quantizer(z, train=train)
     aux["indices"] = indices
     aux["decoder_features"] = self.decoder.trunk(self.post_quant_conv(zq))
     return self.decoder.conv_out(aux["decoder_features"]), aux
@@ -88,7 +94,8 @@ def build_quantizer(m: ml_collections.ConfigDict, rngs: nnx.Rngs):
   if m.quantizer == "multiscale":
     return multiscale.MultiScaleQuantizer(m.codebook_size, m.code_dim, tuple(m.scales), beta=m.beta,
                                           phi_ratio=m.phi_ratio, num_phi=m.num_phi, normalize=m.normalize_codes,
-                                          rngs=rngs, param_dtype=dtype(m.param_dtype))
+                                          prefix_fraction=m.get("prefix_fraction", 0.0), rngs=rngs,
+                                          param_dtype=dtype(m.param_dtype))
   raise ValueError(f"model.quantizer must be one of {QUANTIZERS}, got {m.quantizer!r}")
 
 

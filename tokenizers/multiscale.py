@@ -99,14 +99,16 @@ class MultiScaleQuantizer(nnx.Module):
   """Residual quantization over the square scales `scales` (sides, increasing, the last = the latent's side)."""
 
   def __init__(self, codebook_size: int, code_dim: int, scales: Sequence[int], *, beta: float = 0.25,
-               phi_ratio: float = 0.5, num_phi: int = 4, normalize: bool = False, rngs: nnx.Rngs,
-               param_dtype=jnp.float32):
+               phi_ratio: float = 0.5, num_phi: int = 4, normalize: bool = False, prefix_fraction: float = 0.0,
+               rngs: nnx.Rngs, param_dtype=jnp.float32):
     scales = tuple(int(s) for s in scales)
     if len(scales) < 2 or any(b <= a for a, b in zip(scales, scales[1:])) or scales[0] < 1:
       raise ValueError(f"model.scales must be at least two increasing sides, got {scales}")
     if num_phi < 1:
       raise ValueError(f"model.num_phi must be at least 1, got {num_phi}")
-    self.scales, self.code_dim, self.beta = scales, code_dim, beta
+    if not 0 <= prefix_fraction < 1:
+      raise ValueError(f"model.prefix_fraction must lie in [0, 1), got {prefix_fraction}")
+    self.scales, self.code_dim, self.beta, self.prefix_fraction = scales, code_dim, beta, prefix_fraction
     self.vq = VectorQuantizer(codebook_size, code_dim, beta=beta, normalize=normalize, rngs=rngs,
                               param_dtype=param_dtype)
     self.phi = nnx.List([Phi(code_dim, phi_ratio, rngs=rngs, param_dtype=param_dtype) for _ in range(num_phi)])
@@ -188,8 +190,14 @@ class MultiScaleQuantizer(nnx.Module):
       inputs.append(self.downsample(f_hat, k + 1).reshape(b, -1, self.code_dim))
     return jnp.concatenate(inputs, axis=1)
 
-  def __call__(self, z_BhwD: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array, dict]:
-    """Returns (straight-through f_hat, tokens [B, L], aux with losses and the code histogram)."""
+  def __call__(self, z_BhwD: jax.Array, train: bool = False,
+               rng: jax.Array | None = None) -> tuple[jax.Array, jax.Array, dict]:
+    """Returns (straight-through f_hat, tokens [B, L], aux with losses and the code histogram).
+
+    With `prefix_fraction` > 0 (training only; not in VAR, whose value is 0), that fraction of the batch passes
+    f_hat of a random proper prefix of scales to the decoder instead of the full f_hat, so the decoder also
+    learns the progressive previews; the loss still asks for the whole image.
+    """
     z = z_BhwD.astype(jnp.float32)
     indices, f_hats = self._quantize(z)
     sg = jax.lax.stop_gradient
@@ -200,7 +208,13 @@ class MultiScaleQuantizer(nnx.Module):
     if train:
       decay = self.vq.usage_decay
       self.vq.ema_usage[...] = decay * self.vq.ema_usage[...] + (1 - decay) * hist_K / tokens_BL.size
-    zq_st = z + sg(f_hats[-1] - z)
+    f_hat = f_hats[-1]
+    if train and self.prefix_fraction > 0:
+      b, k = z.shape[0], len(self.scales)
+      use_B = jax.random.uniform(jax.random.fold_in(rng, 0), (b,)) < self.prefix_fraction
+      scale_B = jnp.where(use_B, jax.random.randint(jax.random.fold_in(rng, 1), (b,), 0, k - 1), k - 1)
+      f_hat = jnp.stack(f_hats)[scale_B, jnp.arange(b)]
+    zq_st = z + sg(f_hat - z)
     aux = {"quant_loss": codebook_loss + self.beta * commit_loss, "codebook_loss": codebook_loss,
            "commit_loss": commit_loss, "code_hist": hist_K, "z": z}
     return zq_st.astype(z_BhwD.dtype), tokens_BL, aux

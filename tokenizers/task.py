@@ -72,9 +72,9 @@ class TokenizerTask:
     return nll
 
   def loss(self, model: TokenizerWithDiscriminator, batch: dict, rng: jax.Array, step: jax.Array, frozen: Any):
-    del rng, frozen
+    del frozen
     lc, x = self.loss_config, batch["image"].astype(jnp.float32)
-    x_rec, aux = model.tokenizer(x, train=True)
+    x_rec, aux = model.tokenizer(x, train=True, rng=rng)
     nll = self._nll(x, x_rec)
     loss = nll + aux["quant_loss"]
     metrics = {"rec_loss": nll, "quant_loss": aux["quant_loss"], "code_hist": aux["code_hist"],

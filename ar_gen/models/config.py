@@ -42,3 +42,41 @@ def next_scale_config(tokenizer_workdir: str, **data) -> ml_collections.ConfigDi
       temperature=1.0, top_k=900, top_p=0.96, cfg_scale=2.5, cfg_schedule="linear", cfg_interval=(0.0, 1.0)))
   c.optimizer.update(lr=8e-5 * 768 / 256, weight_decay=0.05, b1=0.9, b2=0.95)
   return c
+
+
+def mnist_ar_config(c: ml_collections.ConfigDict, steps: int, runlocal: bool) -> ml_collections.ConfigDict:
+  """The CPU-sized MNIST training setting shared by configs/mnist_next_token.py and mnist_var.py."""
+  c.data.update(train="bundled:mnist:train", eval="bundled:mnist:test", image_size=32, channels=1, resize="pad",
+                num_threads=2)
+  c.update(total_steps=5 if runlocal else steps, batch_size=32, log_every_steps=50, ckpt_every_steps=500,
+           vis_every_steps=500, vis_examples=10)
+  c.optimizer.update(lr=2e-3, warmup_steps=100, end_lr_factor=0.05, weight_decay=0.05)
+  return c
+
+
+# VAR's recipe per depth: ImageNet epochs at batch 768 (1668 steps per epoch).
+VAR_EPOCHS = {16: 200, 20: 250, 24: 350, 30: 350}
+
+
+def imagenet_var_config(depth: int, arg=None) -> ml_collections.ConfigDict:
+  """VAR-d`depth` on ImageNet 256 (configs/imagenet256_var_d*.py): batch 768, AdamW (0.9, 0.95), lr 8e-5 per 256
+  images, weight decay 0.05, grad clip 2, warmup 2% of training, bf16 compute, FSDP over all devices for d24+."""
+  from ar_gen.config import parse_arg  # pylint: disable=g-import-not-at-top
+  arg = parse_arg(arg, runlocal=False, tokenizer="runs/imagenet256_var_tok")
+  c = next_scale_config(arg.tokenizer, train="tfds:imagenet2012:train", eval="tfds:imagenet2012:validation",
+                        image_size=256, channels=3, resize="crop", random_flip=True)
+  c.batch_size = 768
+  c.total_steps = VAR_EPOCHS[depth] * 1668
+  c.log_every_steps = 100
+  c.ckpt_every_steps = c.vis_every_steps = 5000
+  c.optimizer.update(lr=8e-5 * c.batch_size / 256, warmup_steps=c.total_steps // 50, end_lr_factor=0.0,
+                     weight_decay=0.05, b1=0.9, b2=0.95, grad_clip=2.0)
+  c.model.update(depth=depth, num_classes=1000, class_dropout=0.1, dtype="bfloat16")
+  if depth >= 24:
+    c.mesh.update(data=1, fsdp=-1)
+  if arg.runlocal:
+    c.update(total_steps=1, batch_size=2, log_every_steps=1, ckpt_every_steps=1, vis_every_steps=1, vis_examples=2)
+    c.data.update(image_size=64, num_threads=1)
+    c.mesh.update(data=-1, fsdp=1)
+    c.model.update(depth=2, dim=64, num_heads=2, dtype="float32")
+  return c

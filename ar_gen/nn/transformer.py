@@ -137,7 +137,8 @@ class Transformer(nnx.Module):
             "groups": jnp.broadcast_to(groups_S, (batch, groups_S.shape[0]))}
 
   def __call__(self, h_BLC: jax.Array, rope_BLP2: jax.Array | None, q_groups_BL: jax.Array,
-               cache: Cache | None = None, index: jax.Array | int = 0, **block_kwargs) -> tuple[jax.Array, Cache | None]:
+               cache: Cache | None = None, index: jax.Array | int = 0,
+               **block_kwargs) -> tuple[jax.Array, Cache | None]:
     ks, vs = [], []
     for i, layer in enumerate(self.layers):
       layer_cache = None if cache is None else (cache["k"][i], cache["v"][i], cache["groups"])
