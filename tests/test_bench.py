@@ -27,7 +27,7 @@ def test_bench_sample_tiny(tmp_path, capsys):
     (["--tokens", "250"], "must be a square"),
     (["--tokens", "16", "--positions", "2,16"], "--positions must lie in"),
     (["--positions", "16"], "two positions"),
-    (["--tokens", "16", "--scales", "1,2"], "--scales must end at the grid's side 4"),
+    (["--tokens", "16", "--positions", "2,14", "--scales", "1,2"], "--scales must end at the grid's side 4"),
 ])
 def test_bench_sample_refuses_bad_arguments(args, message, capsys):
   assert cli.main(["bench", "sample", *args]) == 2

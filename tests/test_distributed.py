@@ -89,6 +89,7 @@ def _final_params(workdir):
   return step, jax.tree.leaves(restored["state"]["params"])
 
 
+@pytest.mark.slow  # ~2 min; bitwise resume is also tested by test_trainer.py
 def test_sigterm_saves_and_exits_0_and_the_restart_repeats_the_uninterrupted_run_bitwise(tmp_path):
   common = ["--config.total_steps=10", "--config.ckpt_every_steps=4"]
   _train(tmp_path / "straight", 1, *common)

@@ -56,6 +56,7 @@ def test_fid_with_classifier_features(classifier_dir, tmp_path, capsys):
   assert json.load(open(out))["results"][1]["fid"] == pytest.approx(shifted["fid"], rel=1e-9)
 
 
+@pytest.mark.slow  # ~70 s on 2 cores; `make test-all`
 def test_fid_with_inception_features_grayscale_and_mixed_sizes(tmp_path):
   weights = tmp_path / "inception.npz"
   np.savez(weights, **random_state_dict(0))

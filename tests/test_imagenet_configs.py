@@ -10,7 +10,8 @@ from ar_gen.train import metrics_log, trainer
 from tests.conftest import CONFIGS
 
 
-@pytest.mark.parametrize("name", ["imagenet256_vq16.py", "imagenet256_lfq.py"])
+@pytest.mark.parametrize("name", ["imagenet256_vq16.py",
+                                  pytest.param("imagenet256_lfq.py", marks=pytest.mark.slow)])  # ~95 s
 def test_runlocal_step_on_mock_imagenet(name, tmp_path):
   config = config_lib.load_config(os.path.join(CONFIGS, name) + ":runlocal")
   with tfds.testing.mock_data(num_examples=4):
@@ -20,6 +21,7 @@ def test_runlocal_step_on_mock_imagenet(name, tmp_path):
   assert "d_loss" in metrics and metrics["codebook_usage"] > 0
 
 
+@pytest.mark.slow  # ~3.5 min on 2 cores; `make test-all`
 def test_var_tokenizer_then_var_d16_runlocal_on_mock_imagenet(tmp_path):
   tok_dir, var_dir = str(tmp_path / "var_tok"), str(tmp_path / "var_d16")
   with tfds.testing.mock_data(num_examples=4):

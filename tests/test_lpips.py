@@ -74,6 +74,7 @@ def test_bad_weight_files_are_named(tmp_path):
     lpips.load_weights(str(partial))
 
 
+@pytest.mark.slow  # ~2 min on 2 cores; `make test-all`
 def test_lpips_term_enters_the_tokenizer_loss(weights_file):
   from ar_gen.train import trainer  # pylint: disable=g-import-not-at-top
   batch = {"image": jax.random.uniform(jax.random.PRNGKey(1), (8, 16, 16, 1), minval=-1, maxval=1),
