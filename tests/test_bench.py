@@ -34,6 +34,7 @@ def test_bench_sample_refuses_bad_arguments(args, message, capsys):
   assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow  # ~50 s on 2 cores; `make test-all`
 def test_bench_fid_without_pytorch_fid_reports_ar_gen_alone(tmp_path, capsys):
   out = tmp_path / "fid.json"
   assert cli.main(["bench", "fid", "--num-images", "2", "--batch-size", "2", "--image-size", "32",

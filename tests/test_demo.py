@@ -10,25 +10,42 @@ from ar_gen import demo
 KEYS = {"psnr", "ssim", "codebook_usage", "train_seconds", "workdir"}
 
 
+def _check_ar_stage(stage: dict) -> None:
+  assert 0 <= stage["sample_accuracy"] <= 1 and os.path.exists(stage["grid"])
+  assert stage["num_samples"] == 100 and stage["images_per_second"] > 0
+  assert stage["fid"] > 0 and 0 <= stage["precision"] <= 1 and 0 <= stage["recall"] <= 1
+  scores = json.load(open(os.path.join(stage["workdir"], "fid.json")))
+  assert scores["results"][0]["accuracy"] == stage["sample_accuracy"]
+  trained_on = json.load(open(os.path.join(stage["workdir"], "config.json")))["data"]["train"]
+  assert trained_on.startswith("tokens:") and os.path.exists(os.path.join(trained_on[7:], "meta.json"))
+
+
+def _check_tokenizer(stage: dict) -> None:
+  assert KEYS <= set(stage)
+  assert os.path.exists(os.path.join(stage["workdir"], "eval.json"))
+  assert os.path.exists(os.path.join(stage["workdir"], "images", "eval_recon.png"))
+
+
+def test_quick_demo_of_the_next_scale_stage_writes_the_summary(tmp_path):
+  demo.run(str(tmp_path), quick=True, stages="classifier,next_scale")
+  summary = json.load(open(tmp_path / "summary.json"))
+  assert set(summary) == {"classifier", "tokenizer_var", "next_scale"}
+  _check_tokenizer(summary["tokenizer_var"])
+  assert len(summary["tokenizer_var"]["psnr_by_scales"]) == 6
+  assert os.path.exists(os.path.join(summary["tokenizer_var"]["workdir"], "images", "eval_scales.png"))
+  _check_ar_stage(summary["next_scale"])
+  assert os.path.exists(tmp_path / "logs" / "next_scale.log")
+
+
+@pytest.mark.slow  # ~5 min on 2 cores: six training processes; `make test-all`
 def test_quick_demo_writes_the_summary(tmp_path):
   demo.run(str(tmp_path), quick=True, stages="all")
   summary = json.load(open(tmp_path / "summary.json"))
   assert set(summary) == {"tokenizer_vq", "tokenizer_lfq", "classifier", "next_token", "tokenizer_var", "next_scale"}
   for name in ("tokenizer_vq", "tokenizer_lfq", "tokenizer_var"):
-    assert KEYS <= set(summary[name])
-    assert os.path.exists(os.path.join(summary[name]["workdir"], "eval.json"))
-    assert os.path.exists(os.path.join(summary[name]["workdir"], "images", "eval_recon.png"))
-  assert len(summary["tokenizer_var"]["psnr_by_scales"]) == 6
-  assert os.path.exists(os.path.join(summary["tokenizer_var"]["workdir"], "images", "eval_scales.png"))
+    _check_tokenizer(summary[name])
   for name in ("next_token", "next_scale"):
-    stage = summary[name]
-    assert 0 <= stage["sample_accuracy"] <= 1 and os.path.exists(stage["grid"])
-    assert stage["num_samples"] == 100 and stage["images_per_second"] > 0
-    assert stage["fid"] > 0 and 0 <= stage["precision"] <= 1 and 0 <= stage["recall"] <= 1
-    scores = json.load(open(os.path.join(stage["workdir"], "fid.json")))
-    assert scores["results"][0]["accuracy"] == stage["sample_accuracy"]
-    trained_on = json.load(open(os.path.join(stage["workdir"], "config.json")))["data"]["train"]
-    assert trained_on.startswith("tokens:") and os.path.exists(os.path.join(trained_on[7:], "meta.json"))
+    _check_ar_stage(summary[name])
 
 
 def test_unknown_or_incomplete_stages_are_refused():

@@ -10,8 +10,8 @@ from ar_gen.train import metrics_log, trainer
 from tests.conftest import CONFIGS
 
 
-@pytest.mark.parametrize("name", ["imagenet256_vq16.py",
-                                  pytest.param("imagenet256_lfq.py", marks=pytest.mark.slow)])  # ~95 s
+@pytest.mark.slow  # 100-140 s each on 2 cores; `make test-all`
+@pytest.mark.parametrize("name", ["imagenet256_vq16.py", "imagenet256_lfq.py"])
 def test_runlocal_step_on_mock_imagenet(name, tmp_path):
   config = config_lib.load_config(os.path.join(CONFIGS, name) + ":runlocal")
   with tfds.testing.mock_data(num_examples=4):

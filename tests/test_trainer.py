@@ -53,6 +53,7 @@ def test_eval_tokenizer_writes_eval_json(trained_vq_workdir):
   assert os.path.exists(os.path.join(trained_vq_workdir, "images", "eval_recon.png"))
 
 
+@pytest.mark.slow  # ~70 s on 2 cores; `make test-all`
 def test_gan_losses_train_both_parts(tmp_path):
   config = tiny_config("mnist_lfq.py", "total_steps=2", "loss.disc_weight=0.5", "loss.disc_start=0",
                        "loss.disc_channels=4", "loss.disc_layers=2", "loss.ms_ssim_weight=0.1")
