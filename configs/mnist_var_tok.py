@@ -1,5 +1,7 @@
-r"""VAR's multi-scale residual tokenizer on the bundled MNIST digits (CPU-sized): 32x32 -> 8x8 latent, tokenized
-at scales 1, 2, 3, 4, 6, 8 (130 tokens) from one codebook of 256 Euclidean 8-d codes, 4 shared phi convolutions.
+"""VAR's multi-scale residual tokenizer on the bundled MNIST digits (CPU-sized), 130 tokens per digit.
+
+32x32 -> 8x8 latent, tokenized at scales 1, 2, 3, 4, 6, 8 from one codebook of 256 Euclidean 8-d codes, with 4
+shared phi convolutions.
 
   ar-gen train --config configs/mnist_var_tok.py --workdir runs/mnist_var_tok
   ar-gen eval-tokenizer --workdir runs/mnist_var_tok
