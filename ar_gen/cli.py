@@ -38,7 +38,7 @@ def _eval_tokenizer(args, overrides):
 
 
 def _sample(args, overrides):
-  from ar_gen import sample  # pylint: disable=g-import-not-at-top
+  from ar_gen.commands import sample  # pylint: disable=g-import-not-at-top
   _no_overrides(overrides)
   interval = tuple(float(v) for v in args.cfg_interval.split(",")) if args.cfg_interval else None
   result = sample.sample(args.workdir, args.out, args.num_images, args.batch_size, args.classes, args.seed,
@@ -48,9 +48,9 @@ def _sample(args, overrides):
 
 
 def _extract_tokens(args, overrides):
-  from ar_gen.data import tokens  # pylint: disable=g-import-not-at-top
+  from ar_gen.commands import extract_tokens  # pylint: disable=g-import-not-at-top
   _no_overrides(overrides)
-  print(tokens.extract(args.workdir, args.data, args.out, args.batch_size))
+  print(extract_tokens.extract(args.workdir, args.data, args.out, args.batch_size))
 
 
 def _convert_llamagen(args, overrides):
@@ -250,8 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
   p = sub.add_parser("demo", help="the CPU demo: train and evaluate on the bundled MNIST")
   p.add_argument("--out", default="runs/demo")
   p.add_argument("--quick", action="store_true", help="a few steps only (smoke test)")
-  p.add_argument("--stages", default="all",
-                 help="comma-separated of tokenizers, classifier, next_token, next_scale; or 'all'")
+  p.add_argument("--stages", default="default",
+                 help="comma-separated of tokenizers, tokenizer_vq, classifier and the families (next_token, "
+                      "next_scale, ...); 'default' (all but the LFQ tokenizer) or 'all'")
   p.set_defaults(fn=_demo)
   return parser
 

@@ -2,7 +2,9 @@
 
 A config file defines `get_config(arg: str) -> ml_collections.ConfigDict`; `arg` is the text after the first ':'
 of the spec (`configs/mnist_vq.py:runlocal,steps=10`) and is parsed with `parse_arg`. Unknown keys, in the arg
-string or in an override, are errors that name the key and the nearest valid one.
+string or in an override, are errors that name the key and the nearest valid one; the one exception is the
+fault-injection hooks of the tests (`FAULT_HOOKS`), which no config defines and only an override adds.
+Durations given in epochs or examples become steps with `num_steps`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,38 @@ REQUIRED_KEYS = (
 
 class ConfigError(ValueError):
   """A config file, argument or override is wrong; the message names it."""
+
+
+# Fault injection for tests, read by the trainer as `(config.get("fault") or {}).get(NAME, 0)`; 0 = off. No config
+# defines them: `--config.fault.sigterm_after_step=3` (or `fault.inject_nan_at_step=3` in `load_config`'s
+# overrides) adds one as an int. Every other unknown key is still refused.
+FAULT_HOOKS = {
+    "fault.inject_nan_at_step": "the loss of this step (1-based) is NaN (tests of the non-finite guard)",
+    "fault.sigterm_after_step": "the process sends itself SIGTERM after this step (tests of preemption)",
+}
+
+
+def num_steps(*, steps: int | None = None, epochs: float | None = None, examples: int | None = None,
+              batch_size: int | None = None, dataset_size: int | None = None) -> int:
+  """A training duration as optimizer steps, from exactly one of `steps`, `epochs` or `examples`.
+
+  An epoch is `dataset_size // batch_size` whole batches (VAR's count: 1,281,167 ImageNet images at batch 768 are
+  1668 steps), so `num_steps(epochs=200, batch_size=768, dataset_size=1_281_167) == 200 * 1668`; `examples`
+  rounds up to whole batches. The result is rounded down to a whole step.
+  """
+  given = {k: v for k, v in dict(steps=steps, epochs=epochs, examples=examples).items() if v is not None}
+  if len(given) != 1:
+    raise ConfigError(f"num_steps takes exactly one of steps, epochs, examples; got {sorted(given) or 'none'}")
+  if steps is not None:
+    return int(steps)
+  if not batch_size or batch_size < 1:
+    raise ConfigError(f"num_steps({next(iter(given))}=...) needs a batch_size >= 1, got {batch_size!r}")
+  if examples is not None:
+    return -(-int(examples) // batch_size)
+  if not dataset_size or dataset_size < batch_size:
+    raise ConfigError(f"num_steps(epochs=...) needs a dataset_size of at least one batch ({batch_size}), "
+                      f"got {dataset_size!r}")
+  return int(epochs * (dataset_size // batch_size))
 
 
 def _nearest(key: str, valid: Iterable[str]) -> str:
@@ -84,15 +118,24 @@ def _coerce(old: Any, text: str, key: str) -> Any:
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str]) -> ml_collections.ConfigDict:
-  """Applies `KEY=VALUE` overrides (dotted keys) in place; a key that does not exist is an error."""
+  """Applies `KEY=VALUE` overrides (dotted keys) in place; a key that does not exist is an error, except the
+  fault-injection hooks `FAULT_HOOKS` (tests only), which are added."""
   valid = flat_keys(config)
   for item in overrides:
     key, sep, text = item.partition("=")
     if not sep:
       raise ConfigError(f"override {item!r} must look like KEY=VALUE")
-    if key not in valid:
-      raise ConfigError(f"unknown config key {key!r}{_nearest(key, valid)}")
     *parents, leaf = key.split(".")
+    if key not in valid:
+      if key not in FAULT_HOOKS:
+        raise ConfigError(f"unknown config key {key!r}{_nearest(key, [*valid, *FAULT_HOOKS])}")
+      node = config
+      for name in parents:  # the hook's group (`fault`) exists in every base_config; created if not
+        if name not in node:
+          node[name] = ml_collections.ConfigDict()
+        node = node[name]
+      node[leaf] = _coerce(0, text, key)  # an int step; 0 = off
+      continue
     node = config
     for name in parents:
       node = node[name]
@@ -177,8 +220,8 @@ def base_config(**data) -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   c.sharding = ml_collections.ConfigDict(dict(
       rules=(("embed", "fsdp"), ("mlp", "tensor"), ("qkv", "tensor"), ("vocab", "tensor")), fsdp_min_size=2 ** 14))
-  c.fault = ml_collections.ConfigDict(dict(preemption_check_steps=10, inject_nan_at_step=0,
-                                           sigterm_after_step=0))  # the last two: fault injection for tests
+  # how often the processes agree on a preemption notice; the tests' fault hooks join this group (FAULT_HOOKS)
+  c.fault = ml_collections.ConfigDict(dict(preemption_check_steps=10))
   c.optimizer = ml_collections.ConfigDict(dict(
       lr=1e-4, end_lr_factor=0.1, warmup_steps=100, b1=0.9, b2=0.95, weight_decay=0.0, grad_clip=1.0))
   c.model = ml_collections.ConfigDict()

@@ -1,17 +1,17 @@
-"""`make demo` / `ar-gen demo`: the main job on the bundled MNIST, on CPU: train, sample, evaluate, summarise.
+"""`make demo` / `ar-gen demo`: the main job on the bundled MNIST, on CPU: train, sample, evaluate, compare families.
 
-Stages: `tokenizers` (VQ and LFQ), `classifier` (the MNIST classifier, the judge of samples), `next_token`
-(the VQ tokens of the training split are extracted once, a class-conditional next-token model trains on them and
-samples 1000 images with guidance, 100 per class; the classifier's accuracy on them is `sample_accuracy`, and
-`fid` / `precision` / `recall` compare them with the held-out digits in the classifier's feature space (`ar-gen
-fid --features classifier:OUT/classifier`); the grid of the first 10 per class is
-`OUT/next_token/samples/grid.png`) and `next_scale` (VAR: a multi-scale tokenizer, entry `tokenizer_var` with
-its PSNR from every prefix of scales, then a next-scale model on its tokens, sampled and scored the same way).
-`make demo` runs all stages; `--stages` picks some. Trainings run side by side, one `ar-gen train` process each,
-logging to `OUT/logs/` (one alone keeps about 1.4 of 2 cores busy): first the three tokenizers and the classifier,
-then the two AR models; evaluations run in this process. Each stage trains from scratch in `OUT/<stage>`; the
-headline numbers go to `OUT/summary.json`, one entry per stage with its `workdir`. `--quick` runs each config's
-`:runlocal` variant.
+Stages: `tokenizers` (VQ and LFQ; `tokenizer_vq` alone is a stage too), `classifier` (the MNIST classifier, the
+judge of samples) and one stage per registered family (`ar_gen/families`: `next_token`, `next_scale`, ...). A
+family stage trains its demo tokenizer (`Family.demo_tokenizer`; a VQ or LFQ one comes from the tokenizer stages),
+extracts that tokenizer's tokens of the training split once, trains the family's MNIST config on them, and its
+in-training sample-quality evaluator (`ar_gen/eval/evaluators.py`, the same one any run can enable) samples 1000
+images at the last step, 100 per class, and scores them with the classifier: `sample_accuracy`, `fid`, `precision`,
+`recall` in the classifier's feature space, images/s. Every piece of work is one `ar-gen` process (train,
+eval-tokenizer, extract-tokens), started as soon as what it needs is done, a few side by side (one training alone
+keeps about 1.4 of 2 cores busy); logs go to `OUT/logs/`. The headline numbers go to `OUT/summary.json` (one entry
+per stage with its `workdir`), and the families are compared side by side in one table, printed and written to
+`OUT/families.md`. `make demo` runs the `default` stages (all but the LFQ tokenizer, to fit 15 minutes);
+`--stages all` runs every stage; `--quick` runs each config's `:runlocal` variant.
 """
 
 from __future__ import annotations
@@ -25,64 +25,108 @@ import time
 
 import numpy as np
 
-from ar_gen import sample as sample_lib
-from ar_gen.data import pipeline, tokens
-from ar_gen.eval import fid, tokenizer_eval
+from ar_gen import table
+from ar_gen.data import pipeline
 from ar_gen.eval.classifier import Classifier
+from ar_gen.families._registry import registered
+from ar_gen.layout import TokenLayout
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-# Trainings that depend on nothing else: run side by side, one process each (one alone keeps ~1.4 of 2 cores busy).
-FIRST_TRAININGS = {"tokenizer_vq": "mnist_vq.py", "tokenizer_lfq": "mnist_lfq.py", "classifier": "mnist_classifier.py",
-                   "tokenizer_var": "mnist_var_tok.py"}
+TOKENIZER_CONFIGS = {"tokenizer_vq": "mnist_vq.py", "tokenizer_lfq": "mnist_lfq.py"}
+STAGE_GROUPS = {"tokenizers": ("tokenizer_vq", "tokenizer_lfq"), "tokenizer_vq": ("tokenizer_vq",)}
+MAX_PARALLEL = 4
+EVAL = "sample_quality"
 
 
-def _write_summary(out: str, summary: dict) -> str:
-  path = os.path.join(out, "summary.json")
+def stage_names() -> tuple[str, ...]:
+  return ("tokenizers", "tokenizer_vq", "classifier", *registered())
+
+
+def parse_stages(text: str) -> tuple[str, ...]:
+  """`all`, `default` (all but the LFQ tokenizer) or a comma-separated list of stages, checked for what they need."""
+  families = tuple(registered())
+  if text == "all":
+    return ("tokenizers", "classifier", *families)
+  if text == "default":
+    return ("tokenizer_vq", "classifier", *families)
+  stages = tuple(s.strip() for s in text.split(",") if s.strip())
+  unknown = [s for s in stages if s not in stage_names()]
+  if unknown or not stages:
+    raise ValueError(f"unknown demo stages {unknown}; choose from {stage_names()}, 'default' or 'all'")
+  provided = {t for s in stages for t in STAGE_GROUPS.get(s, ())}
+  for name in families:
+    if name not in stages:
+      continue
+    tokenizer = registered()[name].demo_tokenizer
+    if tokenizer in TOKENIZER_CONFIGS and tokenizer not in provided:
+      raise ValueError(f"the {name} stage needs the tokenizers (or {tokenizer}) stage in the same run")
+    if "classifier" not in stages:
+      raise ValueError(f"the {name} stage needs the classifier stage in the same run")
+  return stages
+
+
+# ------------------------------------------------------------------------------------------------- jobs
+class Jobs:
+  """`ar-gen` subprocesses with dependencies, at most MAX_PARALLEL at once; output to LOGS/NAME.log."""
+
+  def __init__(self, logs: str):
+    self.logs, self.pending, self.running, self.seconds = logs, {}, {}, {}
+    os.makedirs(logs, exist_ok=True)
+
+  def add(self, name: str, args: list[str], after: tuple[str, ...] = ()) -> None:
+    self.pending[name] = (args, after)
+
+  def _start(self, name: str) -> None:
+    args, _ = self.pending.pop(name)
+    log = open(os.path.join(self.logs, f"{name}.log"), "w")
+    process = subprocess.Popen([sys.executable, "-m", "ar_gen.cli", *args], stdout=log, stderr=subprocess.STDOUT)
+    self.running[name] = (process, log, time.perf_counter())
+    print(f"== started {name}", flush=True)
+
+  def run(self) -> dict[str, float]:
+    """Runs every job; returns each one's wall seconds. A failed job stops the others and raises naming its log."""
+    while self.pending or self.running:
+      for name in [n for n, (_, after) in self.pending.items() if all(a in self.seconds for a in after)]:
+        if len(self.running) < MAX_PARALLEL:
+          self._start(name)
+      for name, (process, log, start) in list(self.running.items()):
+        if process.poll() is None:
+          continue
+        log.close()
+        del self.running[name]
+        if process.returncode:
+          for other, _, _ in self.running.values():
+            other.kill()
+          with open(log.name) as f:
+            tail = "".join(f.readlines()[-5:])
+          raise RuntimeError(f"{name} failed (exit {process.returncode}); see {log.name}:\n{tail}")
+        self.seconds[name] = time.perf_counter() - start
+        print(f"== {name} done in {self.seconds[name]:.0f} s", flush=True)
+      time.sleep(0.5)
+    return self.seconds
+
+
+def _train_args(config_file: str, workdir: str, quick: bool, overrides: list[str] = ()) -> list[str]:
+  shutil.rmtree(workdir, ignore_errors=True)
+  config = os.path.join(CONFIG_DIR, config_file) + (":runlocal" if quick else "")
+  return ["train", "--config", config, "--workdir", workdir, *[f"--config.{o}" for o in overrides]]
+
+
+# ------------------------------------------------------------------------------------------------- results
+def _write(path: str, text: str) -> None:
   with open(path + ".tmp", "w") as f:
-    json.dump(summary, f, indent=2)
+    f.write(text)
   os.replace(path + ".tmp", path)
-  return path
 
 
-def train_in_parallel(jobs: dict[str, tuple[str, str, list[str]]], logs: str, quick: bool) -> dict[str, float]:
-  """Trains each job {name: (config file, workdir, overrides)} from scratch in its own `ar-gen train` process, all
-  at once; output goes to LOGS/NAME.log. Returns each job's wall seconds; a failed job raises naming its log."""
-  os.makedirs(logs, exist_ok=True)
-  running, seconds, start = {}, {}, time.perf_counter()
-  for name, (config_file, workdir, overrides) in jobs.items():
-    shutil.rmtree(workdir, ignore_errors=True)
-    config = os.path.join(CONFIG_DIR, config_file) + (":runlocal" if quick else "")
-    log = open(os.path.join(logs, f"{name}.log"), "w")
-    command = [sys.executable, "-m", "ar_gen.cli", "train", "--config", config, "--workdir", workdir]
-    command += [f"--config.{o}" for o in overrides]
-    running[name] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), log)
-  print(f"== training {', '.join(jobs)} side by side (logs: {logs}/)", flush=True)
-  while running:
-    for name, (process, log) in list(running.items()):
-      if process.poll() is None:
-        continue
-      log.close()
-      del running[name]
-      seconds[name] = time.perf_counter() - start
-      if process.returncode:
-        for other, _ in running.values():
-          other.kill()
-        with open(log.name) as f:
-          tail = "".join(f.readlines()[-5:])
-        raise RuntimeError(f"training {name} failed (exit {process.returncode}); see {log.name}:\n{tail}")
-      print(f"== {name} trained in {seconds[name]:.0f} s", flush=True)
-    time.sleep(0.5)
-  return seconds
-
-
-def evaluate_tokenizer(workdir: str, seconds: float) -> dict:
-  """Evaluates the tokenizer trained in `workdir` on held-out data."""
-  result = tokenizer_eval.evaluate(workdir)
+def tokenizer_result(workdir: str, seconds: float) -> dict:
+  with open(os.path.join(workdir, "eval.json")) as f:
+    result = json.load(f)
   keep = ("psnr", "ssim", "codebook_usage", "perplexity", "psnr_by_scales")
   return {**{k: result[k] for k in keep if k in result}, "train_seconds": seconds, "workdir": workdir}
 
 
-def evaluate_classifier(workdir: str, seconds: float) -> dict:
+def classifier_result(workdir: str, seconds: float) -> dict:
   classifier = Classifier(workdir)
   batches = list(pipeline.eval_batches(classifier.config.data, 500))
   accuracy = classifier.accuracy(np.concatenate([b["image"] for b in batches]),
@@ -90,75 +134,90 @@ def evaluate_classifier(workdir: str, seconds: float) -> dict:
   return {"heldout_accuracy": accuracy, "train_seconds": seconds, "workdir": workdir}
 
 
-def extract_tokens(tokenizer_dir: str, workdir: str) -> tuple[str, float]:
-  """The tokenizer's tokens of the training split, in WORKDIR_tokens; returns (dataset spec, seconds)."""
-  tokens_dir = os.path.abspath(workdir + "_tokens")
-  shutil.rmtree(tokens_dir, ignore_errors=True)
-  start = time.perf_counter()
-  tokens.extract(tokenizer_dir, "bundled:mnist:train", tokens_dir)
-  return f"tokens:{tokens_dir}", time.perf_counter() - start
+def family_result(workdir: str, num_samples: int) -> dict:
+  """The family run's last sample-quality numbers (metrics.jsonl) and its layout."""
+  from ar_gen.train import metrics_log  # pylint: disable=g-import-not-at-top
+  rows = [r for r in metrics_log.read_metrics(workdir) if f"{EVAL}/fid" in r]
+  if not rows:
+    raise RuntimeError(f"{workdir}/metrics.jsonl has no {EVAL} numbers")
+  row, step = rows[-1], rows[-1]["step"]
+  with open(os.path.join(workdir, "config.json")) as f:
+    data_train = json.load(f)["data"]["train"]
+  with open(os.path.join(data_train[len("tokens:"):], "meta.json")) as f:
+    layout = TokenLayout.from_json(json.load(f)["layout"])
+  out = os.path.join(workdir, "evals", f"{EVAL}_{step:07d}")
+  return {"sample_accuracy": row[f"{EVAL}/accuracy"], "fid": row[f"{EVAL}/fid"],
+          "precision": row[f"{EVAL}/precision"], "recall": row[f"{EVAL}/recall"],
+          "images_per_second": row[f"{EVAL}/images_per_second"], "num_samples": num_samples,
+          "tokens_per_image": layout.num_tokens, "steps_per_image": layout.num_groups,
+          "grid": os.path.join(out, "grid.png"), "fid_json": os.path.join(out, "fid.json"), "workdir": workdir}
 
 
-def evaluate_generator(workdir: str, classifier_dir: str, quick: bool) -> dict:
-  """Samples 1000 images (100 per class) from the AR model in `workdir` and scores them with the classifier."""
-  num = 100 if quick else 1000
-  samples = os.path.join(workdir, "samples")
-  result = sample_lib.sample(workdir, samples, num, batch_size=250, classes="all")
-  scores = fid.evaluate([os.path.join(samples, "samples.npz")], "bundled:mnist:test", f"classifier:{classifier_dir}",
-                        cache_dir=os.path.join(workdir, "fid_cache"), out=os.path.join(workdir, "fid.json"))
-  row = scores["results"][0]
-  return {"sample_accuracy": row["accuracy"], "fid": row["fid"], "precision": row["precision"],
-          "recall": row["recall"], "images_per_second": result["images_per_second"], "num_samples": num,
-          "grid": os.path.join(samples, "grid.png"), "workdir": workdir}
+FAMILY_COLUMNS = [("family", "family", "s"), ("tokens_per_image", "tokens/image", "d"),
+                  ("steps_per_image", "AR steps/image", "d"), ("sample_accuracy", "sample accuracy", ".3f"),
+                  ("fid", "FID", ".2f"), ("precision", "precision", ".3f"), ("recall", "recall", ".3f"),
+                  ("images_per_second", "images/s", ".1f"), ("train_seconds", "train s", ".0f")]
+
+
+def families_table(summary: dict) -> str:
+  """The families of this run side by side, as a Markdown table."""
+  rows = [{"family": name, **summary[name]} for name in registered() if name in summary]
+  return table.format_table(rows, FAMILY_COLUMNS, markdown=True)
 
 
 def _report(out: str, summary: dict, stage: str) -> None:
   numbers = {k: v for k, v in summary[stage].items() if isinstance(v, float)}
   print(f"== {stage}: " + ", ".join(f"{k}={v:.4g}" for k, v in numbers.items()), flush=True)
-  _write_summary(out, summary)
+  _write(os.path.join(out, "summary.json"), json.dumps(summary, indent=2))
 
 
-STAGES = ("tokenizers", "classifier", "next_token", "next_scale")
-AR_STAGES = {"next_token": ("mnist_next_token.py", "tokenizer_vq"), "next_scale": ("mnist_var.py", "tokenizer_var")}
-
-
-def parse_stages(text: str) -> tuple[str, ...]:
-  stages = STAGES if text == "all" else tuple(s.strip() for s in text.split(",") if s.strip())
-  unknown = [s for s in stages if s not in STAGES]
-  if unknown or not stages:
-    raise ValueError(f"unknown demo stages {unknown}; choose from {STAGES} or 'all'")
-  if "next_token" in stages and not {"tokenizers", "classifier"} <= set(stages):
-    raise ValueError("the next_token stage needs the tokenizers and classifier stages in the same run")
-  if "next_scale" in stages and "classifier" not in stages:
-    raise ValueError("the next_scale stage needs the classifier stage in the same run")
-  return stages
-
-
-def run(out: str = "runs/demo", quick: bool = False, stages: str = "all") -> dict:
+# ------------------------------------------------------------------------------------------------- the job
+def run(out: str = "runs/demo", quick: bool = False, stages: str = "default") -> dict:
   stages = parse_stages(stages)
   os.makedirs(out, exist_ok=True)
-  logs = os.path.join(out, "logs")
-  names = [n for n in FIRST_TRAININGS if (n == "classifier" and "classifier" in stages)
-           or (n in ("tokenizer_vq", "tokenizer_lfq") and "tokenizers" in stages)
-           or (n == "tokenizer_var" and "next_scale" in stages)]
   workdir = lambda name: os.path.abspath(os.path.join(out, name))
-  seconds = train_in_parallel({n: (FIRST_TRAININGS[n], workdir(n), []) for n in names}, logs, quick) if names else {}
+  jobs = Jobs(os.path.join(out, "logs"))
+  families = {name: f for name, f in registered().items() if name in stages}
+  tokenizers = {t: TOKENIZER_CONFIGS[t] for s in stages for t in STAGE_GROUPS.get(s, ())}
+  tokenizers.update({f.demo_tokenizer: f.demo_tokenizer_config for f in families.values()})
+  for name, config_file in tokenizers.items():
+    jobs.add(name, _train_args(config_file, workdir(name), quick))
+    jobs.add(f"eval_{name}", ["eval-tokenizer", "--workdir", workdir(name)], after=(name,))
+  if "classifier" in stages:
+    jobs.add("classifier", _train_args("mnist_classifier.py", workdir("classifier"), quick))
+  num_samples = 100 if quick else 1000
+  for name, family in families.items():
+    tokens_dir = workdir(name) + "_tokens"
+    shutil.rmtree(tokens_dir, ignore_errors=True)
+    jobs.add(f"extract_{name}", ["extract-tokens", "--workdir", workdir(family.demo_tokenizer), "--data",
+                                 "bundled:mnist:train", "--out", tokens_dir], after=(family.demo_tokenizer,))
+    overrides = [f"frozen.tokenizer={workdir(family.demo_tokenizer)}", f"data.train=tokens:{tokens_dir}",
+                 f"evals.{EVAL}.features=classifier:{workdir('classifier')}", f"evals.{EVAL}.num_images={num_samples}",
+                 f"evals.{EVAL}.every_steps={_total_steps(family.demo_config, quick)}"]
+    jobs.add(name, _train_args(family.demo_config, workdir(name), quick, overrides),
+             after=(f"extract_{name}", "classifier"))
+  seconds = jobs.run()
+
   summary = {}
-  for name in names:
-    if name == "classifier":
-      summary[name] = evaluate_classifier(workdir(name), seconds[name])
-    else:
-      summary[name] = evaluate_tokenizer(workdir(name), seconds[name])
+  for name in tokenizers:
+    summary[name] = tokenizer_result(workdir(name), seconds[name])
     _report(out, summary, name)
-  ar_stages = {stage: AR_STAGES[stage] for stage in AR_STAGES if stage in stages}
-  jobs, extract_seconds = {}, {}
-  for stage, (config_file, tokenizer) in ar_stages.items():
-    data, extract_seconds[stage] = extract_tokens(workdir(tokenizer), workdir(stage))
-    jobs[stage] = (config_file, workdir(stage), [f"tokenizer_workdir={workdir(tokenizer)}", f"data.train={data}"])
-  seconds = train_in_parallel(jobs, logs, quick) if jobs else {}
-  for stage in ar_stages:
-    summary[stage] = {**evaluate_generator(workdir(stage), workdir("classifier"), quick),
-                      "train_seconds": seconds[stage], "extract_seconds": extract_seconds[stage]}
-    _report(out, summary, stage)
+  if "classifier" in stages:
+    summary["classifier"] = classifier_result(workdir("classifier"), seconds["classifier"])
+    _report(out, summary, "classifier")
+  for name in families:
+    summary[name] = {**family_result(workdir(name), num_samples), "train_seconds": seconds[name],
+                     "extract_seconds": seconds[f"extract_{name}"]}
+    _report(out, summary, name)
+  if families:
+    text = families_table(summary)
+    _write(os.path.join(out, "families.md"), "# The families of this demo run, side by side\n\n" + text + "\n")
+    print("== families (" + os.path.join(out, "families.md") + ")\n" + text, flush=True)
   print(f"== summary: {os.path.join(out, 'summary.json')}")
   return summary
+
+
+def _total_steps(config_file: str, quick: bool) -> int:
+  from ar_gen import config as config_lib  # pylint: disable=g-import-not-at-top
+  path = os.path.join(CONFIG_DIR, config_file) + (":runlocal" if quick else "")
+  return int(config_lib.load_config(path).total_steps)

@@ -24,7 +24,7 @@ def tiny_ar_config(name: str, tokenizer_workdir: str, *overrides: str):
       os.path.join(CONFIGS, name),
       ("data.image_size=16", "batch_size=8", "total_steps=3", "ckpt_every_steps=3", "log_every_steps=1",
        "vis_every_steps=3", "vis_examples=4", "model.depth=1", "model.dim=32", "model.num_heads=2",
-       f"tokenizer_workdir={tokenizer_workdir}", "data.num_threads=1") + overrides)
+       f"frozen.tokenizer={tokenizer_workdir}", "data.num_threads=1") + overrides)
 
 
 @pytest.fixture(scope="session")

@@ -12,14 +12,14 @@ def test_bench_sample_tiny(tmp_path, capsys):
   assert cli.main(["bench", "sample", "--size", "tiny", "--tokens", "16", "--vocab-size", "32", "--num-classes", "4",
                    "--batch-sizes", "1,2", "--positions", "2,14", "--min-seconds", "0", "--out", str(out)]) == 0
   printed = capsys.readouterr().out
-  assert "cached/uncached" in printed and "step@14/step@2" in printed and "next-scale img/s (4 steps)" in printed
+  assert "cached/uncached" in printed and "step@14/step@2" in printed and "next_scale img/s (4 steps)" in printed
   result = json.load(open(out))
   assert [r["batch"] for r in result["rows"]] == [1, 2] and result["num_tokens"] == 16
   assert result["scales"] == [1, 2, 3, 4]  # VAR's schedule up to the 4 x 4 grid
   for row in result["rows"]:
     assert row["cached_tokens_per_s"] > 0 and row["uncached_tokens_per_s"] > 0 and row["step_ratio"] > 0
     assert row["next_scale_images_per_s"] > 0
-    assert row["scale_vs_token"] == pytest.approx(row["next_scale_images_per_s"] / row["next_token_images_per_s"])
+    assert row["next_scale_vs_next_token"] == pytest.approx(row["next_scale_images_per_s"] / row["next_token_images_per_s"])
 
 
 @pytest.mark.parametrize("args, message", [

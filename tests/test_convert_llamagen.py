@@ -14,12 +14,13 @@ from flax import nnx
 
 from ar_gen.convert import common, llamagen
 from ar_gen.decoding.logits import SamplingConfig
-from ar_gen.decoding.sampler import sample_next_token
+from ar_gen.decoding import driver
+from ar_gen.decoding.heads import CategoricalHead
+from ar_gen.layout import TokenLayout
 from ar_gen.models.next_token import NextTokenModel
 from tests import golden
 from tokenizers.config import tokenizer_config
 from tokenizers.model import build_tokenizer
-
 
 
 @pytest.fixture(scope="module")
@@ -33,20 +34,23 @@ def tokenizer(fixture):
   m = tokenizer_config().model
   m.update(llamagen.vq_model_config(sd))
   assert (m.channels, tuple(m.channel_mult), m.num_res_blocks, m.codebook_size) == (32, (1, 2), 1, 64)
-  return common.load_params(build_tokenizer(m, 3, nnx.Rngs(0)), llamagen.vq_params(sd), "fixture")
+  image_size = fixture["vq_in/images"].shape[1]
+  return common.load_params(build_tokenizer(m, 3, image_size, nnx.Rngs(0)), llamagen.vq_params(sd), "fixture")
 
 
 def test_vq_features_indices_and_decoding_match(fixture, tokenizer):
   x = jnp.asarray(fixture["vq_in/images"])
   np.testing.assert_allclose(tokenizer.project(x), fixture["vq_out/features"], rtol=1e-4, atol=1e-4)
-  np.testing.assert_array_equal(tokenizer.encode(x), fixture["vq_out/indices"])
-  decoded = tokenizer.decode_indices(jnp.asarray(fixture["vq_out/indices"]))
+  indices = fixture["vq_out/indices"]  # [B, h, w]; ar-gen's tokens are the layout's sequence [B, L]
+  np.testing.assert_array_equal(tokenizer.encode(x), indices.reshape(len(indices), -1))
+  decoded = tokenizer.decode(jnp.asarray(indices.reshape(len(indices), -1)))
   np.testing.assert_allclose(decoded, fixture["vq_out/decoded"], rtol=1e-4, atol=1e-4)
 
 
 @pytest.fixture(scope="module")
 def gpt(fixture):
-  model = NextTokenModel(64, (4, 4), 10, depth=2, dim=64, num_heads=4, num_kv_heads=4, mlp_hidden=256,
+  model = NextTokenModel(TokenLayout.raster((4, 4), 64), 10, depth=2, dim=64, num_heads=4, num_kv_heads=4,
+                         mlp_hidden=256,
                          class_dropout=0.0, rngs=nnx.Rngs(0))
   return common.load_params(model, llamagen.gpt_params(golden.state_dict(fixture, "gpt")), "fixture")
 
@@ -57,13 +61,15 @@ def test_gpt_logits_match(fixture, gpt):
 
 
 def test_gpt_greedy_guided_sampling_matches(fixture, gpt):
-  tokens = sample_next_token(gpt, jnp.asarray(fixture["gpt_in/labels"]), jax.random.PRNGKey(0),
-                             SamplingConfig(temperature=0.0, cfg_scale=2.0))
+  cfg = SamplingConfig(temperature=0.0, cfg_scale=2.0)
+  tokens = driver.sample(gpt, CategoricalHead(cfg), {"label": jnp.asarray(fixture["gpt_in/labels"])},
+                         jax.random.PRNGKey(0), cfg)
   np.testing.assert_array_equal(tokens, fixture["gpt_out/greedy_cfg2"])
 
 
 def test_shape_mismatch_is_named(fixture):
-  model = NextTokenModel(64, (4, 4), 10, depth=2, dim=64, num_heads=4, num_kv_heads=4, mlp_hidden=128,
+  model = NextTokenModel(TokenLayout.raster((4, 4), 64), 10, depth=2, dim=64, num_heads=4, num_kv_heads=4,
+                         mlp_hidden=128,
                          class_dropout=0.0, rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="c2i_test.pt.*w1"):
     common.load_params(model, llamagen.gpt_params(golden.state_dict(fixture, "gpt")), "c2i_test.pt")

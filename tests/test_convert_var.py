@@ -18,11 +18,10 @@ from flax import nnx
 from ar_gen.convert import common
 from ar_gen.convert import var as var_convert
 from ar_gen.decoding.logits import SamplingConfig
-from ar_gen.decoding.sampler import sample_next_scale
 from ar_gen.models.next_scale import NextScaleModel
-from ar_gen.train import trainer
+from ar_gen.runs.run import restore_run
+from ar_gen.layout import TokenLayout
 from tests import golden
-
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +38,7 @@ def converted(fixture, tmp_path_factory):
   """The fixture's state dicts through `convert_state_dicts` into work directories, restored as `ar-gen` would."""
   dirs = var_convert.convert_state_dicts(golden.state_dict(fixture, "vae"), golden.state_dict(fixture, "var"),
                                          str(tmp_path_factory.mktemp("var")), image_size=8)
-  return trainer.restore_run(dirs["var"])
+  return restore_run(dirs["var"])
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +61,9 @@ def test_tokens_and_progressive_reconstructions_match(fixture, tokenizer):
   tokens = tokenizer.encode(jnp.asarray(_nhwc(fixture["images"])))
   np.testing.assert_array_equal(tokens, fixture["tokens"])
   for k, expected in enumerate(fixture["recon_by_scales"]):
-    decoded = np.clip(tokenizer.decode_prefix(jnp.asarray(fixture["tokens"]), k + 1), -1, 1)
+    decoded = np.clip(tokenizer.decode(jnp.asarray(fixture["tokens"]), k + 1), -1, 1)
     np.testing.assert_allclose(decoded, _nhwc(expected), rtol=1e-4, atol=1e-4, err_msg=f"prefix of {k + 1} scales")
-  np.testing.assert_allclose(tokenizer.decode_indices(jnp.asarray(fixture["tokens"])), _nhwc(fixture["recon"]),
+  np.testing.assert_allclose(tokenizer.decode(jnp.asarray(fixture["tokens"])), _nhwc(fixture["recon"]),
                              rtol=1e-4, atol=1e-4)
 
 
@@ -75,12 +74,15 @@ def test_teacher_inputs_and_logits_match(fixture, tokenizer, model):
   np.testing.assert_allclose(logits, fixture["logits"], rtol=1e-4, atol=1e-4)
 
 
-def test_greedy_guided_sampling_matches(fixture, tokenizer, model):
+def test_greedy_guided_sampling_matches(fixture, tokenizer, model, converted):
+  run = converted[0]
   cfg = SamplingConfig(temperature=0.0, cfg_scale=2.5, cfg_schedule="linear")  # VAR's cfg 1.5, ramped
-  sample = nnx.jit(lambda m, q, labels: sample_next_scale(m, q, labels, jax.random.PRNGKey(0), cfg))
-  tokens = sample(model, tokenizer.quantizer, jnp.asarray(fixture["labels"]))
+  # the family's task: the one sampler driver over the model composed with the frozen tokenizer's quantizer
+  sample = nnx.jit(lambda m, frozen, labels: run.task.sample_tokens(m, {"label": labels}, jax.random.PRNGKey(0),
+                                                                    frozen, cfg))
+  tokens = sample(model, run.frozen_state, jnp.asarray(fixture["labels"]))
   np.testing.assert_array_equal(tokens, fixture["greedy_cfg1.5_tokens"])
-  images = (np.clip(tokenizer.decode_indices(tokens), -1, 1) + 1) / 2
+  images = (np.clip(tokenizer.decode(tokens), -1, 1) + 1) / 2
   np.testing.assert_allclose(images, _nhwc(fixture["greedy_cfg1.5_images"]), rtol=1e-4, atol=1e-4)
 
 
@@ -89,7 +91,8 @@ def test_unsupported_checkpoint_is_named(fixture):
   with pytest.raises(ValueError, match="shared AdaLN"):
     var_convert.var_model_config(sd)
   sd = golden.state_dict(fixture, "var")
-  model = nnx.eval_shape(lambda: NextScaleModel(64, 8, (1, 2, 3, 4), 10, 2, 64, 2, mlp_ratio=2.0, rngs=nnx.Rngs(0)))
+  layout = TokenLayout.square_maps((1, 2, 3, 4), 64)
+  model = nnx.eval_shape(lambda: NextScaleModel(layout, 8, 10, 2, 64, 2, mlp_ratio=2.0, rngs=nnx.Rngs(0)))
   with pytest.raises(ValueError, match="var_d16.pth.*fc1"):
     common.load_params(model, var_convert.var_params(sd), "var_d16.pth")
 

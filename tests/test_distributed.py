@@ -20,8 +20,11 @@ from flax import nnx
 from jax.sharding import AbstractMesh, PartitionSpec as P
 
 from ar_gen import distributed
+from ar_gen.layout import TokenLayout
 from ar_gen.models.next_token import NextTokenModel
-from ar_gen.train import checkpoint, sharding, trainer
+from ar_gen.runs import checkpoint, sharding
+from ar_gen.runs.run import restore_run
+from ar_gen.train import trainer
 from tests.conftest import CONFIGS, REPO, tiny_config
 
 TINY_ARGS = ["--config.model.channels=8", "--config.model.channel_mult=(1,2)", "--config.model.z_channels=16",
@@ -140,7 +143,7 @@ def test_a_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_good_checkp
     assert ckpt.manager.all_steps() == [2]
   finally:
     ckpt.close()
-  _, state, step = trainer.restore_run(workdir)
+  _, state, step = restore_run(workdir)
   assert step == 2 and all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state["params"]))
 
 
@@ -164,7 +167,7 @@ def test_initialize_distributed_is_a_no_op_alone_and_refuses_a_half_explicit_set
 
 def test_logical_axis_rules_place_the_transformer_and_its_optimizer_state():
   mesh = AbstractMesh((2, 4, 2), ("data", "fsdp", "tensor"))
-  model = nnx.eval_shape(lambda: NextTokenModel(64, (4, 4), 10, 2, 64, 4, rngs=nnx.Rngs(0)))
+  model = nnx.eval_shape(lambda: NextTokenModel(TokenLayout.raster((4, 4), 64), 10, 2, 64, 4, rngs=nnx.Rngs(0)))
   _, params, _ = nnx.split(model, nnx.Param, ...)
   state = {"params": params, "ema": params, "opt_state": jax.eval_shape(optax.adam(1e-3).init, params),
            "step": jax.ShapeDtypeStruct((), jnp.int32)}

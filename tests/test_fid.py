@@ -11,7 +11,8 @@ from ar_gen import cli
 from ar_gen import config as config_lib
 from ar_gen.data import pipeline
 from ar_gen.data.preprocess import to_uint8
-from ar_gen.eval import fid
+from ar_gen.eval import features as features_lib
+from ar_gen.eval import fid, image_sets, metrics
 from ar_gen.train import trainer
 from tests.conftest import CONFIGS
 from tests.inception_random import random_state_dict
@@ -76,7 +77,7 @@ def test_fid_with_inception_features_grayscale_and_mixed_sizes(tmp_path):
 
 def test_precomputed_statistics_give_fid_only(classifier_dir, tmp_path):
   images, _ = _heldout(classifier_dir)
-  features = fid.classifier_extractor(classifier_dir).classifier.features(images)
+  features = features_lib.classifier_extractor(classifier_dir).classifier.features(images)
   np.savez(tmp_path / "stats.npz", mu=features.mean(0), sigma=np.cov(features, rowvar=False))
   result = fid.evaluate([str(tmp_path / "stats.npz")], "bundled:mnist:test", f"classifier:{classifier_dir}",
                         cache_dir=str(tmp_path / "cache"))
@@ -85,13 +86,13 @@ def test_precomputed_statistics_give_fid_only(classifier_dir, tmp_path):
 
 
 def test_inception_score_and_precision_recall_on_known_cases():
-  assert fid.inception_score(np.zeros((100, 10)), splits=10)[0] == pytest.approx(1.0)
+  assert metrics.inception_score(np.zeros((100, 10)), splits=10)[0] == pytest.approx(1.0)
   class_ordered = np.eye(5)[np.repeat(np.arange(5), 400)] * 50.0  # confident, balanced, one class after another
-  assert fid.inception_score(class_ordered, splits=10)[0] == pytest.approx(5.0, rel=0.02)
+  assert metrics.inception_score(class_ordered, splits=10)[0] == pytest.approx(5.0, rel=0.02)
   rng = np.random.default_rng(0)
   real = rng.standard_normal((200, 8))
-  assert fid.precision_recall(real, real, k=3) == (1.0, 1.0)
-  assert fid.precision_recall(real, real + 100.0, k=3) == (0.0, 0.0)
+  assert metrics.precision_recall(real, real, k=3) == (1.0, 1.0)
+  assert metrics.precision_recall(real, real + 100.0, k=3) == (0.0, 0.0)
 
 
 @pytest.mark.parametrize("make, message", [
@@ -105,7 +106,7 @@ def test_bad_sample_sets_are_refused_by_name(tmp_path, make, message):
   make(path)
   spec = str(path.with_suffix(".npz")) if path.with_suffix(".npz").exists() else str(path)
   with pytest.raises((ValueError, FileNotFoundError), match=message):
-    fid.load_image_set(spec, None)
+    image_sets.load_image_set(spec, None)
 
 
 def test_missing_inception_weights_exit_with_the_convert_command(tmp_path, monkeypatch, capsys):

@@ -9,7 +9,7 @@ import numpy as np
 SCRIPT = r"""
 import sys
 import numpy as np
-from ar_gen.eval import fid
+from ar_gen.eval import features as features_lib
 import jax, jax.numpy as jnp
 
 def fn(params, images):
@@ -20,10 +20,10 @@ def fn(params, images):
 rng = np.random.default_rng(0)
 params = {"w": jnp.asarray(rng.standard_normal((48, 16)) * 0.05, jnp.float32),
           "v": jnp.asarray(rng.standard_normal((16, 5)), jnp.float32)}
-extractor = fid.Extractor("test", fn, params, None, channels=3)
+extractor = features_lib.Extractor("test", fn, params, None, channels=3)
 images = [rng.integers(0, 256, (4, 4, 3), dtype=np.uint8) for _ in range(10)]
 images += [rng.integers(0, 256, (2, 8, 3), dtype=np.uint8) for _ in range(5)]
-features, logits = fid.extract(extractor, images, batch_size=6, desc="test")
+features, logits = features_lib.extract(extractor, images, batch_size=6, desc="test")
 np.savez(sys.argv[1], features=features, logits=logits, devices=jax.device_count())
 """
 

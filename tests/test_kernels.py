@@ -12,12 +12,14 @@ import optax
 import pytest
 from flax import nnx
 
+from ar_gen.decoding import driver
+from ar_gen.decoding.heads import CategoricalHead
 from ar_gen.decoding.logits import SamplingConfig
-from ar_gen.decoding.sampler import sample_next_token
 from ar_gen.kernels import dispatch
 from ar_gen.kernels import mask as masks
 from ar_gen.kernels.decode_attention import decode_attention
 from ar_gen.kernels.flash_attention import flash_attention, reference_attention
+from ar_gen.layout import TokenLayout
 from ar_gen.models.next_token import NextTokenModel
 
 VAR_SCALES = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
@@ -145,12 +147,12 @@ def test_dispatch_resolves_auto_by_platform_and_refuses_unknown_impls():
   with pytest.raises(ValueError, match="palas.*not one of"):
     dispatch.resolve("palas")
   with pytest.raises(ValueError, match="palas"):
-    NextTokenModel(8, (2, 2), 3, depth=1, dim=16, num_heads=2, attn_impl="palas", rngs=nnx.Rngs(0))
+    NextTokenModel(TokenLayout.raster((2, 2), 8), 3, depth=1, dim=16, num_heads=2, attn_impl="palas", rngs=nnx.Rngs(0))
 
 
 def _model(impl):
-  return NextTokenModel(32, (4, 4), 5, depth=2, dim=64, num_heads=4, num_kv_heads=2, qk_norm=True, attn_impl=impl,
-                        rngs=nnx.Rngs(0))
+  return NextTokenModel(TokenLayout.raster((4, 4), 32), 5, depth=2, dim=64, num_heads=4, num_kv_heads=2,
+                        qk_norm=True, attn_impl=impl, rngs=nnx.Rngs(0))
 
 
 def test_training_and_sampling_with_pallas_equal_xla():
@@ -182,5 +184,6 @@ def test_training_and_sampling_with_pallas_equal_xla():
   np.testing.assert_allclose(pallas_losses, xla_losses, atol=1e-4, rtol=0)
   assert xla_losses[-1] < xla_losses[0] - 0.05  # it trains
   config = SamplingConfig(temperature=1.0, top_k=4, cfg_scale=2.0)
-  draws = [np.asarray(sample_next_token(m, labels, jax.random.key(7), config)) for m in (xla_model, pallas_model)]
+  draws = [np.asarray(driver.sample(m, CategoricalHead(config), {"label": labels}, jax.random.key(7), config))
+           for m in (xla_model, pallas_model)]
   np.testing.assert_array_equal(draws[0], draws[1])

@@ -76,12 +76,13 @@ def test_bad_weight_files_are_named(tmp_path):
 
 @pytest.mark.slow  # ~2 min on 2 cores; `make test-all`
 def test_lpips_term_enters_the_tokenizer_loss(weights_file):
+  from ar_gen.runs.run import Run  # pylint: disable=g-import-not-at-top
   from ar_gen.train import trainer  # pylint: disable=g-import-not-at-top
   batch = {"image": jax.random.uniform(jax.random.PRNGKey(1), (8, 16, 16, 1), minval=-1, maxval=1),
            "label": np.zeros(8, np.int32)}
   losses = []
   for path in ("", weights_file):
-    run = trainer.Run(tiny_config("mnist_vq.py", f"loss.lpips_path={path}"))
-    _, metrics = jax.jit(run.step_fn)(jax.jit(run.init)(jax.random.PRNGKey(0)), batch)
+    run = Run(tiny_config("mnist_vq.py", f"loss.lpips_path={path}"))
+    _, metrics = jax.jit(trainer.make_step(run))(jax.jit(run.init)(jax.random.PRNGKey(0)), batch)
     losses.append(float(metrics["rec_loss"]))
   assert losses[1] > losses[0]

@@ -11,13 +11,17 @@ import pytest
 from flax import nnx
 
 from ar_gen import config as config_lib
-from ar_gen import sample as sample_lib
+from ar_gen.commands import sample as sample_lib
+from ar_gen.decoding import driver
+from ar_gen.decoding.heads import CategoricalHead
 from ar_gen.decoding.logits import SamplingConfig
-from ar_gen.decoding.sampler import sample_next_scale
 from ar_gen.eval import tokenizer_eval
+from ar_gen.families.next_scale import ResidualSteps
 from ar_gen.models.next_scale import NextScaleModel
+from ar_gen.runs.run import Run
 from ar_gen.train import trainer
 from tests.conftest import CONFIGS, tiny_ar_config, tiny_config
+from tokenizers.model import build_tokenizer
 from tokenizers.multiscale import MultiScaleQuantizer, area_matrix, bicubic_matrix
 
 SCALES = (1, 2, 3, 5)
@@ -30,7 +34,7 @@ def quantizer():
 
 
 def _model(impl="xla"):
-  return NextScaleModel(VOCAB, CODE_DIM, SCALES, 10, depth=2, dim=32, num_heads=2, class_dropout=0.0, attn_impl=impl,
+  return NextScaleModel(MultiScaleQuantizer(VOCAB, CODE_DIM, SCALES, rngs=nnx.Rngs(0)).layout, CODE_DIM, 10, depth=2, dim=32, num_heads=2, class_dropout=0.0, attn_impl=impl,
                         rngs=nnx.Rngs(1))
 
 
@@ -68,7 +72,7 @@ def test_quantizer_encode_embed_and_teacher_inputs_agree(quantizer):
   @nnx.jit
   def run(q, z):
     zq, tokens, aux = q(z)
-    prefixes = [q.embed(tokens, num_scales=k) for k in range(1, len(SCALES) + 1)]
+    prefixes = [q.embed(tokens, num_maps=k) for k in range(1, len(SCALES) + 1)]
     downs = [q.downsample(prefixes[k - 1], k) for k in range(1, len(SCALES))]
     return zq, tokens, aux["code_hist"], q.indices(z), q.teacher_inputs(tokens), prefixes, downs
 
@@ -90,7 +94,7 @@ def test_prefix_training_decodes_some_images_from_a_proper_prefix():
   @nnx.jit
   def run(q, z):
     zq, tokens, _ = q(z, train=True, rng=jax.random.PRNGKey(3))
-    return zq, [q.embed(tokens, num_scales=k) for k in range(1, len(SCALES) + 1)]
+    return zq, [q.embed(tokens, num_maps=k) for k in range(1, len(SCALES) + 1)]
 
   zq, prefixes = run(q, z)
   used = [min(k for k, p in enumerate(prefixes) if np.allclose(zq[i], p[i], atol=1e-5)) for i in range(16)]
@@ -100,8 +104,9 @@ def test_prefix_training_decodes_some_images_from_a_proper_prefix():
 def test_bad_scales_are_named():
   with pytest.raises(ValueError, match="increasing"):
     MultiScaleQuantizer(8, 4, (1, 3, 2), rngs=nnx.Rngs(0))
+  config = tiny_config("mnist_var_tok.py", "model.scales=(1,2,4)")  # 16 px / 2 = an 8 x 8 latent
   with pytest.raises(ValueError, match="last scale must be the latent"):
-    MultiScaleQuantizer(8, 4, (1, 2, 4), rngs=nnx.Rngs(0)).token_shape((8, 8))
+    build_tokenizer(config.model, 1, config.data.image_size, nnx.Rngs(0))
 
 
 @pytest.mark.parametrize("impl", ["xla", "pallas"])
@@ -113,9 +118,9 @@ def test_cached_scale_steps_equal_teacher_forced_logits(quantizer, impl):
   def run(model, quantizer, tokens, labels):
     inputs = quantizer.teacher_inputs(tokens)
     cond, cache, cached = model.condition(labels), model.init_cache(2), []
-    for k, p in enumerate(SCALES):
-      start = model.starts[k]
-      x = model.first_inputs(cond) if k == 0 else model.scale_inputs(inputs[:, start - 1:start - 1 + p * p], k)
+    for k, size in enumerate(model.layout.group_sizes):
+      start = model.starts[k] - model.starts[1]  # teacher inputs start at scale 1
+      x = model.first_inputs(cond) if k == 0 else model.scale_inputs(inputs[:, start:start + size], k)
       logits, cache = model.step(x, k, cache, cond)
       cached.append(logits)
     return model(inputs, labels), jnp.concatenate(cached, axis=1)
@@ -141,8 +146,10 @@ def test_greedy_sampler_agrees_with_teacher_forcing_and_guidance_off_is_conditio
 
   @nnx.jit
   def run(model, quantizer):
-    sample = lambda **kw: sample_next_scale(model, quantizer, labels, jax.random.PRNGKey(0),
-                                            SamplingConfig(temperature=0.0, cfg_schedule="linear", **kw))
+    def sample(**kw):  # the one driver over the next-scale family's step contract
+      cfg = SamplingConfig(temperature=0.0, cfg_schedule="linear", **kw)
+      return driver.sample(ResidualSteps(model, quantizer), CategoricalHead(cfg), {"label": labels},
+                           jax.random.PRNGKey(0), cfg)
     tokens = sample()
     return tokens, model(quantizer.teacher_inputs(tokens), labels), sample(cfg_scale=4.0)
 
@@ -188,6 +195,6 @@ def test_next_scale_trains_and_samples_through_the_cli(trained_var_tokenizer, tm
 
 def test_next_token_task_refuses_a_multiscale_tokenizer(trained_var_tokenizer):
   config = config_lib.load_config(os.path.join(CONFIGS, "mnist_next_token.py"),
-                                  ("data.image_size=16", f"tokenizer_workdir={trained_var_tokenizer}"))
+                                  ("data.image_size=16", f"frozen.tokenizer={trained_var_tokenizer}"))
   with pytest.raises(ValueError, match="next_scale"):
-    trainer.Run(config)
+    Run(config)

@@ -9,7 +9,9 @@ import pytest
 from flax import nnx
 
 from ar_gen.decoding.logits import SamplingConfig, top_k_filter, top_p_filter
-from ar_gen.decoding.sampler import sample_next_token
+from ar_gen.decoding import driver
+from ar_gen.decoding.heads import CategoricalHead
+from ar_gen.layout import TokenLayout
 from ar_gen.models.next_token import NextTokenModel
 
 V, GRID, CLASSES = 24, (3, 4), 5
@@ -17,7 +19,7 @@ V, GRID, CLASSES = 24, (3, 4), 5
 
 @pytest.fixture(scope="module")
 def model():
-  m = NextTokenModel(V, GRID, CLASSES, depth=2, dim=32, num_heads=4, num_kv_heads=2, qk_norm=True,
+  m = NextTokenModel(TokenLayout.raster(GRID, V), CLASSES, depth=2, dim=32, num_heads=4, num_kv_heads=2, qk_norm=True,
                      rngs=nnx.Rngs(0))
   m.output.kernel[...] = 0.5 * jax.random.normal(jax.random.PRNGKey(1), m.output.kernel.shape)  # not zero-init
   return m
@@ -30,11 +32,12 @@ def _tokens(seed, b=3):
 def test_cached_decoding_equals_the_full_forward_pass(model):
   tokens, labels = _tokens(0), jnp.array([0, 3, CLASSES])
   full = model(tokens, labels)
-  logits, cache = model.step(labels, 0, model.init_cache(3), is_class=True)
-  cached = [logits]
-  for i in range(1, tokens.shape[1]):
-    logits, cache = model.step(tokens[:, i - 1], i, cache, is_class=False)
-    cached.append(logits)
+  _, carry, cache = model.begin({"label": labels})  # the step contract of the one sampler driver
+  cached = []
+  for i in range(tokens.shape[1]):
+    logits, cache = model.step(carry, i, cache)
+    cached.append(logits[:, 0])
+    carry = model.feed(tokens[:, i:i + 1], i, carry)
   np.testing.assert_allclose(np.stack(cached, 1), full, atol=1e-4, rtol=0)
   assert float(jnp.std(full)) > 0.1
 
@@ -51,8 +54,9 @@ def test_a_token_changes_no_logit_at_or_before_its_position(model, j):
 
 def _sample(model, labels, seed, **kw):
   graphdef, state = nnx.split(model)
-  fn = jax.jit(lambda state, labels, rng: sample_next_token(nnx.merge(graphdef, state), labels, rng,
-                                                            SamplingConfig(**kw)))
+  cfg = SamplingConfig(**kw)
+  fn = jax.jit(lambda state, labels, rng: driver.sample(nnx.merge(graphdef, state), CategoricalHead(cfg),
+                                                        {"label": labels}, rng, cfg))
   return np.asarray(fn(state, labels, jax.random.PRNGKey(seed)))
 
 

@@ -14,7 +14,7 @@ from tests.conftest import tiny_config
 
 
 def test_vq_picks_the_nearest_normalised_code():
-  q = vq.VectorQuantizer(64, 8, rngs=nnx.Rngs(0))
+  q = vq.VectorQuantizer(64, 8, (3, 4), rngs=nnx.Rngs(0))
   z = jax.random.normal(jax.random.PRNGKey(1), (2, 3, 4, 8))
   idx = q.indices(z)
   zn, codes = np.asarray(vq.l2_normalize(z)).reshape(-1, 8), np.asarray(q.codes())
@@ -28,7 +28,7 @@ def test_vq_picks_the_nearest_normalised_code():
 @pytest.mark.parametrize("quantizer", ["vq", "lfq"])
 def test_straight_through_gradients_reach_the_encoder(quantizer):
   config = tiny_config("mnist_vq.py" if quantizer == "vq" else "mnist_lfq.py")
-  model = build_tokenizer(config.model, 1, nnx.Rngs(0))
+  model = build_tokenizer(config.model, 1, config.data.image_size, nnx.Rngs(0))
   x = jax.random.uniform(jax.random.PRNGKey(0), (2, 16, 16, 1), minval=-1, maxval=1)
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
@@ -42,10 +42,10 @@ def test_straight_through_gradients_reach_the_encoder(quantizer):
 
 
 def test_lfq_indices_are_the_bits_and_embed_inverts_them():
-  q = lfq.LookupFreeQuantizer(5)
+  q = lfq.LookupFreeQuantizer(5, (2, 2))
   z = jax.random.normal(jax.random.PRNGKey(0), (3, 2, 2, 5))
-  idx = q.indices(z)
-  expected = (np.asarray(z) > 0).astype(int) @ (2 ** np.arange(5))
+  idx = q.indices(z)  # [B, L]: the 2 x 2 map in raster order
+  expected = ((np.asarray(z) > 0).astype(int) @ (2 ** np.arange(5))).reshape(3, 4)
   np.testing.assert_array_equal(idx, expected)
   np.testing.assert_array_equal(q.embed(idx), np.where(np.asarray(z) > 0, 1.0, -1.0))
   assert q.codebook_size == 32
@@ -77,7 +77,7 @@ def test_lfq_entropy_loss_rewards_confident_and_diverse_codes():
 
 
 def test_dead_codes_restart_from_encoder_outputs():
-  q = vq.VectorQuantizer(16, 4, rngs=nnx.Rngs(0))
+  q = vq.VectorQuantizer(16, 4, (4, 4), rngs=nnx.Rngs(0))
   q.ema_usage[...] = jnp.zeros(16).at[:4].set(0.25)
   z = vq.l2_normalize(jax.random.normal(jax.random.PRNGKey(3), (1, 4, 4, 4)))
   before = np.asarray(q.codebook[...])

@@ -4,14 +4,15 @@ import os
 
 import numpy as np
 
-from ar_gen import cli, sample
+from ar_gen import cli
+from ar_gen.commands import sample
 from ar_gen.train import metrics_log
 
 
 def test_next_token_training_logs_and_draws(trained_next_token_workdir):
   records = metrics_log.read_metrics(trained_next_token_workdir)
   assert [r["step"] for r in records] == [1, 2, 3] and "token_accuracy" in records[0]
-  assert os.path.exists(os.path.join(trained_next_token_workdir, "images", "recon_0000003.png"))
+  assert os.path.exists(os.path.join(trained_next_token_workdir, "images", "samples_0000003.png"))
 
 
 def test_sample_writes_npz_pngs_and_grid(trained_next_token_workdir, tmp_path, capsys):
@@ -62,7 +63,7 @@ def test_extracted_tokens_train_exactly_like_tokens_on_the_fly(trained_vq_workdi
     config = config_lib.load_config(
         _os.path.join(CONFIGS, "mnist_next_token.py"),
         ("data.image_size=16", "batch_size=8", "total_steps=2", "log_every_steps=1", "vis_every_steps=0",
-         "model.depth=1", "model.dim=32", "model.num_heads=2", f"tokenizer_workdir={trained_vq_workdir}",
+         "model.depth=1", "model.dim=32", "model.num_heads=2", f"frozen.tokenizer={trained_vq_workdir}",
          f"data.train={train}", "data.num_threads=1"))
     trainer.train(config, workdir)
     losses.append([r["loss"] for r in metrics_log.read_metrics(workdir)])

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 
 from ar_gen.eval import tokenizer_eval
+from ar_gen.runs.run import Run, restore_run
 from ar_gen.train import metrics_log, trainer
 from tests.conftest import tiny_config
 
 
 def _params(workdir):
-  _, state, step = trainer.restore_run(workdir)
+  _, state, step = restore_run(workdir)
   return jax.device_get(state["params"]), jax.device_get(state["ema"]), step
 
 
@@ -57,11 +58,11 @@ def test_eval_tokenizer_writes_eval_json(trained_vq_workdir):
 def test_gan_losses_train_both_parts(tmp_path):
   config = tiny_config("mnist_lfq.py", "total_steps=2", "loss.disc_weight=0.5", "loss.disc_start=0",
                        "loss.disc_channels=4", "loss.disc_layers=2", "loss.ms_ssim_weight=0.1")
-  run = trainer.Run(config)
+  run = Run(config)
   state = jax.jit(run.init)(jax.random.PRNGKey(0))
   batch = {"image": jax.random.uniform(jax.random.PRNGKey(1), (8, 16, 16, 1), minval=-1, maxval=1),
            "label": np.zeros(8, np.int32)}
-  step = jax.jit(run.step_fn)
+  step = jax.jit(trainer.make_step(run))
   new_state, metrics = step(*step(state, batch)[:1], batch)  # the second step: the first has lr = 0 (warmup)
   for key in ("d_loss", "g_loss", "adaptive_weight"):
     assert np.isfinite(float(metrics[key]))

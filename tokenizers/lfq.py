@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from ar_gen.layout import TokenLayout
 from tokenizers.vq import code_histogram
 
 
@@ -56,36 +57,44 @@ def entropy_terms_bruteforce(z_ND: jax.Array, temperature: float) -> tuple[jax.A
 class LookupFreeQuantizer(nnx.Module):
   """Sign quantizer over d bits; codebook size 2^d."""
 
-  def __init__(self, num_bits: int, *, commit_weight: float = 0.25, entropy_weight: float = 0.1,
-               diversity_gamma: float = 1.0, temperature: float = 1.0):
-    self.num_bits, self.code_dim, self.codebook_size = num_bits, num_bits, 2 ** num_bits
+  def __init__(self, num_bits: int, grid: tuple[int, int] = (1, 1), *, commit_weight: float = 0.25,
+               entropy_weight: float = 0.1, diversity_gamma: float = 1.0, temperature: float = 1.0):
+    self.num_bits, self.code_dim, self.codebook_size, self.grid = num_bits, num_bits, 2 ** num_bits, tuple(grid)
     self.commit_weight, self.entropy_weight = commit_weight, entropy_weight
     self.diversity_gamma, self.temperature = diversity_gamma, temperature
 
+  @property
+  def layout(self) -> TokenLayout:
+    """One map, the latent's grid, in raster order."""
+    return TokenLayout.raster(self.grid, self.codebook_size)
+
   def indices(self, z_BhwD: jax.Array) -> jax.Array:
-    """Code index [B, h, w]: bit k is set where z_k > 0."""
+    """Token ids [B, L] in raster order: bit k is set where z_k > 0."""
     weights = jnp.asarray(2 ** np.arange(self.num_bits), jnp.int32)
-    return jnp.sum((z_BhwD > 0).astype(jnp.int32) * weights, axis=-1)
+    return jnp.sum((z_BhwD > 0).astype(jnp.int32) * weights, axis=-1).reshape(z_BhwD.shape[0], -1)
 
-  def token_shape(self, grid: tuple[int, int]) -> tuple[int, ...]:
-    """The shape of one image's indices: the grid."""
-    return tuple(grid)
-
-  def embed(self, indices_Bhw: jax.Array) -> jax.Array:
-    """{-1, +1} code vectors [B, h, w, d] for indices."""
-    bits = (indices_Bhw[..., None] >> jnp.arange(self.num_bits)) & 1
+  def embed(self, tokens_BL: jax.Array, num_maps: int | None = None) -> jax.Array:
+    """{-1, +1} code vectors [B, h, w, d] for token ids [B, L] (one map: `num_maps` is ignored)."""
+    del num_maps
+    bits = (self.layout.split(tokens_BL)[0][..., None] >> jnp.arange(self.num_bits)) & 1
     return 2.0 * bits.astype(jnp.float32) - 1.0
 
-  def __call__(self, z_BhwD: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array, dict]:
-    """Returns (straight-through quantized z, indices, aux with losses and the code histogram)."""
-    del train
+  def restart_dead_codes(self, z_BhwD: jax.Array, rng: jax.Array, threshold: float) -> jax.Array:
+    """LFQ has no codebook to restart: returns 0."""
+    del z_BhwD, rng, threshold
+    return jnp.zeros((), jnp.int32)
+
+  def __call__(self, z_BhwD: jax.Array, train: bool = False,
+               rng: jax.Array | None = None) -> tuple[jax.Array, jax.Array, dict]:
+    """Returns (straight-through quantized z, token ids [B, L], aux with losses and the code histogram)."""
+    del train, rng
     z = z_BhwD.astype(jnp.float32)
     q = jnp.where(z > 0, 1.0, -1.0)
-    idx_Bhw = self.indices(z)
+    tokens_BL = self.indices(z)
     commit_loss = jnp.mean(jnp.square(z - jax.lax.stop_gradient(q)))
     per_sample, batch = entropy_terms(z.reshape(-1, self.num_bits), self.temperature)
     entropy_loss = per_sample - self.diversity_gamma * batch
     aux = {"quant_loss": self.commit_weight * commit_loss + self.entropy_weight * entropy_loss,
            "commit_loss": commit_loss, "entropy_loss": entropy_loss, "sample_entropy": per_sample,
-           "batch_entropy": batch, "code_hist": code_histogram(idx_Bhw, self.codebook_size), "z": z}
-    return (z + jax.lax.stop_gradient(q - z)).astype(z_BhwD.dtype), idx_Bhw, aux
+           "batch_entropy": batch, "code_hist": code_histogram(tokens_BL, self.codebook_size), "z": z}
+    return (z + jax.lax.stop_gradient(q - z)).astype(z_BhwD.dtype), tokens_BL, aux

@@ -1,11 +1,10 @@
 """The discrete image tokenizer: encoder -> projection -> quantizer (VQ, LFQ or multi-scale) -> projection -> decoder.
 
-One interface for every quantizer:
-  `encode(images [B,H,W,C]) -> indices` of shape [B, *token_shape(image_size)] ([B, h, w] for VQ and LFQ, the
-  flat scale sequence [B, L] for the multi-scale quantizer), `decode_indices(indices) -> images`,
-  `codebook_size`, `grid_shape(image_size)` (the latent's h x w), and `__call__(images) -> (reconstruction, aux)`
-  for training. The projections are 1x1 convolutions (LlamaGen) or 3x3 (`quant_conv_kernel=3`, VAR).
-`build_tokenizer(config.model, image_channels, rngs)` makes one from a config.
+It implements `tokenizers.protocol.Tokenizer` for every quantizer: `layout` (the quantizer's, checked against the
+latent grid of `image_size`), `encode(images [B,H,W,C]) -> tokens [B, L]`, `decode(tokens, num_maps=None) ->
+images` (from a prefix of maps for a progressive layout), `codebook_size`, and `__call__(images, train, rng) ->
+(reconstruction, aux)` for training. The projections are 1x1 convolutions (LlamaGen) or 3x3
+(`quant_conv_kernel=3`, VAR). `build_tokenizer(config.model, image_channels, image_size, rngs)` makes one.
 """
 
 from __future__ import annotations
@@ -15,7 +14,9 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from ar_gen.layout import TokenLayout
 from tokenizers import lfq, multiscale, nets, vq
+from tokenizers.protocol import Quantizer
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 QUANTIZERS = ("vq", "lfq", "multiscale")
@@ -30,10 +31,15 @@ def dtype(name: str):
 class Tokenizer(nnx.Module):
   """Encoder, quantizer and decoder with the shared tokenizer interface."""
 
-  def __init__(self, encoder: nets.Encoder, decoder: nets.Decoder, quantizer, z_channels: int,
-               downsample: int, *, quant_conv_kernel: int = 1, rngs: nnx.Rngs, dtype=jnp.float32,
+  def __init__(self, encoder: nets.Encoder, decoder: nets.Decoder, quantizer: Quantizer, z_channels: int,
+               downsample: int, image_size: int, *, quant_conv_kernel: int = 1, rngs: nnx.Rngs, dtype=jnp.float32,
                param_dtype=jnp.float32):
     self.encoder, self.decoder, self.quantizer, self.downsample = encoder, decoder, quantizer, downsample
+    grid = latent_grid(image_size, downsample)
+    if quantizer.layout.grid != grid:
+      raise ValueError(f"the quantizer's finest token map is {quantizer.layout.grid} but {image_size} px images "
+                       f"give a {grid} latent (downsampling {downsample}); for a multi-scale quantizer the last scale "
+                       "must be the latent's side (model.scales)")
     self.quant_conv = nets.conv(z_channels, quantizer.code_dim, quant_conv_kernel, rngs, dtype, param_dtype)
     self.post_quant_conv = nets.conv(quantizer.code_dim, z_channels, quant_conv_kernel, rngs, dtype, param_dtype)
 
@@ -41,55 +47,51 @@ class Tokenizer(nnx.Module):
   def codebook_size(self) -> int:
     return self.quantizer.codebook_size
 
-  def grid_shape(self, image_size: int) -> tuple[int, int]:
-    if image_size % self.downsample:
-      raise ValueError(f"image_size={image_size} must be a multiple of the downsampling factor {self.downsample}")
-    return image_size // self.downsample, image_size // self.downsample
-
-  def token_shape(self, image_size: int) -> tuple[int, ...]:
-    """The shape of one image's indices."""
-    return self.quantizer.token_shape(self.grid_shape(image_size))
+  @property
+  def layout(self) -> TokenLayout:
+    return self.quantizer.layout
 
   def project(self, images_BHWC: jax.Array) -> jax.Array:
     """Pre-quantization features [B, h, w, code_dim]."""
     return self.quant_conv(self.encoder(images_BHWC))
 
   def encode(self, images_BHWC: jax.Array) -> jax.Array:
-    """Token indices [B, *token_shape]."""
+    """Token ids [B, L]."""
     return self.quantizer.indices(self.project(images_BHWC))
 
   def decode_codes(self, zq_BhwD: jax.Array) -> jax.Array:
     return self.decoder(self.post_quant_conv(zq_BhwD))
 
-  def decode_indices(self, indices: jax.Array) -> jax.Array:
-    """Images [B, H, W, C] in about [-1, 1] from token indices [B, *token_shape]."""
-    return self.decode_codes(self.quantizer.embed(indices))
-
-  def decode_prefix(self, indices: jax.Array, num_scales: int) -> jax.Array:
-    """Images from the first `num_scales` scales of a multi-scale tokenizer's indices (a progressive preview)."""
-    if not hasattr(self.quantizer, "scales"):
-      raise ValueError("decoding from a prefix of scales needs a multi-scale tokenizer")
-    return self.decode_codes(self.quantizer.embed(indices, num_scales))
+  def decode(self, tokens_BL: jax.Array, num_maps: int | None = None) -> jax.Array:
+    """Images [B, H, W, C] in about [-1, 1] from token ids [B, L]; from the first `num_maps` maps if given."""
+    if num_maps is not None and not 1 <= num_maps <= len(self.layout.maps):
+      raise ValueError(f"num_maps={num_maps}: the layout has {len(self.layout.maps)} maps")
+    return self.decode_codes(self.quantizer.embed(tokens_BL, num_maps))
 
   def __call__(self, images_BHWC: jax.Array, train: bool = False,
                rng: jax.Array | None = None) -> tuple[jax.Array, dict]:
-    """Reconstruction and aux; `rng` is used by the multi-scale quantizer's prefix training only."""
+    """Reconstruction and aux (`rng`: the quantizer's training randomness, e.g. multi-scale prefix training)."""
     z = self.project(images_BHWC)
-    if isinstance(self.quantizer, multiscale.MultiScaleQuantizer):
-      zq, indices, aux = self.quantizer(z, train=train, rng=rng)
-    else:
-      zq, indices, aux = self.quantizer(z, train=train)
-    aux["indices"] = indices
+    zq, tokens_BL, aux = self.quantizer(z, train=train, rng=rng)
+    aux["indices"] = tokens_BL
     aux["decoder_features"] = self.decoder.trunk(self.post_quant_conv(zq))
     return self.decoder.conv_out(aux["decoder_features"]), aux
 
 
-def build_quantizer(m: ml_collections.ConfigDict, rngs: nnx.Rngs):
+def latent_grid(image_size: int, downsample: int) -> tuple[int, int]:
+  """The latent's h x w for square images of `image_size`."""
+  if image_size % downsample:
+    raise ValueError(f"image_size={image_size} must be a multiple of the downsampling factor {downsample}")
+  return image_size // downsample, image_size // downsample
+
+
+def build_quantizer(m: ml_collections.ConfigDict, grid: tuple[int, int], rngs: nnx.Rngs) -> Quantizer:
+  """The quantizer named by `m.quantizer` for a latent of `grid`."""
   if m.quantizer == "vq":
-    return vq.VectorQuantizer(m.codebook_size, m.code_dim, beta=m.beta, normalize=m.get("normalize_codes", True),
+    return vq.VectorQuantizer(m.codebook_size, m.code_dim, grid, beta=m.beta, normalize=m.get("normalize_codes", True),
                               rngs=rngs, param_dtype=dtype(m.param_dtype))
   if m.quantizer == "lfq":
-    return lfq.LookupFreeQuantizer(m.num_bits, commit_weight=m.beta, entropy_weight=m.entropy_weight,
+    return lfq.LookupFreeQuantizer(m.num_bits, grid, commit_weight=m.beta, entropy_weight=m.entropy_weight,
                                    diversity_gamma=m.diversity_gamma, temperature=m.entropy_temperature)
   if m.quantizer == "multiscale":
     return multiscale.MultiScaleQuantizer(m.codebook_size, m.code_dim, tuple(m.scales), beta=m.beta,
@@ -99,11 +101,14 @@ def build_quantizer(m: ml_collections.ConfigDict, rngs: nnx.Rngs):
   raise ValueError(f"model.quantizer must be one of {QUANTIZERS}, got {m.quantizer!r}")
 
 
-def build_tokenizer(m: ml_collections.ConfigDict, image_channels: int, rngs: nnx.Rngs) -> Tokenizer:
-  """A Tokenizer from the `model` section of a config."""
+def build_tokenizer(m: ml_collections.ConfigDict, image_channels: int, image_size: int,
+                    rngs: nnx.Rngs) -> Tokenizer:
+  """A Tokenizer for `image_size` px images from the `model` section of a config."""
   kw = dict(rngs=rngs, dtype=dtype(m.dtype), param_dtype=dtype(m.param_dtype))
   args = (m.channels, tuple(m.channel_mult), m.num_res_blocks, m.z_channels, m.attention)
+  downsample = 2 ** (len(m.channel_mult) - 1)
+  grid = latent_grid(image_size, downsample)
   encoder = nets.Encoder(image_channels, *args, **kw)
   decoder = nets.Decoder(image_channels, *args, **kw)
-  return Tokenizer(encoder, decoder, build_quantizer(m, rngs), m.z_channels, 2 ** (len(m.channel_mult) - 1),
+  return Tokenizer(encoder, decoder, build_quantizer(m, grid, rngs), m.z_channels, downsample, image_size,
                    quant_conv_kernel=m.get("quant_conv_kernel", 1), **kw)

@@ -15,7 +15,11 @@ applied as two small matrices built once at trace time.
 
 The training loss is VAR's: the mean over scales of `|f_hat_k - sg(z)|^2 + beta |sg(f_hat_k) - z|^2`, with the
 straight-through estimator from the full f_hat to z. Tokens of an image are one flat sequence [L] in scale order
-(L = sum p_k^2), the layout of the next-scale model.
+(L = sum p_k^2), the layout of the next-scale model (`TokenLayout.square_maps`, one AR step per scale).
+
+It implements the residual-quantizer protocol (`tokenizers/protocol.py`) that the next-scale sampler and
+teacher forcing use: `accumulate(f_hat, k, tokens of group k)` adds a group's codes, `next_inputs(f_hat, k)` gives
+the inputs of group k, and `teacher_inputs(tokens)` all of them at once.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from ar_gen.layout import TokenLayout
 from tokenizers.vq import VectorQuantizer, code_histogram
 
 BICUBIC_A = -0.75  # PyTorch's bicubic kernel
@@ -109,8 +114,8 @@ class MultiScaleQuantizer(nnx.Module):
     if not 0 <= prefix_fraction < 1:
       raise ValueError(f"model.prefix_fraction must lie in [0, 1), got {prefix_fraction}")
     self.scales, self.code_dim, self.beta, self.prefix_fraction = scales, code_dim, beta, prefix_fraction
-    self.vq = VectorQuantizer(codebook_size, code_dim, beta=beta, normalize=normalize, rngs=rngs,
-                              param_dtype=param_dtype)
+    self.vq = VectorQuantizer(codebook_size, code_dim, (scales[-1], scales[-1]), beta=beta, normalize=normalize,
+                              rngs=rngs, param_dtype=param_dtype)
     self.phi = nnx.List([Phi(code_dim, phi_ratio, rngs=rngs, param_dtype=param_dtype) for _ in range(num_phi)])
 
   @property
@@ -118,20 +123,9 @@ class MultiScaleQuantizer(nnx.Module):
     return self.vq.codebook_size
 
   @property
-  def num_tokens(self) -> int:
-    return sum(p * p for p in self.scales)
-
-  def boundaries(self) -> list[tuple[int, int]]:
-    """[start, end) of each scale's tokens in the flat sequence."""
-    ends = np.cumsum([p * p for p in self.scales]).tolist()
-    return list(zip([0] + ends[:-1], ends))
-
-  def token_shape(self, grid: tuple[int, int]) -> tuple[int, ...]:
-    """The shape of one image's indices: the flat sequence [L]; checks that the last scale is the grid."""
-    if tuple(grid) != (self.scales[-1], self.scales[-1]):
-      raise ValueError(f"model.scales ends at {self.scales[-1]} but the latent grid is {tuple(grid)}: the last "
-                       "scale must be the latent's side")
-    return (self.num_tokens,)
+  def layout(self) -> TokenLayout:
+    """The scales' square maps, one AR step per scale."""
+    return TokenLayout.square_maps(self.scales, self.codebook_size)
 
   def _check_side(self, f_BhwD: jax.Array) -> int:
     side = self.scales[-1]
@@ -146,8 +140,22 @@ class MultiScaleQuantizer(nnx.Module):
   def add_scale(self, f_hat_BhwD: jax.Array, scale: int, idx_Bpp: jax.Array) -> jax.Array:
     """f_hat + phi(bicubic_upsample(codes[idx])) for the p x p indices of scale `scale`."""
     side = self.scales[-1]
-    h = resize(self.vq.embed(idx_Bpp), bicubic_matrix(side, self.scales[scale]))
+    h = resize(self.vq.lookup(idx_Bpp), bicubic_matrix(side, self.scales[scale]))
     return f_hat_BhwD + self.phi[phi_index(scale, len(self.scales), len(self.phi))](h)
+
+  def initial_features(self, batch: int) -> jax.Array:
+    """f_hat before any group: zeros [B, h, w, D]."""
+    side = self.scales[-1]
+    return jnp.zeros((batch, side, side, self.code_dim), jnp.float32)
+
+  def accumulate(self, f_hat_BhwD: jax.Array, group: int, tokens_Bl: jax.Array) -> jax.Array:
+    """f_hat after adding group `group`'s tokens [B, p^2] (residual-quantizer protocol)."""
+    p = self.scales[group]
+    return self.add_scale(f_hat_BhwD, group, tokens_Bl.reshape(tokens_Bl.shape[0], p, p))
+
+  def next_inputs(self, f_hat_BhwD: jax.Array, group: int) -> jax.Array:
+    """Inputs of group `group` > 0 [B, p^2, D]: f_hat of the groups before it, downsampled to its side."""
+    return self.downsample(f_hat_BhwD, group).reshape(f_hat_BhwD.shape[0], -1, self.code_dim)
 
   def _quantize(self, z_BhwD: jax.Array) -> tuple[list[jax.Array], list[jax.Array]]:
     """Per scale: the indices [B, p, p] and f_hat after that scale [B, h, w, D]."""
@@ -155,7 +163,7 @@ class MultiScaleQuantizer(nnx.Module):
     z = jax.lax.stop_gradient(z_BhwD.astype(jnp.float32))
     f_hat, indices, f_hats = jnp.zeros_like(z), [], []
     for k in range(len(self.scales)):
-      idx = self.vq.indices(self.downsample(z - jax.lax.stop_gradient(f_hat), k))
+      idx = self.vq.nearest(self.downsample(z - jax.lax.stop_gradient(f_hat), k))
       f_hat = self.add_scale(f_hat, k, idx)
       indices.append(idx), f_hats.append(f_hat)
     return indices, f_hats
@@ -165,29 +173,21 @@ class MultiScaleQuantizer(nnx.Module):
     indices, _ = self._quantize(z_BhwD)
     return jnp.concatenate([i.reshape(i.shape[0], -1) for i in indices], axis=1)
 
-  def split(self, tokens_BL: jax.Array, num_scales: int | None = None) -> list[jax.Array]:
-    """The index maps [B, p_k, p_k] of the first `num_scales` scales of flat tokens [B, >= their total]."""
-    b = tokens_BL.shape[0]
-    return [tokens_BL[:, s:e].reshape(b, p, p)
-            for (s, e), p in list(zip(self.boundaries(), self.scales))[:num_scales or len(self.scales)]]
-
-  def embed(self, tokens_BL: jax.Array, num_scales: int | None = None) -> jax.Array:
-    """Decoder input f_hat [B, h, w, D] from the first `num_scales` scales (all by default) of tokens [B, L]."""
-    side = self.scales[-1]
-    f_hat = jnp.zeros((tokens_BL.shape[0], side, side, self.code_dim), jnp.float32)
-    for k, idx in enumerate(self.split(tokens_BL, num_scales)):
+  def embed(self, tokens_BL: jax.Array, num_maps: int | None = None) -> jax.Array:
+    """Decoder input f_hat [B, h, w, D] from the first `num_maps` scales (all by default) of tokens [B, L]."""
+    f_hat = self.initial_features(tokens_BL.shape[0])
+    for k, idx in enumerate(self.layout.split(tokens_BL, num_maps)):
       f_hat = self.add_scale(f_hat, k, idx)
     return f_hat
 
   def teacher_inputs(self, tokens_BL: jax.Array) -> jax.Array:
     """The next-scale model's inputs [B, L - p_0^2, D]: for scales 1 .. K-1, f_hat of the scales before it,
     area-downsampled to its side."""
-    side, b = self.scales[-1], tokens_BL.shape[0]
-    f_hat = jnp.zeros((b, side, side, self.code_dim), jnp.float32)
+    f_hat = self.initial_features(tokens_BL.shape[0])
     inputs = []
-    for k, idx in enumerate(self.split(tokens_BL, len(self.scales) - 1)):
+    for k, idx in enumerate(self.layout.split(tokens_BL, len(self.scales) - 1)):
       f_hat = self.add_scale(f_hat, k, idx)
-      inputs.append(self.downsample(f_hat, k + 1).reshape(b, -1, self.code_dim))
+      inputs.append(self.next_inputs(f_hat, k + 1))
     return jnp.concatenate(inputs, axis=1)
 
   def __call__(self, z_BhwD: jax.Array, train: bool = False,

@@ -43,12 +43,12 @@ def perplexity(hist_K: np.ndarray) -> float:
 
 
 class TokenizerTask:
-  """Trains a VQ or LFQ tokenizer (`config.task = 'tokenizer'`)."""
+  """Trains a tokenizer of any quantizer (`config.task = 'tokenizer'`); other runs read its `tokenizer`."""
 
-  frozen = None
+  picture = "recon"
 
-  def __init__(self, config: ml_collections.ConfigDict):
-    self.config = config
+  def __init__(self, config: ml_collections.ConfigDict, frozen: dict[str, Any]):
+    self.config, self.frozen = config, frozen
     self.loss_config = config.loss
     if self.loss_config.rec not in REC_LOSSES:
       raise ValueError(f"loss.rec must be one of {sorted(REC_LOSSES)}, got {self.loss_config.rec!r}")
@@ -60,7 +60,14 @@ class TokenizerTask:
     if self.loss_config.disc_weight > 0:
       disc = PatchDiscriminator(c, self.loss_config.disc_channels, self.loss_config.disc_layers, rngs=rngs,
                                 dtype=dtype(m.dtype), param_dtype=dtype(m.param_dtype))
-    return TokenizerWithDiscriminator(build_tokenizer(m, c, rngs), disc)
+    return TokenizerWithDiscriminator(build_tokenizer(m, c, self.config.data.image_size, rngs), disc)
+
+  def export(self, model: TokenizerWithDiscriminator) -> Tokenizer:
+    return model.tokenizer
+
+  def prepare(self, batch: dict[str, jax.Array], frozen: Any) -> dict[str, jax.Array]:
+    del frozen
+    return batch
 
   def _nll(self, x: jax.Array, x_rec: jax.Array) -> jax.Array:
     lc = self.loss_config
@@ -102,7 +109,7 @@ class TokenizerTask:
                   step: jax.Array) -> dict[str, jax.Array]:
     every = self.config.model.get("restart_every_steps", 0)
     quantizer = model.tokenizer.quantizer
-    if not every or not hasattr(quantizer, "restart_dead_codes"):
+    if not every:
       return {}
     threshold = jnp.where((step + 1) % every == 0, self.config.model.restart_threshold, 0.0)
     return {"restarted_codes": quantizer.restart_dead_codes(z, rng, threshold).astype(jnp.float32)}
@@ -115,4 +122,4 @@ class TokenizerTask:
     """Originals (top row) over reconstructions (bottom row)."""
     del frozen
     x = batch["image"]
-    return jnp.stack([x, model.tokenizer.decode_indices(model.tokenizer.encode(x)).astype(x.dtype)])
+    return jnp.stack([x, model.tokenizer.decode(model.tokenizer.encode(x)).astype(x.dtype)])

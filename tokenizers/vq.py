@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ar_gen.layout import TokenLayout
 from ar_gen.nn.layers import l2_normalize
 
 
@@ -29,10 +30,10 @@ def code_histogram(indices: jax.Array, codebook_size: int) -> jax.Array:
 class VectorQuantizer(nnx.Module):
   """Nearest-code quantizer over an l2-normalised codebook [K, D]."""
 
-  def __init__(self, codebook_size: int, code_dim: int, *, beta: float = 0.25, usage_decay: float = 0.99,
-               normalize: bool = True, rngs: nnx.Rngs, param_dtype=jnp.float32):
+  def __init__(self, codebook_size: int, code_dim: int, grid: tuple[int, int] = (1, 1), *, beta: float = 0.25,
+               usage_decay: float = 0.99, normalize: bool = True, rngs: nnx.Rngs, param_dtype=jnp.float32):
     self.codebook_size, self.code_dim, self.beta, self.usage_decay = codebook_size, code_dim, beta, usage_decay
-    self.normalize = normalize
+    self.normalize, self.grid = normalize, tuple(grid)
     self.codebook = nnx.Param(jax.random.normal(rngs.params(), (codebook_size, code_dim), param_dtype))
     self.ema_usage = CodeUsage(jnp.full((codebook_size,), 1.0 / codebook_size, jnp.float32))
 
@@ -41,7 +42,12 @@ class VectorQuantizer(nnx.Module):
     codes_KD = self.codebook[...].astype(jnp.float32)
     return l2_normalize(codes_KD) if self.normalize else codes_KD
 
-  def indices(self, z_BhwD: jax.Array) -> jax.Array:
+  @property
+  def layout(self) -> TokenLayout:
+    """One map, the latent's grid, in raster order."""
+    return TokenLayout.raster(self.grid, self.codebook_size)
+
+  def nearest(self, z_BhwD: jax.Array) -> jax.Array:
     """Nearest code index [B, h, w]: largest cosine similarity, or least squared distance without `normalize`."""
     z_ND = z_BhwD.astype(jnp.float32).reshape(-1, self.code_dim)
     codes_KD = self.codes()
@@ -51,16 +57,27 @@ class VectorQuantizer(nnx.Module):
       score_NK = 2 * z_ND @ codes_KD.T - jnp.sum(codes_KD * codes_KD, axis=-1)
     return jnp.argmax(score_NK, axis=-1).reshape(z_BhwD.shape[:-1])
 
-  def embed(self, indices_Bhw: jax.Array) -> jax.Array:
-    """Code vectors [B, h, w, D] for indices."""
-    return jnp.take(self.codes(), indices_Bhw, axis=0)
+  def indices(self, z_BhwD: jax.Array) -> jax.Array:
+    """Token ids [B, L] (the nearest codes in raster order)."""
+    return self.nearest(z_BhwD).reshape(z_BhwD.shape[0], -1)
 
-  def __call__(self, z_BhwD: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array, dict]:
-    """Returns (straight-through quantized z, indices, aux with losses and the code histogram)."""
+  def lookup(self, indices: jax.Array) -> jax.Array:
+    """Code vectors [..., D] for indices of any shape."""
+    return jnp.take(self.codes(), indices, axis=0)
+
+  def embed(self, tokens_BL: jax.Array, num_maps: int | None = None) -> jax.Array:
+    """Decoder input [B, h, w, D] from token ids [B, L] (one map: `num_maps` is ignored)."""
+    del num_maps
+    return self.lookup(self.layout.split(tokens_BL)[0])
+
+  def __call__(self, z_BhwD: jax.Array, train: bool = False,
+               rng: jax.Array | None = None) -> tuple[jax.Array, jax.Array, dict]:
+    """Returns (straight-through quantized z, token ids [B, L], aux with losses and the code histogram)."""
+    del rng
     z = z_BhwD.astype(jnp.float32)
     z = l2_normalize(z) if self.normalize else z
-    idx_Bhw = self.indices(z)
-    zq = self.embed(idx_Bhw)
+    idx_Bhw = self.nearest(z)
+    zq = self.lookup(idx_Bhw)
     codebook_loss = jnp.mean(jnp.square(zq - jax.lax.stop_gradient(z)))
     commit_loss = jnp.mean(jnp.square(jax.lax.stop_gradient(zq) - z))
     hist_K = code_histogram(idx_Bhw, self.codebook_size)
@@ -70,11 +87,7 @@ class VectorQuantizer(nnx.Module):
     zq_st = z + jax.lax.stop_gradient(zq - z)
     aux = {"quant_loss": codebook_loss + self.beta * commit_loss, "codebook_loss": codebook_loss,
            "commit_loss": commit_loss, "code_hist": hist_K, "z": z}
-    return zq_st.astype(z_BhwD.dtype), idx_Bhw, aux
-
-  def token_shape(self, grid: tuple[int, int]) -> tuple[int, ...]:
-    """The shape of one image's indices: the grid."""
-    return tuple(grid)
+    return zq_st.astype(z_BhwD.dtype), idx_Bhw.reshape(idx_Bhw.shape[0], -1), aux
 
   def restart_dead_codes(self, z_BhwD: jax.Array, rng: jax.Array, threshold: float) -> jax.Array:
     """Replaces codes whose EMA frequency is below `threshold / K` by random encoder outputs; returns the count."""

@@ -1,15 +1,16 @@
-"""`ar-gen bench sample`: next-token sampling speed, KV-cached against uncached, and next-scale (VAR) against
-next-token sampling, on random weights.
+"""`ar-gen bench sample`: next-token sampling speed, KV-cached against uncached, and every registered family's
+sampler against the next-token one, on random weights.
 
-For each batch size: tokens/s of the cached sampler (`sample_next_token`: the whole sequence in one jitted
-`fori_loop`, timed end to end), tokens/s of uncached decoding (each new token from a full forward pass over the
-fixed-length sequence, the jitted step timed over as many steps as `--min-seconds` allows: every step has the same
-shape and cost), and the median time of one cached step at two positions (`--positions`, e.g. 16 and 240 of 256;
-at least three calls each after a discarded first): with a cache sized up front the ratio should be close to 1.
-Then images/s of a next-scale model of the same depth, width and heads (VAR's blocks, scales `--scales`, by default
-VAR's schedule up to the grid's side, e.g. 1, 2, 3, 4, 5, 6, 8, 10, 13, 16 for 256 tokens: 10 steps of
-L = 680 tokens) against the cached next-token sampler's images/s (N steps of one token); token generation only,
-no image decoding. Guidance is off (it doubles the batch in every mode).
+For each batch size: tokens/s of the cached next-token sampler (the one driver, `ar_gen.decoding.driver.sample`:
+the whole sequence in one jitted `fori_loop`, timed end to end), tokens/s of uncached decoding (each new token from
+a full forward pass over the fixed-length sequence, the jitted step timed over as many steps as `--min-seconds`
+allows: every step has the same shape and cost), and the median time of one cached step at two positions
+(`--positions`, e.g. 16 and 240 of 256; at least three calls each after a discarded first): with a cache sized up
+front the ratio should be close to 1. Then images/s of every family registered in `ar_gen/families` (its
+`bench_steps`: the same depth, width and heads; a multi-map family uses the scales `--scales`, by default VAR's
+schedule up to the grid's side, e.g. 1, 2, 3, 4, 5, 6, 8, 10, 13, 16 for 256 tokens) through the same driver,
+against the next-token family's; token generation only, no image decoding. Guidance is off (it doubles the batch
+in every mode).
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ from flax import nnx
 
 from ar_gen import table
 from ar_gen.bench import timing
+from ar_gen.decoding import driver
+from ar_gen.decoding.heads import CategoricalHead
 from ar_gen.decoding.logits import SamplingConfig, sample_logits
-from ar_gen.decoding.sampler import sample_next_scale, sample_next_token
-from ar_gen.models.next_scale import NextScaleModel
+from ar_gen.families._registry import BenchSpec, registered
+from ar_gen.layout import TokenLayout
 from ar_gen.models.next_token import PRESETS, NextTokenModel
-from tokenizers.multiscale import VAR_SCALES, MultiScaleQuantizer
-
-CODE_DIM = 32  # VAR's VQVAE
+from tokenizers.multiscale import VAR_SCALES
 
 SIZES = {"tiny": (2, 64, 2), **PRESETS}  # (depth, dim, heads); tiny is for smoke tests
 
@@ -37,7 +38,7 @@ def build_model(size: str, grid: tuple[int, int], vocab_size: int, num_classes: 
   if size not in SIZES:
     raise ValueError(f"--size must be one of {sorted(SIZES)}, got {size!r}")
   depth, dim, heads = SIZES[size]
-  return NextTokenModel(vocab_size, grid, num_classes, depth, dim, heads, rngs=nnx.Rngs(0))
+  return NextTokenModel(TokenLayout.raster(grid, vocab_size), num_classes, depth, dim, heads, rngs=nnx.Rngs(0))
 
 
 def default_scales(side: int) -> tuple[int, ...]:
@@ -45,15 +46,14 @@ def default_scales(side: int) -> tuple[int, ...]:
   return tuple(p for p in VAR_SCALES if p < side) + (side,)
 
 
-def bench_next_scale(model: NextScaleModel, quantizer: MultiScaleQuantizer, batch: int, min_seconds: float) -> float:
-  """Seconds to sample the tokens of `batch` images scale by scale (one jitted call)."""
-  graphdef, state = nnx.split((model, quantizer))
-  labels_B = jnp.arange(batch, dtype=jnp.int32) % model.num_classes
+def bench_family(steps: driver.Steps, batch: int, min_seconds: float) -> float:
+  """Seconds to sample the tokens of `batch` images through the driver (one jitted call)."""
+  graphdef, state = nnx.split(steps)
+  labels_B = jnp.arange(batch, dtype=jnp.int32) % 10
   rng, cfg = jax.random.PRNGKey(0), SamplingConfig()
 
   def generate(state, labels_B, rng):
-    m, q = nnx.merge(graphdef, state)
-    return sample_next_scale(m, q, labels_B, rng, cfg)
+    return driver.sample(nnx.merge(graphdef, state), CategoricalHead(cfg), {"label": labels_B}, rng, cfg)
 
   fn = timing.compiled(generate, state, labels_B, rng)
   return timing.seconds_per_call(lambda: fn(state, labels_B, rng), min_seconds, min_calls=1)
@@ -67,7 +67,7 @@ def bench_batch(model: NextTokenModel, batch: int, positions: tuple[int, int], m
   rng = jax.random.PRNGKey(0)
 
   def cached(state, labels_B, rng):
-    return sample_next_token(nnx.merge(graphdef, state), labels_B, rng, cfg)
+    return driver.sample(nnx.merge(graphdef, state), CategoricalHead(cfg), {"label": labels_B}, rng, cfg)
 
   generate = timing.compiled(cached, state, labels_B, rng)
   cached_seconds = timing.seconds_per_call(lambda: generate(state, labels_B, rng), min_seconds, min_calls=1)
@@ -82,7 +82,8 @@ def bench_batch(model: NextTokenModel, batch: int, positions: tuple[int, int], m
                                              min_seconds=min_seconds, min_calls=1)
 
   def cached_step(state, inputs_B, index, cache):
-    return nnx.merge(graphdef, state).step(inputs_B, index, cache, is_class=False)
+    m = nnx.merge(graphdef, state)
+    return m.step(m.feed(inputs_B[:, None], index, None), index, cache)
 
   cache = model.init_cache(batch)
   inputs_B = jnp.zeros((batch,), jnp.int32)
@@ -108,20 +109,24 @@ def run(size: str = "B", batch_sizes: tuple[int, ...] = (1, 8, 64), num_tokens: 
   if scales[-1] != side:
     raise ValueError(f"--scales must end at the grid's side {side}, got {scales}")
   model = build_model(size, (side, side), vocab_size, num_classes)
-  depth, dim, heads = SIZES[size]
-  quantizer = MultiScaleQuantizer(vocab_size, CODE_DIM, scales, rngs=nnx.Rngs(0))
-  var_model = NextScaleModel(vocab_size, CODE_DIM, scales, num_classes, depth, dim, heads, rngs=nnx.Rngs(0))
-  params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
-  var_params = sum(x.size for x in jax.tree.leaves(nnx.state(var_model, nnx.Param)))
-  print(f"bench sample: model {size} ({params / 1e6:.1f}M parameters; next-scale {var_params / 1e6:.1f}M), "
-        f"{num_tokens} tokens, scales {','.join(map(str, scales))}, vocab {vocab_size}, "
+  spec = BenchSpec(*SIZES[size], (side, side), vocab_size, num_classes, scales)
+  families = {name: family.bench_steps(spec) for name, family in registered().items()}
+  count = lambda m: sum(x.size for x in jax.tree.leaves(nnx.state(m, nnx.Param)))
+  params = count(model)
+  family_params = {name: count(steps) for name, steps in families.items()}
+  print(f"bench sample: model {size} ({params / 1e6:.1f}M parameters; "
+        + ", ".join(f"{n} {p / 1e6:.1f}M" for n, p in family_params.items())
+        + f"), {num_tokens} tokens, scales {','.join(map(str, scales))}, vocab {vocab_size}, "
         f"{jax.devices()[0].device_kind} x {jax.device_count()}", flush=True)
   rows = []
   for batch in batch_sizes:
     row = bench_batch(model, batch, positions, min_seconds)
-    row["next_token_images_per_s"] = row["cached_tokens_per_s"] / num_tokens
-    row["next_scale_images_per_s"] = batch / bench_next_scale(var_model, quantizer, batch, min_seconds)
-    row["scale_vs_token"] = row["next_scale_images_per_s"] / row["next_token_images_per_s"]
+    row["next_token_images_per_s"] = row["cached_tokens_per_s"] / num_tokens  # the same sampler, timed above
+    for name, steps in families.items():
+      if name == "next_token":
+        continue
+      row[f"{name}_images_per_s"] = batch / bench_family(steps, batch, min_seconds)
+      row[f"{name}_vs_next_token"] = row[f"{name}_images_per_s"] / row["next_token_images_per_s"]
     rows.append(row)
     print(f"  batch {batch}: done", flush=True)
   p0, p1 = positions
@@ -130,13 +135,14 @@ def run(size: str = "B", batch_sizes: tuple[int, ...] = (1, 8, 64), num_tokens: 
       ("uncached_tokens_per_s", "uncached tok/s", ".2f"), ("speedup", "cached/uncached", ".1f"),
       ("step_ms_first", f"step@{p0} ms", ".2f"), ("step_ms_second", f"step@{p1} ms", ".2f"),
       ("step_ratio", f"step@{p1}/step@{p0}", ".3f")]))
-  print(table.format_table(rows, [
-      ("batch", "batch", "d"), ("next_token_images_per_s", f"next-token img/s ({num_tokens} steps)", ".3f"),
-      ("next_scale_images_per_s", f"next-scale img/s ({len(scales)} steps)", ".3f"),
-      ("scale_vs_token", "next-scale/next-token", ".1f")]))
+  columns = [("batch", "batch", "d")]
+  for name, steps in families.items():
+    columns.append((f"{name}_images_per_s", f"{name} img/s ({steps.layout.num_groups} steps)", ".3f"))
+  columns += [(f"{name}_vs_next_token", f"{name}/next_token", ".1f") for name in families if name != "next_token"]
+  print(table.format_table(rows, columns))
   if out:
     with open(out, "w") as f:
-      json.dump({"size": size, "params": params, "next_scale_params": var_params, "num_tokens": num_tokens,
+      json.dump({"size": size, "params": params, "family_params": family_params, "num_tokens": num_tokens,
                  "scales": list(scales), "vocab_size": vocab_size, "positions": list(positions),
                  "device": jax.devices()[0].device_kind, "rows": rows}, f, indent=2)
   return rows

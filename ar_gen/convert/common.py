@@ -75,9 +75,10 @@ def read_torch(path: str) -> StateDict:
 def save_workdir(config: ml_collections.ConfigDict, params: dict, workdir: str, source: str) -> str:
   """A work directory (config.json + checkpoint at step 0) whose model holds `params`."""
   from ar_gen import config as config_lib  # pylint: disable=g-import-not-at-top
-  from ar_gen.train import checkpoint, trainer  # pylint: disable=g-import-not-at-top
+  from ar_gen.runs import checkpoint  # pylint: disable=g-import-not-at-top
+  from ar_gen.runs.run import Run  # pylint: disable=g-import-not-at-top
   config.lock()
-  run = trainer.Run(config)
+  run = Run(config)
   state = jax.jit(run.init)(jax.random.PRNGKey(0))
   model = load_params(run.model(state, ema=False), params, source)
   state["params"] = nnx.state(model, nnx.Param)

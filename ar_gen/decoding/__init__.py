@@ -1,1 +1,1 @@
-"""Decoding: logits processors (temperature, top-k, top-p, classifier-free guidance) and the sampler loop."""
+"""Decoding: the one sampler driver (`driver.py`), its heads, and logits processors (temperature, top-k, top-p, guidance)."""

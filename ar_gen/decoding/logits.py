@@ -37,6 +37,15 @@ class SamplingConfig:
   def guided(self) -> bool:
     return self.cfg_scale != 1.0
 
+  @classmethod
+  def from_config(cls, section, **overrides) -> "SamplingConfig":
+    """The `sample` section of a config as a SamplingConfig; overrides that are not None win (CLI flags)."""
+    values = dict(temperature=section.temperature, top_k=section.top_k, top_p=section.top_p,
+                  cfg_scale=section.cfg_scale, cfg_schedule=section.cfg_schedule,
+                  cfg_interval=tuple(section.cfg_interval))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return cls(**values)
+
 
 def top_k_filter(logits_BV: jax.Array, k: int) -> jax.Array:
   if k <= 0 or k >= logits_BV.shape[-1]:

@@ -15,7 +15,8 @@ from flax import nnx
 
 from ar_gen.config import base_config
 from ar_gen.data.preprocess import to_float
-from ar_gen.train import trainer
+from ar_gen.runs.run import restore_run
+from ar_gen.runs.task import TaskBase
 
 
 class CNN(nnx.Module):
@@ -43,13 +44,10 @@ def classifier_config(**data) -> ml_collections.ConfigDict:
   return c
 
 
-class ClassifierTask:
+class ClassifierTask(TaskBase):
   """Cross-entropy training of the CNN."""
 
-  frozen = None
-
-  def __init__(self, config: ml_collections.ConfigDict):
-    self.config = config
+  picture = "inputs"
 
   def build(self, rngs: nnx.Rngs) -> CNN:
     d, m = self.config.data, self.config.model
@@ -62,12 +60,6 @@ class ClassifierTask:
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
     return loss, {"accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}, None
 
-  def post_update(self, model, extras, rng, step) -> dict:
-    return {}
-
-  def summarize(self, window: dict) -> dict:
-    return {}
-
   def visualize(self, model: CNN, batch: dict, frozen: Any) -> jax.Array:
     return batch["image"][None]
 
@@ -76,7 +68,7 @@ class Classifier:
   """A trained classifier of `workdir`: `predict` and `features` on uint8 or [-1, 1] images, batched and jitted."""
 
   def __init__(self, workdir: str):
-    run, state, _ = trainer.restore_run(workdir)
+    run, state, _ = restore_run(workdir)
     if run.config.task != "classifier":
       raise ValueError(f"{workdir} holds a {run.config.task!r} run, not a classifier")
     self.config = run.config

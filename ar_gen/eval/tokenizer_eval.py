@@ -2,9 +2,9 @@
 
 Uses the EMA weights when the run kept them. Writes `DIR/eval.json` and `DIR/images/eval_recon.png` (originals
 over reconstructions). Usage is the fraction of the K codes used at least once over the whole held-out split.
-For a multi-scale tokenizer `psnr_by_scales[k]` is the PSNR of decoding from the first k + 1 scales only (the
-progressive preview; the last entry is `psnr`), and `DIR/images/eval_scales.png` shows the originals over the
-decodings from 1, 2, ..., K scales.
+For a progressive layout (several token maps: multi-scale, frequency bands) `psnr_by_scales[k]` is the PSNR of
+decoding from the first k + 1 maps only (the progressive preview; the last entry is `psnr`), and
+`DIR/images/eval_scales.png` shows the originals over the decodings from 1, 2, ..., K maps.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import tqdm
 
 from ar_gen import images
 from ar_gen.data import pipeline
-from ar_gen.train import trainer
+from ar_gen.runs.run import restore_run
 from tokenizers import losses
 from tokenizers.task import perplexity
 from tokenizers.vq import code_histogram
@@ -28,17 +28,17 @@ from tokenizers.vq import code_histogram
 def evaluate(workdir: str, max_examples: int | None = None, batch_size: int = 100,
              grid_examples: int = 10) -> dict:
   """Evaluates the tokenizer of `workdir` on its config's `data.eval`; returns and writes the numbers."""
-  run, state, step = trainer.restore_run(workdir)
-  tokenizer = run.model(state).tokenizer
+  run, state, step = restore_run(workdir)
+  tokenizer = run.task.export(run.model(state))
   k = tokenizer.codebook_size
-
-  num_scales = len(getattr(tokenizer.quantizer, "scales", ()))
+  layout = tokenizer.layout
+  num_scales = len(layout.maps) if layout.progressive else 0
 
   @jax.jit
   def measure(x):
     indices = tokenizer.encode(x)
-    x_rec = tokenizer.decode_indices(indices)
-    prefixes = [tokenizer.decode_prefix(indices, n) for n in range(1, num_scales)]
+    x_rec = tokenizer.decode(indices)
+    prefixes = [tokenizer.decode(indices, n) for n in range(1, num_scales)]
     by_scale = jnp.stack([losses.psnr(p, x) for p in prefixes + [x_rec]], axis=1) if num_scales else None
     return losses.psnr(x_rec, x), losses.ssim(x_rec, x), code_histogram(indices, k), x_rec, by_scale, prefixes
 

@@ -14,7 +14,7 @@ def next_token_config(tokenizer_workdir: str, **data) -> ml_collections.ConfigDi
   """
   c = base_config(**data)
   c.task = "next_token"
-  c.tokenizer_workdir = tokenizer_workdir
+  c.frozen = ml_collections.ConfigDict(dict(tokenizer=tokenizer_workdir))
   c.model = ml_collections.ConfigDict(dict(
       size="B", depth=12, dim=768, num_heads=12, num_kv_heads=0, mlp_multiple_of=256, num_classes=1000, class_dropout=0.1,
       token_dropout=0.1, qk_norm=False, attn_impl="auto", rope_base=10000.0, norm_eps=1e-5, dtype="float32",
@@ -34,7 +34,7 @@ def next_scale_config(tokenizer_workdir: str, **data) -> ml_collections.ConfigDi
   """
   c = base_config(**data)
   c.task = "next_scale"
-  c.tokenizer_workdir = tokenizer_workdir
+  c.frozen = ml_collections.ConfigDict(dict(tokenizer=tokenizer_workdir))
   c.model = ml_collections.ConfigDict(dict(
       depth=16, dim=0, num_heads=0, mlp_ratio=4.0, num_classes=1000, class_dropout=0.1, attn_impl="auto",
       norm_eps=1e-6, dtype="float32", param_dtype="float32"))
@@ -54,19 +54,25 @@ def mnist_ar_config(c: ml_collections.ConfigDict, steps: int, runlocal: bool) ->
   return c
 
 
-# VAR's recipe per depth: ImageNet epochs at batch 768 (1668 steps per epoch).
+# VAR's recipe per depth: ImageNet epochs at batch 768 (1,281,167 // 768 = 1668 steps per epoch, `num_steps`).
 VAR_EPOCHS = {16: 200, 20: 250, 24: 350, 30: 350}
+IMAGENET_TRAIN_EXAMPLES = 1_281_167  # tfds imagenet2012 train
 
 
-def imagenet_var_config(depth: int, arg=None) -> ml_collections.ConfigDict:
-  """VAR-d`depth` on ImageNet 256 (configs/imagenet256_var_d*.py): batch 768, AdamW (0.9, 0.95), lr 8e-5 per 256
-  images, weight decay 0.05, grad clip 2, warmup 2% of training, bf16 compute, FSDP over all devices for d24+."""
-  from ar_gen.config import parse_arg  # pylint: disable=g-import-not-at-top
-  arg = parse_arg(arg, runlocal=False, tokenizer="runs/imagenet256_var_tok")
+def imagenet_var_config(arg=None) -> ml_collections.ConfigDict:
+  """VAR-d`depth` on ImageNet 256 (configs/imagenet256_var.py:depth=N, N in VAR_EPOCHS): batch 768, AdamW (0.9,
+  0.95), lr 8e-5 per 256 images, weight decay 0.05, grad clip 2, warmup 2% of training, bf16 compute, FSDP over all
+  devices for d24+."""
+  from ar_gen.config import ConfigError, num_steps, parse_arg  # pylint: disable=g-import-not-at-top
+  arg = parse_arg(arg, depth=None, runlocal=False, tokenizer="runs/imagenet256_var_tok")
+  depth = arg.depth
+  if not (isinstance(depth, int) and not isinstance(depth, bool) and depth in VAR_EPOCHS):
+    raise ConfigError(f"imagenet256_var.py needs :depth=N with N one of VAR's depths {sorted(VAR_EPOCHS)}, "
+                      f"got {'no depth' if depth is None else f'depth={depth!r}'}")
   c = next_scale_config(arg.tokenizer, train="tfds:imagenet2012:train", eval="tfds:imagenet2012:validation",
                         image_size=256, channels=3, resize="crop", random_flip=True)
   c.batch_size = 768
-  c.total_steps = VAR_EPOCHS[depth] * 1668
+  c.total_steps = num_steps(epochs=VAR_EPOCHS[depth], batch_size=c.batch_size, dataset_size=IMAGENET_TRAIN_EXAMPLES)
   c.log_every_steps = 100
   c.ckpt_every_steps = c.vis_every_steps = 5000
   c.optimizer.update(lr=8e-5 * c.batch_size / 256, warmup_steps=c.total_steps // 50, end_lr_factor=0.0,

@@ -1,7 +1,7 @@
 """Next-scale prediction (VAR): one AR step emits every token of the next scale of a multi-scale tokenizer.
 
-Layout (DESIGN.md): the L = sum p_k^2 tokens of scales k = 0 .. K-1 form one sequence, coarse to fine, and every
-position's group id is its scale, so the group mask is VAR's block-causal mask (a scale sees itself and the
+Layout (DESIGN.md, `TokenLayout` grouped by map): the L tokens of the maps k = 0 .. K-1 (VAR's scales) form one
+sequence, coarse to fine, and every position's group id is its map, so the group mask is VAR's block-causal mask (a scale sees itself and the
 scales before it) and goes through the same attention dispatch and kernels as the next-token model. The inputs
 of scale 0 are the class embedding plus a learned start embedding; the inputs of scale k > 0 are the tokenizer's
 accumulated features f_hat of scales < k, area-downsampled to p_k (`MultiScaleQuantizer.teacher_inputs`), through
@@ -16,14 +16,13 @@ null class `num_classes` (classifier-free guidance).
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 from flax import nnx
 
+from ar_gen.layout import TokenLayout
 from ar_gen.nn.layers import logical
 from ar_gen.nn.transformer import Attention, Cache, Transformer
 from tokenizers.model import dtype
@@ -74,23 +73,25 @@ class AdaLNBlock(nnx.Module):
 
 
 class NextScaleModel(nnx.Module):
-  """Class-conditional next-scale transformer over the scales `scales` of a `code_dim`-d, `vocab_size` codebook."""
+  """Class-conditional next-scale transformer over a layout of maps (one AR step each) of `code_dim`-d codes."""
 
-  def __init__(self, vocab_size: int, code_dim: int, scales: Sequence[int], num_classes: int, depth: int, dim: int,
+  def __init__(self, layout: TokenLayout, code_dim: int, num_classes: int, depth: int, dim: int,
                num_heads: int, *, mlp_ratio: float = 4.0, class_dropout: float = 0.1, norm_eps: float = 1e-6,
                attn_impl: str = "auto", rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32):
-    self.vocab_size, self.code_dim, self.scales = vocab_size, code_dim, tuple(int(p) for p in scales)
+    if layout.group_by != "map" or layout.kind != "ids":
+      raise ValueError(f"the next-scale model needs a layout of token-id maps, one AR step per map; got "
+                       f"{layout.describe()} (a one-map grid is the next-token family's: task next_token)")
+    self.layout, self.vocab_size, self.code_dim = layout, layout.vocab_size, code_dim
+    vocab_size = layout.vocab_size
     self.num_classes, self.class_dropout, self.norm_eps, self.dtype = num_classes, class_dropout, norm_eps, dtype
-    self.num_tokens = sum(p * p for p in self.scales)
-    ends = np.cumsum([p * p for p in self.scales])
-    self.starts = [0] + ends[:-1].tolist()
+    self.num_tokens, self.starts, self.sizes = layout.num_tokens, layout.group_starts, layout.group_sizes
     init_std = math.sqrt(1 / dim / 3)
     init = nnx.initializers.truncated_normal(init_std)
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.word_embed = nnx.Linear(code_dim, dim, kernel_init=logical(init, None, "embed"), **kw)
     self.class_emb = nnx.Embed(num_classes + 1, dim, embedding_init=logical(init, None, "embed"), **kw)
-    self.lvl_embed = nnx.Embed(len(self.scales), dim, embedding_init=logical(init, None, "embed"), **kw)
-    self.pos_start = nnx.Param(init(rngs.params(), (self.scales[0] ** 2, dim), param_dtype))
+    self.lvl_embed = nnx.Embed(len(layout.maps), dim, embedding_init=logical(init, None, "embed"), **kw)
+    self.pos_start = nnx.Param(init(rngs.params(), (self.sizes[0], dim), param_dtype))
     self.pos = nnx.Param(init(rngs.params(), (self.num_tokens, dim), param_dtype))
     self.transformer = Transformer(
         depth, dim, num_heads, attn_impl=attn_impl, rngs=rngs, dtype=dtype, param_dtype=param_dtype,
@@ -103,25 +104,25 @@ class NextScaleModel(nnx.Module):
 
   @property
   def groups(self) -> jax.Array:
-    """Group id (scale index) of each of the L sequence positions."""
-    return jnp.asarray(np.repeat(np.arange(len(self.scales)), [p * p for p in self.scales]), jnp.int32)
+    """Group id (map index) of each of the L sequence positions."""
+    return jnp.asarray(self.layout.group_ids())
 
   def condition(self, labels_B: jax.Array) -> jax.Array:
     return self.class_emb(labels_B)
 
   def _position(self, start: int, end: int) -> jax.Array:
     """Level + position embedding of sequence positions [start, end) -> [end - start, C]."""
-    return self.lvl_embed(self.groups[start:end]) + self.pos[start:end].astype(self.dtype)
+    return self.lvl_embed(jnp.asarray(self.layout.levels()[start:end])) + self.pos[start:end].astype(self.dtype)
 
   def first_inputs(self, cond_BD: jax.Array) -> jax.Array:
-    """Inputs of scale 0 [B, p_0^2, C]: the class embedding + the start embedding."""
-    n = self.scales[0] ** 2
+    """Inputs of scale 0 [B, l_0, C]: the class embedding + the start embedding."""
+    n = self.sizes[0]
     return cond_BD[:, None] + self.pos_start[...].astype(self.dtype) + self._position(0, n)
 
   def scale_inputs(self, features_BlD: jax.Array, scale: int) -> jax.Array:
     """Inputs of scale `scale` > 0 [B, p^2, C] from its downsampled accumulated features [B, p^2, code_dim]."""
     start = self.starts[scale]
-    return self.word_embed(features_BlD.astype(self.dtype)) + self._position(start, start + self.scales[scale] ** 2)
+    return self.word_embed(features_BlD.astype(self.dtype)) + self._position(start, start + self.sizes[scale])
 
   def _head(self, h_BLC: jax.Array, cond_BD: jax.Array) -> jax.Array:
     scale, shift = jnp.split(self.head_ada(nnx.silu(cond_BD))[:, None].astype(h_BLC.dtype), 2, axis=-1)
@@ -135,7 +136,7 @@ class NextScaleModel(nnx.Module):
       drop = jax.random.uniform(jax.random.fold_in(rng, 0), (b,)) < self.class_dropout
       labels_B = jnp.where(drop, self.num_classes, labels_B)
     cond_BD = self.condition(labels_B)
-    first = self.scales[0] ** 2
+    first = self.sizes[0]
     h_BLC = jnp.concatenate([self.first_inputs(cond_BD), self.word_embed(inputs_BlD.astype(self.dtype))
                              + self._position(first, self.num_tokens)], axis=1)
     groups_BL = jnp.broadcast_to(self.groups, (b, self.num_tokens))
@@ -146,7 +147,7 @@ class NextScaleModel(nnx.Module):
     return self.transformer.init_cache(batch, self.groups)
 
   def step(self, inputs_BlC: jax.Array, scale: int, cache: Cache, cond_BD: jax.Array) -> tuple[jax.Array, Cache]:
-    """Feeds the embedded inputs of scale `scale` (from `first_inputs` / `scale_inputs`); logits [B, p^2, V]."""
+    """Feeds the embedded inputs of scale `scale` (from `first_inputs` / `scale_inputs`); logits [B, l, V]."""
     b, l = inputs_BlC.shape[:2]
     groups_BL = jnp.full((b, l), scale, jnp.int32)
     h_BLC, cache = self.transformer(inputs_BlC, None, groups_BL, cache, self.starts[scale], cond_BD=cond_BD)
@@ -158,10 +159,10 @@ def var_size(m: ml_collections.ConfigDict) -> tuple[int, int, int]:
   return m.depth, m.dim or 64 * m.depth, m.num_heads or m.depth
 
 
-def build_next_scale(m: ml_collections.ConfigDict, vocab_size: int, code_dim: int, scales: Sequence[int],
+def build_next_scale(m: ml_collections.ConfigDict, layout: TokenLayout, code_dim: int,
                      rngs: nnx.Rngs) -> NextScaleModel:
-  """A NextScaleModel from the `model` section of a config and the tokenizer's codebook and scales."""
+  """A NextScaleModel from the `model` section of a config and the tokenizer's layout and code width."""
   depth, dim, heads = var_size(m)
-  return NextScaleModel(vocab_size, code_dim, scales, m.num_classes, depth, dim, heads, mlp_ratio=m.mlp_ratio,
+  return NextScaleModel(layout, code_dim, m.num_classes, depth, dim, heads, mlp_ratio=m.mlp_ratio,
                         class_dropout=m.class_dropout, norm_eps=m.norm_eps, attn_impl=m.attn_impl, rngs=rngs,
                         dtype=dtype(m.dtype), param_dtype=dtype(m.param_dtype))

@@ -1,9 +1,12 @@
 """Next-token prediction over a tokenizer's grid in raster order, class-conditional (LlamaGen).
 
-Layout (DESIGN.md): the sequence is [class embedding, token_0, ..., token_{N-2}]; position p predicts token p,
-and its group id is p, so the group mask is the causal mask. Positions carry 2-D RoPE of the token they hold;
-the class prefix gets LlamaGen's all-zero table. Class dropout replaces labels by the null class `num_classes`
-(classifier-free guidance); token dropout drops input embeddings.
+Layout (DESIGN.md, `TokenLayout.raster`): the sequence is [class embedding, token_0, ..., token_{N-2}]; position
+p predicts token p, and its group id is p, so the group mask is the causal mask. Positions carry 2-D RoPE of the
+token they hold; the class prefix gets LlamaGen's all-zero table. Class dropout replaces labels by the null class
+`num_classes` (classifier-free guidance); token dropout drops input embeddings.
+
+The model implements the sampler's step contract (`ar_gen.decoding.driver.Steps`) itself: the condition is
+{"label": [B]} (null: `num_classes`), the carry is the next position's input embedding [B, 1, C].
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from flax import nnx
 
 from ar_gen.nn.layers import RMSNorm, logical, swiglu_hidden
 from ar_gen.nn.rope import rope_2d_table
+from ar_gen.layout import TokenLayout
 from ar_gen.nn.transformer import Cache, Transformer
 from tokenizers.model import dtype
 
@@ -23,15 +27,20 @@ PRESETS = {"B": (12, 768, 12), "L": (24, 1024, 16), "XL": (36, 1280, 20), "XXL":
 
 
 class NextTokenModel(nnx.Module):
-  """Class-conditional raster-order transformer over `grid_h x grid_w` tokens from `vocab_size` codes."""
+  """Class-conditional raster-order transformer over the one token map of a `layout` of ids."""
 
-  def __init__(self, vocab_size: int, grid: tuple[int, int], num_classes: int, depth: int, dim: int,
+  def __init__(self, layout: TokenLayout, num_classes: int, depth: int, dim: int,
                num_heads: int, *, num_kv_heads: int | None = None, class_dropout: float = 0.1,
                token_dropout: float = 0.0, mlp_hidden: int | None = None, qk_norm: bool = False,
                attn_impl: str = "auto", rope_base: float = 10000.0, norm_eps: float = 1e-5, rngs: nnx.Rngs,
                dtype=jnp.float32, param_dtype=jnp.float32):
+    if len(layout.maps) != 1 or layout.kind != "ids":
+      raise ValueError(f"the next-token model needs one map of token ids; the tokenizer gives {layout.describe()} "
+                       "(a multi-map layout is the next-scale family's: task next_scale)")
+    vocab_size, grid = layout.vocab_size, layout.grid
+    self.layout = TokenLayout.raster(grid, vocab_size)
     self.vocab_size, self.grid, self.num_classes = vocab_size, tuple(grid), num_classes
-    self.num_tokens = grid[0] * grid[1]
+    self.num_tokens = self.layout.num_tokens
     self.class_dropout, self.token_dropout, self.dtype = class_dropout, token_dropout, dtype
     init = nnx.initializers.normal(0.02)
     self.cls_embedding = nnx.Embed(num_classes + 1, dim, embedding_init=logical(init, None, "embed"), dtype=dtype,
@@ -50,7 +59,7 @@ class NextTokenModel(nnx.Module):
   @property
   def groups(self) -> jax.Array:
     """Group id of each of the N sequence positions (next-token: the position)."""
-    return jnp.arange(self.num_tokens, dtype=jnp.int32)
+    return jnp.asarray(self.layout.group_ids())
 
   def rope_table(self) -> jax.Array:
     """(cos, sin) [N, head_dim / 2, 2] for the N sequence positions (a compile-time constant)."""
@@ -79,24 +88,38 @@ class NextTokenModel(nnx.Module):
   def init_cache(self, batch: int) -> Cache:
     return self.transformer.init_cache(batch, self.groups)
 
-  def step(self, inputs_B: jax.Array, index: jax.Array, cache: Cache, *, is_class: bool) -> tuple[jax.Array, Cache]:
-    """Feeds one position (the class at index 0, else the token at `index - 1`); logits [B, V] for token `index`."""
-    embed = self.cls_embedding(inputs_B) if is_class else self.tok_embeddings(inputs_B)
-    b = inputs_B.shape[0]
+  # ---------------------------------------------------------------- the sampler's step contract
+  def null_condition(self, cond: dict) -> dict:
+    return {"label": jnp.full_like(cond["label"], self.num_classes)}
+
+  def begin(self, cond: dict) -> tuple[None, jax.Array, Cache]:
+    """(no context, the class embedding [B, 1, C] as the first input, an empty cache)."""
+    labels_B = cond["label"]
+    return None, self.cls_embedding(labels_B)[:, None], self.init_cache(labels_B.shape[0])
+
+  def step(self, inputs_B1C: jax.Array, index: jax.Array | int, cache: Cache,
+           context: None = None) -> tuple[jax.Array, Cache]:
+    """Feeds the input embedding of position `index` [B, 1, C]; logits [B, 1, V] for token `index`."""
+    del context
+    b = inputs_B1C.shape[0]
     groups_BL = jnp.full((b, 1), index, jnp.int32)
     table = jax.lax.dynamic_slice_in_dim(self.rope_table(), index, 1)
     rope = jnp.broadcast_to(table, (b, *table.shape))
-    h_BLC, cache = self.transformer(embed[:, None], rope, groups_BL, cache, index)
-    return self._head(h_BLC)[:, 0], cache
+    h_BLC, cache = self.transformer(inputs_B1C, rope, groups_BL, cache, index)
+    return self._head(h_BLC), cache
+
+  def feed(self, tokens_B1: jax.Array, index: jax.Array | int, carry: jax.Array, context: None = None) -> jax.Array:
+    """The input embedding of position `index + 1`: token `index`'s [B, 1, C]."""
+    del index, carry, context
+    return self.tok_embeddings(tokens_B1)
 
 
-def build_next_token(m: ml_collections.ConfigDict, vocab_size: int, grid: tuple[int, int],
-                     rngs: nnx.Rngs) -> NextTokenModel:
-  """A NextTokenModel from the `model` section of a config (`size` preset or explicit depth/dim/heads)."""
+def build_next_token(m: ml_collections.ConfigDict, layout: TokenLayout, rngs: nnx.Rngs) -> NextTokenModel:
+  """A NextTokenModel over `layout` from the `model` section of a config (`size` preset or explicit sizes)."""
   if m.size != "custom" and m.size not in PRESETS:
     raise ValueError(f"model.size must be one of {sorted(PRESETS)} or 'custom', got {m.size!r}")
   depth, dim, heads = PRESETS[m.size] if m.size != "custom" else (m.depth, m.dim, m.num_heads)
-  return NextTokenModel(vocab_size, grid, m.num_classes, depth, dim, heads, num_kv_heads=m.num_kv_heads or None,
+  return NextTokenModel(layout, m.num_classes, depth, dim, heads, num_kv_heads=m.num_kv_heads or None,
                         class_dropout=m.class_dropout, token_dropout=m.token_dropout,
                         mlp_hidden=swiglu_hidden(dim, m.mlp_multiple_of), qk_norm=m.qk_norm,
                         attn_impl=m.attn_impl, rope_base=m.rope_base, norm_eps=m.norm_eps, rngs=rngs,

@@ -3,8 +3,9 @@
 JAX compiles ahead of time for a described TPU topology (`jax.experimental.topologies`) through libtpu, which
 runs on a CPU-only machine: `pip install -e '.[tpu]'` there. The step is lowered exactly as the trainer runs it
 (same mesh from `config.mesh`, same state shardings, donated state, the global batch sharded over data x fsdp),
-from shapes alone: no data is read (token datasets excepted: one record gives the sequence length) and no
-parameter is materialised.
+from shapes alone: no data is read (token datasets excepted: one record gives the sequence length), no
+parameter is materialised, and frozen components need only their config (a work directory's config.json, or
+`frozen.tokenizer=configs/X.py`), not a checkpoint.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ar_gen.data import pipeline
-from ar_gen.train import mesh as mesh_lib, sharding
-from ar_gen.train.trainer import Run
+from ar_gen.runs import mesh as mesh_lib, sharding
+from ar_gen.runs.run import Run
+from ar_gen.train.trainer import make_step
 
 # chips -> the 2-D / 3-D shape of a slice, for the usual names (v5e-16 = 16 chips = 4x4; v4-32 = 16 chips = 2x2x4)
 _SHAPES_2D = {1: "1x1", 4: "2x2", 8: "2x4", 16: "4x4", 32: "4x8", 64: "8x8", 128: "8x16", 256: "16x16"}
@@ -72,7 +74,7 @@ def compile_step(config: ml_collections.ConfigDict, devices: list) -> dict:
   """Lowers and compiles the train step on `devices`; returns memory per device and the mesh."""
   shape = mesh_lib.mesh_shape(config.mesh, len(devices))
   mesh = Mesh(np.array(devices).reshape(shape), mesh_lib.AXES)
-  run = Run(config)
+  run = Run(config, abstract_frozen=True)
   abstract = run.abstract_state()
   state_sharding = sharding.state_shardings(abstract, run.param_names, mesh, config.get("sharding"))
   replicated = NamedSharding(mesh, P())
@@ -80,10 +82,10 @@ def compile_step(config: ml_collections.ConfigDict, devices: list) -> dict:
   batch_sharding = NamedSharding(mesh, P(("data", "fsdp")))
   batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding)
            for k, v in abstract_batch(config).items()}
-  frozen = run.task.frozen
+  frozen = run.frozen_state
   if frozen is not None:
     frozen = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=replicated), frozen)
-  step = jax.jit(run.step_fn, donate_argnums=0, out_shardings=(state_sharding, replicated))
+  step = jax.jit(make_step(run), donate_argnums=0, out_shardings=(state_sharding, replicated))
   compiled = step.lower(state, batch, frozen).compile()
   memory = compiled.memory_analysis()
   params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract["params"]))

@@ -1,9 +1,10 @@
-"""The trainer: `train(config, workdir)` runs any task (tokenizer now, AR models later) from a config.
+"""The trainer: `train(config, workdir)` runs any task (tokenizers, AR families, the classifier) from a config.
 
 Sections: setup and logging, mesh, input, model + optimizer (shape-first init), update step, checkpoint and
-resume, loop. The train state is a plain pytree {step, params, opt_state, ema, rest, rng}; `rest` holds the
-module's non-trainable variables (e.g. code usage statistics). The state is created directly in its shardings
-(sharding.py: logical axes mapped by `config.sharding.rules`, FSDP fallback), never whole on one device. The step
+resume, loop; the evaluators of `config.evals` (`ar_gen/eval/evaluators.py`) run in the loop when due. The train
+state is `ar_gen.runs.run.Run`'s pytree {step, params, opt_state, ema, rest, rng}, created directly in its
+shardings (`ar_gen/runs/sharding.py`: logical axes mapped by `config.sharding.rules`, FSDP fallback), never whole
+on one device. The step
 is one jitted pure function with the state donated; per-step randomness is `fold_in(rng, step)`, so a resumed run
 repeats the uninterrupted one exactly.
 
@@ -31,14 +32,13 @@ from flax import nnx
 from ar_gen import config as config_lib
 from ar_gen import images
 from ar_gen.data import pipeline
-from ar_gen.train import checkpoint, mesh as mesh_lib, metrics_log, optim, preemption, sharding
-from ar_gen.train.task import Task, get_task
+from ar_gen.eval import evaluators as evaluators_lib
+from ar_gen.runs import checkpoint, mesh as mesh_lib, optim, sharding
+from ar_gen.runs.run import Run, split_params
+from ar_gen.runs.task import Task
+from ar_gen.train import metrics_log, preemption
 
 log = logging.getLogger("ar_gen.train")
-
-
-def _split(model: nnx.Module):
-  return nnx.split(model, nnx.Param, ...)
 
 
 def parameter_overview(params: Any) -> str:
@@ -51,68 +51,41 @@ def parameter_overview(params: Any) -> str:
   return "\n".join(["parameters:"] + lines + [f"  {'total':<24}{sum(rows.values()):>14,}"])
 
 
-class Run:
-  """A task with its graph definition, optimizer and state functions for one config."""
+def make_step(run: Run):
+  """The update step of a run: `step(state, batch, frozen) -> (new state, metrics)`, a pure function to jit."""
+  config, task = run.config, run.task
+  inject_nan_at = (config.get("fault") or {}).get("inject_nan_at_step", 0)
 
-  def __init__(self, config: ml_collections.ConfigDict, task: Task | None = None):
-    self.config = config
-    self.task = task or get_task(config)
-    self.tx = optim.make_optimizer(config.optimizer, config.total_steps)
-    abstract_module = nnx.eval_shape(lambda: self.task.build(nnx.Rngs(0)))
-    self.graphdef = nnx.graphdef(abstract_module)
-    self.param_names = sharding.logical_names(nnx.state(abstract_module, nnx.Param))
-    self.use_ema = config.get("ema_decay", 0.0) > 0
-
-  def init(self, rng: jax.Array) -> dict[str, Any]:
-    """A fresh train state (traceable: use under jit for shape-first, sharded init)."""
-    _, params, rest = _split(self.task.build(nnx.Rngs(rng)))
-    return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": self.tx.init(params),
-            "ema": params if self.use_ema else None, "rest": rest, "rng": rng}
-
-  def abstract_state(self) -> dict[str, Any]:
-    return jax.eval_shape(self.init, jax.random.PRNGKey(0))
-
-  def model(self, state: dict[str, Any], ema: bool = True) -> nnx.Module:
-    """The module with the EMA weights (if kept and asked for) or the raw ones."""
-    params = state["ema"] if ema and state.get("ema") is not None else state["params"]
-    return nnx.merge(self.graphdef, params, state["rest"])
-
-  def prepare(self, batch: dict[str, jax.Array], frozen: Any = None) -> dict[str, jax.Array]:
-    """The task's batch preparation (e.g. tokens from a frozen tokenizer), if it has one."""
-    prepare = getattr(self.task, "prepare", None)
-    return prepare(batch, frozen) if prepare is not None else batch
-
-  def step_fn(self, state: dict[str, Any], batch: dict[str, jax.Array], frozen: Any = None):
-    """One update: (new state, metrics); `frozen` is the task's untrained state (`task.frozen`)."""
+  def step_fn(state: dict[str, Any], batch: dict[str, jax.Array], frozen: Any = None):
     step = state["step"]
     rng = jax.random.fold_in(state["rng"], step)
-    batch = self.prepare(batch, frozen)  # inside the step, outside the differentiated function
-
-    inject_nan_at = (self.config.get("fault") or {}).get("inject_nan_at_step", 0)
+    batch = task.prepare(batch, frozen)  # inside the step, outside the differentiated function
 
     def loss_fn(params, rest):
-      model = nnx.merge(self.graphdef, params, jax.tree.map(jnp.asarray, rest))  # fresh Variables in this trace
-      loss, metrics, extras = self.task.loss(model, batch, rng, step, frozen)
+      model = nnx.merge(run.graphdef, params, jax.tree.map(jnp.asarray, rest))  # fresh Variables in this trace
+      loss, metrics, extras = task.loss(model, batch, rng, step, frozen)
       if inject_nan_at:  # fault injection for tests of the non-finite guard
         loss = jnp.where(step + 1 == inject_nan_at, jnp.nan, loss)
       return loss, (metrics, extras, nnx.state(model, nnx.Not(nnx.Param)))
 
     (loss, (metrics, extras, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"],
                                                                                       state["rest"])
-    updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
-    model = nnx.merge(self.graphdef, optax.apply_updates(state["params"], updates), rest)
-    metrics.update(self.task.post_update(model, extras, jax.random.fold_in(rng, 1), step))
-    _, params, rest = _split(model)
+    updates, opt_state = run.tx.update(grads, state["opt_state"], state["params"])
+    model = nnx.merge(run.graphdef, optax.apply_updates(state["params"], updates), rest)
+    metrics.update(task.post_update(model, extras, jax.random.fold_in(rng, 1), step))
+    _, params, rest = split_params(model)
     ema = state["ema"]
     if ema is not None:
-      decay = jnp.where(step == 0, 0.0, self.config.ema_decay)
+      decay = jnp.where(step == 0, 0.0, config.ema_decay)
       ema = optim.ema_update(ema, params, decay)
     metrics.update(loss=loss, grad_norm=optax.global_norm(grads),
-                   lr=optim.schedule(self.config.optimizer, self.config.total_steps)(step))
+                   lr=optim.schedule(config.optimizer, config.total_steps)(step))
     metrics[FIRST_NONFINITE] = jnp.where(jnp.isfinite(loss), 0, step + 1).astype(jnp.int32)
     new_state = {"step": step + 1, "params": params, "opt_state": opt_state, "ema": ema, "rest": rest,
                  "rng": state["rng"]}
     return new_state, metrics
+
+  return step_fn
 
 
 FIRST_NONFINITE = "first_nonfinite_step"  # 1-based step whose loss was not finite, 0 if none
@@ -171,23 +144,24 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: int
   log.info("%s", parameter_overview(state["params"]))
 
   # ---------------------------------------------------------------- update step
-  jstep = jax.jit(run.step_fn, donate_argnums=0, out_shardings=(state_sharding, replicated))
+  jstep = jax.jit(make_step(run), donate_argnums=0, out_shardings=(state_sharding, replicated))
   jadd = jax.jit(_accumulate, donate_argnums=0)
-  frozen = jax.device_put(task.frozen, replicated) if task.frozen is not None else None
+  frozen = jax.device_put(run.frozen_state, replicated) if run.frozen_state is not None else None
   jvis = jax.jit(lambda state, batch, frozen: task.visualize(run.model(state), batch, frozen))
 
   def visualize(step: int) -> None:
     rows = np.asarray(jax.device_get(jvis(state, vis_batch, frozen)))
     picture = images.make_grid(rows.reshape(-1, *rows.shape[2:]), num_cols=rows.shape[1])
     if jax.process_index() == 0:
-      images.save_png(picture, os.path.join(workdir, "images", f"recon_{step:07d}.png"))
-      logger.write_image(step, "reconstruction", picture)
+      images.save_png(picture, os.path.join(workdir, "images", f"{task.picture}_{step:07d}.png"))
+      logger.write_image(step, task.picture, picture)
 
   # ---------------------------------------------------------------- loop
   stop = config.total_steps if stop_after_steps is None else min(config.total_steps, start + stop_after_steps)
   logger = metrics_log.MetricLogger(workdir, config.total_steps, initial_step=start)
   sums, count, last, t0 = None, 0, {}, time.perf_counter()
   vis_every = config.get("vis_every_steps", 0)
+  evaluators = evaluators_lib.from_config(config, workdir)
   fault = config.get("fault") or {}
   with preemption.PreemptionGuard(fault.get("preemption_check_steps", 10)) as guard:
     try:
@@ -217,6 +191,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: int
           visualize(done)
         if save:
           ckpt.save(done, state, train_iter.get_state(), force=preempted)
+        for evaluator in evaluators:
+          if not preempted and evaluator.due(done, config.total_steps):
+            numbers = evaluator(run, state, done)
+            logger.write(done, {f"{evaluator.name}/{k}": v for k, v in numbers.items()})
+            last.update({f"{evaluator.name}/{k}": v for k, v in numbers.items()})
         if preempted:
           log.warning("stopped by %s after step %d; checkpoint saved; run the same command to resume",
                       guard.received or "another process", done)
@@ -226,20 +205,3 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: int
       logger.close()
       ckpt.close()
   return last
-
-
-def restore_run(workdir: str, step: int | None = None) -> tuple[Run, dict[str, Any], int]:
-  """Loads a work directory's config and its latest (or given) checkpoint: (run, state, step)."""
-  config = config_lib.load_workdir_config(workdir)
-  run = Run(config)
-  ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_ckpts, async_save=False)
-  try:
-    if ckpt.latest_step() is None:
-      raise FileNotFoundError(f"{workdir} has no checkpoint under {ckpt.directory}: train it first with "
-                              f"`ar-gen train --config ... --workdir {workdir}`")
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = checkpoint.restore_target(run.abstract_state(), device)
-    state, _, step = ckpt.restore(target, step=step, with_data=False)
-  finally:
-    ckpt.close()
-  return run, state, step

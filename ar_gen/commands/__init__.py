@@ -1,0 +1,1 @@
+"""The library side of `ar-gen` subcommands that write files (sample, extract-tokens); `ar_gen.cli` parses."""

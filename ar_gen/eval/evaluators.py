@@ -1,0 +1,82 @@
+"""In-training evaluators chosen by name from the config (`config.evals`), as big_vision does it.
+
+`config.evals` maps a name to a section with `kind` (a key of `EVALUATORS`) and `every_steps` (0 = never during
+training); the trainer runs each due evaluator on the current state (EMA weights if kept) after a step and at the
+last step, writes its numbers to `metrics.jsonl` and TensorBoard as `NAME/KEY`, and the demo reads them from there.
+
+`sample_quality`: `num_images` samples (classes `classes`, equal blocks, seed `seed`, batch `batch_size`, the run's
+`sample` settings) from `ar_gen.eval.generate`, written to `DIR/evals/NAME_STEP/samples.npz` and `grid.png`, then
+`ar-gen fid`'s computation against `ref` with `features` (`inception` or `classifier:DIR`): fid, precision, recall,
+accuracy of the classifier on the samples' labels (where the features are a classifier's), and images/s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
+
+from ar_gen import images
+from ar_gen.eval import fid
+from ar_gen.eval.generate import class_grid, generate, labels_for, parse_classes
+
+
+def sample_quality_section(every_steps: int = 0, num_images: int = 1000, batch_size: int = 250,
+                           classes: str = "all", seed: int = 0, ref: str = "", features: str = "inception",
+                           fid_batch_size: int = 200) -> ml_collections.ConfigDict:
+  """A `config.evals.NAME` section of kind `sample_quality` with its defaults."""
+  return ml_collections.ConfigDict(dict(kind="sample_quality", every_steps=every_steps, num_images=num_images,
+                                        batch_size=batch_size, classes=classes, seed=seed, ref=ref,
+                                        features=features, fid_batch_size=fid_batch_size))
+
+
+@dataclasses.dataclass
+class SampleQuality:
+  """FID / precision / recall / classifier accuracy of the run's samples."""
+
+  name: str
+  section: ml_collections.ConfigDict
+  workdir: str
+
+  def __post_init__(self):
+    if not self.section.ref:
+      raise ValueError(f"evals.{self.name}.ref is empty: set it to the reference images (e.g. bundled:mnist:test)")
+
+  def due(self, step: int, last_step: int) -> bool:
+    every = self.section.every_steps
+    return every > 0 and (step % every == 0 or step == last_step)
+
+  def __call__(self, run, state, step: int) -> dict[str, float]:
+    s = self.section
+    labels = labels_for(parse_classes(s.classes, run.config.model.num_classes), s.num_images)
+    samples, seconds = generate(run, state, labels, seed=s.seed, batch_size=s.batch_size, progress=False)
+    out = os.path.join(self.workdir, "evals", f"{self.name}_{step:07d}")
+    path = os.path.join(out, "samples.npz")
+    if jax.process_index() == 0:
+      os.makedirs(out, exist_ok=True)
+      np.savez(path, arr_0=samples, arr_1=labels)
+      images.save_png(class_grid(samples, labels), os.path.join(out, "grid.png"))
+    multihost_utils.sync_global_devices(f"evals/{self.name}/{step}")
+    scores = fid.evaluate([path], s.ref, s.features, batch_size=s.fid_batch_size,
+                          cache_dir=os.path.join(self.workdir, "fid_cache"), out=os.path.join(out, "fid.json"))
+    row = scores["results"][0]
+    result = {k: row[k] for k in ("fid", "precision", "recall", "accuracy") if row.get(k) is not None}
+    result["images_per_second"] = s.num_images / seconds
+    return result
+
+
+EVALUATORS = {"sample_quality": SampleQuality}
+
+
+def from_config(config: ml_collections.ConfigDict, workdir: str) -> list:
+  """The evaluators of `config.evals` (none if the config has no such section)."""
+  evaluators = []
+  for name, section in (config.get("evals") or {}).items():
+    if section.get("kind") not in EVALUATORS:
+      raise ValueError(f"evals.{name}.kind={section.get('kind')!r}: known kinds are {sorted(EVALUATORS)}")
+    evaluators.append(EVALUATORS[section.kind](name, section, workdir))
+  return evaluators

@@ -1,0 +1,112 @@
+"""Sharded class-conditional generation: a trained run's images for a list of labels, over every device.
+
+`generate(run, state, labels_N, ...)` is what `ar-gen sample`, the in-training sample-quality evaluator and the
+demo call. The N labels are cut into batches of `batch_size` (rounded up to a multiple of the global device count;
+the last batch padded); each batch is one jitted call of the family's `sample_images`, its batch sharded over a 1-D
+mesh of all devices of all processes, the model and frozen states replicated, the images gathered to every process.
+Batch b draws from `fold_in(PRNGKey(seed), b)` and random numbers are partitionable, so the images depend on the
+seed, the labels and the batch size, not on how many devices or processes share the work.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from ar_gen import images
+from ar_gen.data.preprocess import to_uint8
+from ar_gen.decoding.logits import SamplingConfig
+from ar_gen.runs.run import Run
+
+
+def parse_classes(text: str, num_classes: int) -> list[int]:
+  """`all` or a comma-separated list of class ids, each checked against the model's class count."""
+  if text == "all":
+    return list(range(num_classes))
+  try:
+    classes = [int(c) for c in text.split(",") if c.strip()]
+  except ValueError as e:
+    raise ValueError(f"--classes must be 'all' or comma-separated integers, got {text!r}") from e
+  bad = [c for c in classes if not 0 <= c < num_classes]
+  if bad or not classes:
+    raise ValueError(f"--classes {text!r}: class ids must lie in [0, {num_classes - 1}] (bad: {bad})")
+  return classes
+
+
+def labels_for(classes: list[int], num_images: int) -> np.ndarray:
+  """Consecutive equal blocks of each class, e.g. 6 images of [1, 2] -> [1, 1, 1, 2, 2, 2]."""
+  return np.asarray([classes[i * len(classes) // num_images] for i in range(num_images)], np.int32)
+
+
+def class_grid(samples_NHWC: np.ndarray, labels_N: np.ndarray, per_row: int = 10) -> np.ndarray:
+  """One row per class present (in order of first appearance), the first `per_row` samples of each."""
+  rows = [samples_NHWC[labels_N == c][:per_row] for c in dict.fromkeys(labels_N.tolist())]
+  width = max(len(r) for r in rows)
+  blank = np.zeros_like(samples_NHWC[:1])
+  tiles = [np.concatenate([r] + [blank] * (width - len(r))) for r in rows]
+  return images.make_grid(np.concatenate(tiles), num_cols=width)
+
+
+def sampling_mesh() -> Mesh:
+  """A 1-D mesh `batch` over every device of every process."""
+  return Mesh(np.asarray(jax.devices()), ("batch",))
+
+
+def global_batch_size(batch_size: int, num_devices: int) -> int:
+  """`batch_size` rounded up to a multiple of the device count."""
+  if batch_size < 1:
+    raise ValueError(f"the batch size must be at least 1, got {batch_size}")
+  return -(-batch_size // num_devices) * num_devices
+
+
+def _put(tree: Any, sharding: NamedSharding) -> Any:
+  """Global arrays with `sharding` from host or single-device values identical on every process, or from global
+  arrays of another sharding (a training state)."""
+  def put(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      return jax.jit(lambda a: a, out_shardings=sharding)(x)
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+  return jax.tree.map(put, tree)
+
+
+def generate(run: Run, state: dict, labels_N: np.ndarray, *, seed: int = 0, batch_size: int = 64,
+             cfg: SamplingConfig | None = None, progress: bool = True) -> tuple[np.ndarray, float]:
+  """(uint8 images [N, H, W, C], seconds) for class labels [N], on every process."""
+  jax.config.update("jax_threefry_partitionable", True)
+  task = run.task
+  cfg = cfg or task.sampling_config()
+  labels_N = np.asarray(labels_N, np.int32)
+  if labels_N.ndim != 1 or not len(labels_N):
+    raise ValueError(f"labels must be a non-empty 1-D array, got shape {labels_N.shape}")
+  mesh = sampling_mesh()
+  batch = global_batch_size(batch_size, mesh.size)
+  replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("batch"))
+  graphdef, model_state = nnx.split(run.model(state))
+  model_state = _put(model_state, replicated)
+  frozen = _put(run.frozen_state, replicated) if run.frozen_state is not None else None
+
+  def images_of(model_state, frozen, labels_B, rng):
+    images, _ = task.sample_images(nnx.merge(graphdef, model_state), {"label": labels_B}, rng, frozen, cfg)
+    return images
+
+  fn = jax.jit(images_of, out_shardings=replicated)
+  key = jax.random.PRNGKey(seed)
+  outs, start = [], time.perf_counter()
+  bar = tqdm.tqdm(total=len(labels_N), unit="img", desc="sample", disable=not progress or jax.process_index() != 0)
+  for b, i in enumerate(range(0, len(labels_N), batch)):
+    lab = labels_N[i:i + batch]
+    padded = np.concatenate([lab, np.full(batch - len(lab), lab[-1], np.int32)])  # one compiled shape
+    x = fn(model_state, frozen, _put(padded, sharded), jax.random.fold_in(key, b))
+    outs.append(to_uint8(np.asarray(jax.device_get(x.addressable_data(0))))[:len(lab)])
+    bar.update(len(lab))
+    bar.set_postfix({"images/s": f"{sum(len(o) for o in outs) / (time.perf_counter() - start):.2f}"})
+  bar.close()
+  return np.concatenate(outs), time.perf_counter() - start

@@ -1,0 +1,86 @@
+"""The part every family over a frozen tokenizer's token ids shares: tokens in, cross-entropy, sampling.
+
+Tokens [B, L] come from the frozen tokenizer `frozen.tokenizer` (its state is `frozen["tokenizer"]` inside the
+jitted step), computed from the images of `data.train`, or from `tokens` in the batch when the data is a `tokens:`
+dataset written by `ar-gen extract-tokens`. A family subclasses `DiscreteTokenTask` with `build` (its model over
+the tokenizer's layout), `logits` (teacher-forced logits [B, L, V]) and `steps` (its sampler step contract); the
+sampler is the one driver (`ar_gen.decoding.driver.sample`) with the categorical head. The condition is
+{"label": class ids [B]}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import nnx
+
+from ar_gen.decoding import driver
+from ar_gen.decoding.heads import CategoricalHead
+from ar_gen.decoding.logits import SamplingConfig
+from ar_gen.layout import TokenLayout
+from ar_gen.runs.task import TaskBase
+
+
+class DiscreteTokenTask(TaskBase):
+  """Class-conditional generation of a frozen tokenizer's token ids (subclass: build, logits, steps)."""
+
+  def __init__(self, config: ml_collections.ConfigDict, frozen: dict[str, Any]):
+    super().__init__(config, frozen)
+    if "tokenizer" not in frozen:
+      raise ValueError(f"task {config.task} needs frozen.tokenizer: the work directory of a trained tokenizer")
+    self.tokenizer = frozen["tokenizer"]
+    self.tokenizer.check_data(config.data)
+    self.layout: TokenLayout = self.tokenizer.layout
+
+  # ---------------------------------------------------------------- what a family provides
+  def logits(self, model: nnx.Module, tokens_BL: jax.Array, labels_B: jax.Array, rng: jax.Array,
+             frozen: Any) -> jax.Array:
+    """Teacher-forced logits [B, L, V]."""
+    raise NotImplementedError
+
+  def steps(self, model: nnx.Module, frozen: Any) -> driver.Steps:
+    """The sampler's step contract for `model` (and the frozen state)."""
+    raise NotImplementedError
+
+  # ---------------------------------------------------------------- shared
+  def tokenizer_module(self, frozen: Any):
+    return self.tokenizer.module(frozen["tokenizer"])
+
+  def prepare(self, batch: dict[str, jax.Array], frozen: Any) -> dict[str, jax.Array]:
+    """Adds `tokens` [B, L] from the frozen tokenizer unless the batch has them."""
+    if "tokens" in batch:
+      return batch
+    return {**batch, "tokens": self.tokenizer_module(frozen).encode(batch["image"])}
+
+  def loss(self, model: nnx.Module, batch: dict, rng: jax.Array, step: jax.Array, frozen: Any):
+    del step
+    tokens_BL = batch["tokens"].astype(jnp.int32)
+    logits_BLV = self.logits(model, tokens_BL, batch["label"].astype(jnp.int32), rng, frozen)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits_BLV, tokens_BL).mean()
+    accuracy = jnp.mean(jnp.argmax(logits_BLV, -1) == tokens_BL)
+    return loss, {"token_accuracy": accuracy}, None
+
+  def sampling_config(self, **overrides) -> SamplingConfig:
+    return SamplingConfig.from_config(self.config.sample, **overrides)
+
+  def sample_tokens(self, model: nnx.Module, cond: dict, rng: jax.Array, frozen: Any,
+                    cfg: SamplingConfig) -> jax.Array:
+    """Token ids [B, L] for conditions {"label": [B]} through the one sampler driver (trace under jit)."""
+    return driver.sample(self.steps(model, frozen), CategoricalHead(cfg), cond, rng, cfg)
+
+  def sample_images(self, model: nnx.Module, cond: dict, rng: jax.Array, frozen: Any,
+                    cfg: SamplingConfig) -> tuple[jax.Array, jax.Array]:
+    """(images [B, H, W, C] in [-1, 1], tokens [B, L]) for conditions (trace under jit)."""
+    tokens_BL = self.sample_tokens(model, cond, rng, frozen, cfg)
+    return jnp.clip(self.tokenizer_module(frozen).decode(tokens_BL), -1, 1), tokens_BL
+
+  def visualize(self, model: nnx.Module, batch: dict, frozen: Any) -> jax.Array:
+    """One row of samples, classes 0, 1, 2, ... with the config's sampling settings and a fixed seed."""
+    n = batch["label"].shape[0]
+    cond = {"label": jnp.arange(n, dtype=jnp.int32) % self.config.model.num_classes}
+    images, _ = self.sample_images(model, cond, jax.random.PRNGKey(0), frozen, self.sampling_config())
+    return images[None]

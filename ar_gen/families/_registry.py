@@ -1,0 +1,55 @@
+"""What a family declares besides its task: its demo stage and its benchmark, collected by `registered()`.
+
+A family module `ar_gen/families/NAME.py` sets `FAMILY = Family(...)`; the demo runs a stage per family (training
+its frozen tokenizer's config first, then the family's MNIST config on extracted tokens) and `ar-gen bench sample`
+times each family's sampler. Nothing else lists families: adding one is adding its module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any, Callable
+
+from ar_gen.runs.task import FAMILIES_PACKAGE, family_names
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+  """A family's declarations.
+
+  demo_config: its CPU-sized config in configs/ (trained by the demo on MNIST tokens).
+  demo_tokenizer: the demo stage name of its frozen tokenizer (e.g. 'tokenizer_vq').
+  demo_tokenizer_config: that tokenizer's config in configs/.
+  description: one line for tables.
+  bench_steps: `ar-gen bench sample`'s builder: `bench_steps(spec)` -> the family's sampler step contract with
+    random weights for a `BenchSpec`.
+  """
+
+  name: str
+  demo_config: str
+  demo_tokenizer: str
+  demo_tokenizer_config: str
+  description: str
+  bench_steps: Callable[["BenchSpec"], Any]
+  order: int = 100  # position in tables (next-token first)
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchSpec:
+  """The shared size of the models `ar-gen bench sample` compares: transformer depth / width / heads, the token
+  grid, the vocabulary, the classes, and the scales a multi-map family uses (ending at the grid's side)."""
+
+  depth: int
+  dim: int
+  num_heads: int
+  grid: tuple[int, int]
+  vocab_size: int
+  num_classes: int
+  scales: tuple[int, ...]
+
+
+def registered() -> dict[str, Family]:
+  """{name: Family} of every family module, in name order."""
+  families = [importlib.import_module(f"{FAMILIES_PACKAGE}.{name}").FAMILY for name in family_names()]
+  return {f.name: f for f in sorted(families, key=lambda f: (f.order, f.name))}

@@ -1,0 +1,17 @@
+"""VAR-d16 .. d30 on ImageNet 256x256: next-scale prediction over the 10 scales of VAR's tokenizer (680 tokens), depth
+`:depth=N` (16, 20, 24 or 30), width 64 N, N heads (VAR's sizes), class-conditional with guidance ramped over scales.
+
+  ar-gen train --config configs/imagenet256_var.py:depth=16,tokenizer=RUNS/var_tok --workdir gs://BUCKET/runs/var_d16
+  ar-gen train --config configs/imagenet256_var.py:depth=16,runlocal,tokenizer=/tmp/var_tok --workdir /tmp/var_d16
+
+RUNS/var_tok: a tokenizer trained with configs/imagenet256_var_tok.py, or VAR's released VQVAE converted with
+`ar-gen convert-var`. Batch, learning rate and epochs (200, 250, 350, 350 for d16, d20, d24, d30) follow VAR's
+recipe (docs/var.md); d24 and d30 shard parameters over all devices (`mesh.fsdp=-1`). `:runlocal`: one step of a
+2-block model on 64x64 mock images over a `:runlocal` tokenizer.
+"""
+
+from ar_gen.models.config import imagenet_var_config
+
+
+def get_config(arg=None):
+  return imagenet_var_config(arg)
