@@ -17,9 +17,11 @@ demo: $(STAMP)
 	$(VENV)/bin/ar-gen demo --out runs/demo
 
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/python -m pytest -n 2 -q $(PYTEST_ARGS)
 
 test-all: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/python -m pytest -n 2 -q -m "slow or not slow" $(PYTEST_ARGS)
 
 clean:

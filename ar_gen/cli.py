@@ -38,8 +38,10 @@ def _eval_tokenizer(args, overrides):
 
 
 def _sample(args, overrides):
+  from ar_gen import distributed  # pylint: disable=g-import-not-at-top
   from ar_gen.commands import sample  # pylint: disable=g-import-not-at-top
   _no_overrides(overrides)
+  distributed.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
   interval = tuple(float(v) for v in args.cfg_interval.split(",")) if args.cfg_interval else None
   result = sample.sample(args.workdir, args.out, args.num_images, args.batch_size, args.classes, args.seed,
                          cfg_scale=args.cfg_scale, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
@@ -129,6 +131,13 @@ def _no_overrides(overrides):
     raise SystemExit(f"ar-gen: unrecognized arguments: {' '.join(overrides)}")
 
 
+def _add_distributed_flags(p: argparse.ArgumentParser) -> None:
+  p.add_argument("--coordinator", default=None, help="HOST:PORT of process 0 for a multi-process run "
+                 "(default: $AR_GEN_COORDINATOR, or found by JAX under SLURM and on TPU pods)")
+  p.add_argument("--num-processes", type=int, default=None, help="with --coordinator: the number of processes")
+  p.add_argument("--process-id", type=int, default=None, help="with --coordinator: this process's index")
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="ar-gen", description=__doc__)
   sub = parser.add_subparsers(dest="command", required=True)
@@ -139,16 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--workdir", required=True)
   p.add_argument("--stop-after-steps", type=int, default=None,
                  help="leave (with a checkpoint) after this many steps of this invocation")
-  p.add_argument("--coordinator", default=None, help="HOST:PORT of process 0 for a multi-process run "
-                 "(default: $AR_GEN_COORDINATOR, or found by JAX under SLURM and on TPU pods)")
-  p.add_argument("--num-processes", type=int, default=None, help="with --coordinator: the number of processes")
-  p.add_argument("--process-id", type=int, default=None, help="with --coordinator: this process's index")
+  _add_distributed_flags(p)
   p.set_defaults(fn=_train)
 
   p = sub.add_parser("compile", help="compile the train step for a TPU topology (no TPU needed) and report "
                      "memory per device", description="Needs libtpu: pip install -e '.[tpu]'.")
   p.add_argument("--config", required=True, help="configs/X.py[:ARGS]")
-  p.add_argument("--topology", required=True, help="v5e-16, v6e-64, v4-32, v5p-128 or v5e:4x4")
+  p.add_argument("--topology", required=True,
+                 help="v5e-16, v6e-64, v4-32, v5p-128 or v5e:4x4; or local (this machine's devices)")
   p.add_argument("--out", default=None, help="also write the report as JSON here")
   p.set_defaults(fn=_compile)
 
@@ -160,7 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
 
   p = sub.add_parser("sample", help="class-conditional samples from a trained AR model",
                      description="Writes OUT/samples.npz (arr_0 uint8 [N,H,W,C], arr_1 labels), OUT/images/*.png "
-                                 "and OUT/grid.png. Sampling flags default to the run's config (section sample).")
+                                 "and OUT/grid.png. Sampling flags default to the run's config (section sample). "
+                                 "Batches are sharded over every device of every process (same images as on "
+                                 "one device).")
   p.add_argument("--workdir", required=True)
   p.add_argument("--num-images", type=int, required=True)
   p.add_argument("--batch-size", type=int, default=64)
@@ -173,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--top-p", type=float, default=None)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--out", required=True)
+  _add_distributed_flags(p)
   p.set_defaults(fn=_sample)
 
   p = sub.add_parser("extract-tokens", help="encode a dataset once with a trained tokenizer (-> tokens:OUT)")

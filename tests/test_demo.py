@@ -14,7 +14,7 @@ def _check_ar_stage(stage: dict) -> None:
   assert 0 <= stage["sample_accuracy"] <= 1 and os.path.exists(stage["grid"])
   assert stage["num_samples"] == 100 and stage["images_per_second"] > 0
   assert stage["fid"] > 0 and 0 <= stage["precision"] <= 1 and 0 <= stage["recall"] <= 1
-  scores = json.load(open(os.path.join(stage["workdir"], "fid.json")))
+  scores = json.load(open(stage["fid_json"]))  # the in-training sample-quality evaluator's `ar-gen fid` output
   assert scores["results"][0]["accuracy"] == stage["sample_accuracy"]
   trained_on = json.load(open(os.path.join(stage["workdir"], "config.json")))["data"]["train"]
   assert trained_on.startswith("tokens:") and os.path.exists(os.path.join(trained_on[7:], "meta.json"))

@@ -9,7 +9,6 @@ with the quantizer. Any residual quantizer (multi-scale now, frequency bands nex
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import jax
@@ -27,16 +26,16 @@ from tokenizers.protocol import ResidualQuantizer
 BENCH_CODE_DIM = 32  # VAR's VQVAE
 
 
-@dataclasses.dataclass
-class ResidualSteps:
-  """The sampler's step contract of a next-scale model over a residual quantizer.
+class ResidualSteps(nnx.Module):
+  """The sampler's step contract of a next-scale model over a residual quantizer (a module, so it can be split and
+  passed through `jit` like any model).
 
   Context: the class embedding [B, C] (AdaLN); carry: (embedded inputs of the next map [B, l, C], the features
   accumulated so far f_hat [B, h, w, D]).
   """
 
-  model: NextScaleModel
-  quantizer: ResidualQuantizer
+  def __init__(self, model: NextScaleModel, quantizer: ResidualQuantizer):
+    self.model, self.quantizer = model, quantizer
 
   @property
   def layout(self) -> TokenLayout:

@@ -49,7 +49,9 @@ def topology_name(topology: str) -> str:
 
 
 def topology_devices(topology: str) -> list:
-  """The devices of a described TPU topology (needs libtpu, not TPU hardware)."""
+  """The devices of a described TPU topology (needs libtpu, not TPU hardware); `local`: this machine's devices."""
+  if topology == "local":
+    return jax.devices()
   from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
   try:
     return list(topologies.get_topology_desc(platform="tpu", topology_name=topology_name(topology)).devices)
