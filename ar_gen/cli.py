@@ -1,115 +1,44 @@
-"""The `ar-gen` command: thin subcommands that parse, load a config and call library functions."""
+"""The `ar-gen` command: a table of thin subcommands that parse, load a config and call library functions.
+
+Each entry of `COMMANDS` is a `Command`: its name, help, the arguments it adds, the function it runs, and whether
+it takes `--config.KEY=VALUE` overrides (the others refuse them by name). Library imports happen inside the run
+functions, so `ar-gen --help` stays fast.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
 import sys
+from typing import Callable
 
 
-def _train(args, overrides):
-  from ar_gen import config as config_lib  # pylint: disable=g-import-not-at-top
+@dataclasses.dataclass(frozen=True)
+class Command:
+  """One subcommand."""
+
+  name: str
+  help: str
+  arguments: Callable[[argparse.ArgumentParser], None]
+  run: Callable[[argparse.Namespace, list[str]], None]
+  overrides: bool = False  # accepts --config.KEY=VALUE
+  description: str | None = None
+
+
+# ------------------------------------------------------------------------------------------------- shared flags
+def _distributed_flags(p: argparse.ArgumentParser) -> None:
+  p.add_argument("--coordinator", default=None, help="HOST:PORT of process 0 for a multi-process run "
+                 "(default: $AR_GEN_COORDINATOR, or found by JAX under SLURM and on TPU pods)")
+  p.add_argument("--num-processes", type=int, default=None, help="with --coordinator: the number of processes")
+  p.add_argument("--process-id", type=int, default=None, help="with --coordinator: this process's index")
+
+
+def _initialize_distributed(args) -> None:
   from ar_gen import distributed  # pylint: disable=g-import-not-at-top
-  from ar_gen.train import trainer  # pylint: disable=g-import-not-at-top
-  config = config_lib.load_config(args.config, overrides)
   distributed.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
-  metrics = trainer.train(config, args.workdir, stop_after_steps=args.stop_after_steps)
-  print({k: round(v, 4) for k, v in metrics.items()})
-
-
-def _compile(args, overrides):
-  from ar_gen import config as config_lib  # pylint: disable=g-import-not-at-top
-  from ar_gen.train import aot  # pylint: disable=g-import-not-at-top
-  config = config_lib.load_config(args.config, overrides)
-  result = aot.compile_step(config, aot.topology_devices(args.topology))
-  print(aot.format_report(result))
-  if args.out:
-    with open(args.out, "w") as f:
-      json.dump(result, f, indent=2)
-
-
-def _eval_tokenizer(args, overrides):
-  from ar_gen.eval import tokenizer_eval  # pylint: disable=g-import-not-at-top
-  _no_overrides(overrides)
-  result = tokenizer_eval.evaluate(args.workdir, max_examples=args.max_examples, batch_size=args.batch_size)
-  print(result)
-
-
-def _sample(args, overrides):
-  from ar_gen import distributed  # pylint: disable=g-import-not-at-top
-  from ar_gen.commands import sample  # pylint: disable=g-import-not-at-top
-  _no_overrides(overrides)
-  distributed.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
-  interval = tuple(float(v) for v in args.cfg_interval.split(",")) if args.cfg_interval else None
-  result = sample.sample(args.workdir, args.out, args.num_images, args.batch_size, args.classes, args.seed,
-                         cfg_scale=args.cfg_scale, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                         cfg_schedule=args.cfg_schedule, cfg_interval=interval)
-  print(result)
-
-
-def _extract_tokens(args, overrides):
-  from ar_gen.commands import extract_tokens  # pylint: disable=g-import-not-at-top
-  _no_overrides(overrides)
-  print(extract_tokens.extract(args.workdir, args.data, args.out, args.batch_size))
-
-
-def _convert_llamagen(args, overrides):
-  from ar_gen.convert import llamagen  # pylint: disable=g-import-not-at-top
-  _no_overrides(overrides)
-  print(llamagen.convert(args.vq, args.gpt, args.size, args.image_size, args.out))
-
-
-def _convert_var(args, overrides):
-  from ar_gen.convert import var  # pylint: disable=g-import-not-at-top
-  _no_overrides(overrides)
-  print(var.convert(args.vae, args.var, args.out, args.image_size))
-
-
-def _convert_lpips(args, overrides):
-  from tokenizers import lpips  # pylint: disable=g-import-not-at-top
-  _no_overrides(overrides)
-  print(lpips.convert_torch_files(args.vgg, args.lin, args.out))
-
-
-def _demo(args, overrides):
-  from ar_gen import demo  # pylint: disable=g-import-not-at-top
-  _no_overrides(overrides)
-  demo.run(args.out, quick=args.quick, stages=args.stages)
-
-
-def _fid(args, overrides):
-  from ar_gen.eval import fid  # pylint: disable=g-import-not-at-top
-  _no_overrides(overrides)
-  fid.evaluate(args.samples, args.ref, args.features, args.inception, args.image_size, args.batch_size, args.k,
-               args.splits, args.cache_dir, args.out)
-
-
-def _convert_inception(args, overrides):
-  from ar_gen.eval import inception_weights  # pylint: disable=g-import-not-at-top
-  _no_overrides(overrides)
-  print(inception_weights.convert(args.pth, args.out or os.path.expanduser(inception_weights.DEFAULT_FILE)))
-
-
-def _bench(args, overrides):
-  _no_overrides(overrides)
-  if args.target == "sample":
-    from ar_gen.bench import sample as bench_sample  # pylint: disable=g-import-not-at-top
-    batches = _ints(args.batch_sizes, "--batch-sizes")
-    positions = _ints(args.positions, "--positions")
-    if len(positions) != 2:
-      raise ValueError(f"--positions takes two positions, e.g. 16,240; got {args.positions!r}")
-    bench_sample.run(args.size, batches, args.tokens, args.vocab_size, args.num_classes, positions,
-                     args.min_seconds, args.out, _ints(args.scales, "--scales") if args.scales else None)
-  elif args.target == "attention":
-    from ar_gen.bench import attention as bench_attention  # pylint: disable=g-import-not-at-top
-    bench_attention.run(_shapes(args.shapes), _ints(args.decode_lengths, "--decode-lengths"),
-                        tuple(args.impls.split(",")) if args.impls else None, args.dtype, args.block_q, args.block_k,
-                        args.min_seconds, not args.no_check, args.out)
-  elif args.target == "fid":
-    from ar_gen.bench import fid as bench_fid  # pylint: disable=g-import-not-at-top
-    bench_fid.run(args.num_images, args.batch_size, args.image_size, args.torch_python, args.out)
 
 
 def _ints(text: str, flag: str) -> tuple[int, ...]:
@@ -126,50 +55,68 @@ def _shapes(text: str) -> tuple[tuple[int, ...], ...]:
   return shapes
 
 
-def _no_overrides(overrides):
-  if overrides:
-    raise SystemExit(f"ar-gen: unrecognized arguments: {' '.join(overrides)}")
-
-
-def _add_distributed_flags(p: argparse.ArgumentParser) -> None:
-  p.add_argument("--coordinator", default=None, help="HOST:PORT of process 0 for a multi-process run "
-                 "(default: $AR_GEN_COORDINATOR, or found by JAX under SLURM and on TPU pods)")
-  p.add_argument("--num-processes", type=int, default=None, help="with --coordinator: the number of processes")
-  p.add_argument("--process-id", type=int, default=None, help="with --coordinator: this process's index")
-
-
-def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog="ar-gen", description=__doc__)
-  sub = parser.add_subparsers(dest="command", required=True)
-
-  p = sub.add_parser("train", help="train a model from a config file",
-                     description="Train from configs/X.py[:ARGS]; override keys with --config.KEY=VALUE.")
+# ------------------------------------------------------------------------------------------------- train, compile
+def _train_arguments(p):
   p.add_argument("--config", required=True, help="configs/X.py[:ARGS]")
   p.add_argument("--workdir", required=True)
   p.add_argument("--stop-after-steps", type=int, default=None,
                  help="leave (with a checkpoint) after this many steps of this invocation")
-  _add_distributed_flags(p)
-  p.set_defaults(fn=_train)
+  _distributed_flags(p)
 
-  p = sub.add_parser("compile", help="compile the train step for a TPU topology (no TPU needed) and report "
-                     "memory per device", description="Needs libtpu: pip install -e '.[tpu]'.")
+
+def _train(args, overrides):
+  from ar_gen import config as config_lib  # pylint: disable=g-import-not-at-top
+  from ar_gen.train import trainer  # pylint: disable=g-import-not-at-top
+  config = config_lib.load_config(args.config, overrides)
+  _initialize_distributed(args)
+  metrics = trainer.train(config, args.workdir, stop_after_steps=args.stop_after_steps)
+  print({k: round(v, 4) for k, v in metrics.items()})
+
+
+def _compile_arguments(p):
   p.add_argument("--config", required=True, help="configs/X.py[:ARGS]")
   p.add_argument("--topology", required=True,
                  help="v5e-16, v6e-64, v4-32, v5p-128 or v5e:4x4; or local (this machine's devices)")
   p.add_argument("--out", default=None, help="also write the report as JSON here")
-  p.set_defaults(fn=_compile)
 
-  p = sub.add_parser("eval-tokenizer", help="PSNR, SSIM, codebook usage of a trained tokenizer")
+
+def _compile(args, overrides):
+  from ar_gen import config as config_lib  # pylint: disable=g-import-not-at-top
+  from ar_gen.train import aot  # pylint: disable=g-import-not-at-top
+  config = config_lib.load_config(args.config, overrides)
+  result = aot.compile_step(config, aot.topology_devices(args.topology))
+  print(aot.format_report(result))
+  if args.out:
+    with open(args.out, "w") as f:
+      json.dump(result, f, indent=2)
+
+
+# ------------------------------------------------------------------------------------------------- tokenizers
+def _eval_tokenizer_arguments(p):
   p.add_argument("--workdir", required=True)
   p.add_argument("--max-examples", type=int, default=None)
   p.add_argument("--batch-size", type=int, default=100)
-  p.set_defaults(fn=_eval_tokenizer)
 
-  p = sub.add_parser("sample", help="class-conditional samples from a trained AR model",
-                     description="Writes OUT/samples.npz (arr_0 uint8 [N,H,W,C], arr_1 labels), OUT/images/*.png "
-                                 "and OUT/grid.png. Sampling flags default to the run's config (section sample). "
-                                 "Batches are sharded over every device of every process (same images as on "
-                                 "one device).")
+
+def _eval_tokenizer(args, overrides):
+  from ar_gen.eval import tokenizer_eval  # pylint: disable=g-import-not-at-top
+  print(tokenizer_eval.evaluate(args.workdir, max_examples=args.max_examples, batch_size=args.batch_size))
+
+
+def _extract_tokens_arguments(p):
+  p.add_argument("--workdir", required=True, help="the tokenizer's work directory")
+  p.add_argument("--data", required=True, help="dataset spec, e.g. bundled:mnist:train or tfds:imagenet2012:train")
+  p.add_argument("--out", required=True, help="output directory; train on it with data.train=tokens:OUT")
+  p.add_argument("--batch-size", type=int, default=256)
+
+
+def _extract_tokens(args, overrides):
+  from ar_gen.commands import extract_tokens  # pylint: disable=g-import-not-at-top
+  print(extract_tokens.extract(args.workdir, args.data, args.out, args.batch_size))
+
+
+# ------------------------------------------------------------------------------------------------- sampling
+def _sample_arguments(p):
   p.add_argument("--workdir", required=True)
   p.add_argument("--num-images", type=int, required=True)
   p.add_argument("--batch-size", type=int, default=64)
@@ -182,38 +129,21 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--top-p", type=float, default=None)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--out", required=True)
-  _add_distributed_flags(p)
-  p.set_defaults(fn=_sample)
+  _distributed_flags(p)
 
-  p = sub.add_parser("extract-tokens", help="encode a dataset once with a trained tokenizer (-> tokens:OUT)")
-  p.add_argument("--workdir", required=True, help="the tokenizer's work directory")
-  p.add_argument("--data", required=True, help="dataset spec, e.g. bundled:mnist:train or tfds:imagenet2012:train")
-  p.add_argument("--out", required=True, help="output directory; train on it with data.train=tokens:OUT")
-  p.add_argument("--batch-size", type=int, default=256)
-  p.set_defaults(fn=_extract_tokens)
 
-  p = sub.add_parser("convert-llamagen", help="LlamaGen's VQ + class-conditional GPT checkpoints -> work dirs")
-  p.add_argument("--vq", required=True, help="vq_ds16_c2i.pt")
-  p.add_argument("--gpt", required=True, help="c2i_B_256.pt (or L, XL, XXL; 256 or 384)")
-  p.add_argument("--size", required=True, choices=("B", "L", "XL", "XXL"))
-  p.add_argument("--image-size", type=int, default=256)
-  p.add_argument("--out", required=True, help="writes OUT/tokenizer and OUT/gpt; sample with --workdir OUT/gpt")
-  p.set_defaults(fn=_convert_llamagen)
+def _sample(args, overrides):
+  from ar_gen.commands import sample  # pylint: disable=g-import-not-at-top
+  _initialize_distributed(args)
+  interval = tuple(float(v) for v in args.cfg_interval.split(",")) if args.cfg_interval else None
+  result = sample.sample(args.workdir, args.out, args.num_images, args.batch_size, args.classes, args.seed,
+                         cfg_scale=args.cfg_scale, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                         cfg_schedule=args.cfg_schedule, cfg_interval=interval)
+  print(result)
 
-  p = sub.add_parser("convert-var", help="VAR's VQVAE + VAR-d16..d30 checkpoints -> work dirs")
-  p.add_argument("--vae", required=True, help="vae_ch160v4096z32.pth")
-  p.add_argument("--var", required=True, help="var_d16.pth (or d20, d24, d30)")
-  p.add_argument("--image-size", type=int, default=256)
-  p.add_argument("--out", required=True, help="writes OUT/tokenizer and OUT/var; sample with --workdir OUT/var")
-  p.set_defaults(fn=_convert_var)
 
-  p = sub.add_parser("convert-lpips", help="convert LPIPS VGG weights (PyTorch files) for loss.lpips_path")
-  p.add_argument("vgg", help="torchvision's vgg16-397923af.pth")
-  p.add_argument("lin", help="the LPIPS package's weights/v0.1/vgg.pth")
-  p.add_argument("--out", required=True, help="output .npz")
-  p.set_defaults(fn=_convert_lpips)
-
-  p = sub.add_parser("fid", help="FID, IS, precision/recall of sample sets against a reference")
+# ------------------------------------------------------------------------------------------------- evaluation
+def _fid_arguments(p):
   p.add_argument("--samples", nargs="+", required=True, help="sample sets: .npz (ADM), image folders, tfds:NAME:SPLIT")
   p.add_argument("--ref", required=True, help="reference: .npz (images or mu/sigma), folder or dataset spec")
   p.add_argument("--features", default="inception", help="inception, or classifier:DIR (a trained classifier)")
@@ -224,17 +154,66 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--splits", type=int, default=10, help="Inception-score splits")
   p.add_argument("--cache-dir", default=None, help="reference statistics cache (default ~/.cache/ar_gen/fid)")
   p.add_argument("--out", default=None, help="results JSON")
-  p.set_defaults(fn=_fid)
 
-  p = sub.add_parser("convert-inception", help="pytorch-fid's Inception .pth -> ar-gen's weights file")
+
+def _fid(args, overrides):
+  from ar_gen.eval import fid  # pylint: disable=g-import-not-at-top
+  fid.evaluate(args.samples, args.ref, args.features, args.inception, args.image_size, args.batch_size, args.k,
+               args.splits, args.cache_dir, args.out)
+
+
+# ------------------------------------------------------------------------------------------------- converters
+def _convert_llamagen_arguments(p):
+  p.add_argument("--vq", required=True, help="vq_ds16_c2i.pt")
+  p.add_argument("--gpt", required=True, help="c2i_B_256.pt (or L, XL, XXL; 256 or 384)")
+  p.add_argument("--size", required=True, choices=("B", "L", "XL", "XXL"))
+  p.add_argument("--image-size", type=int, default=256)
+  p.add_argument("--out", required=True, help="writes OUT/tokenizer and OUT/gpt; sample with --workdir OUT/gpt")
+
+
+def _convert_llamagen(args, overrides):
+  from ar_gen.convert import llamagen  # pylint: disable=g-import-not-at-top
+  print(llamagen.convert(args.vq, args.gpt, args.size, args.image_size, args.out))
+
+
+def _convert_var_arguments(p):
+  p.add_argument("--vae", required=True, help="vae_ch160v4096z32.pth")
+  p.add_argument("--var", required=True, help="var_d16.pth (or d20, d24, d30)")
+  p.add_argument("--image-size", type=int, default=256)
+  p.add_argument("--out", required=True, help="writes OUT/tokenizer and OUT/var; sample with --workdir OUT/var")
+
+
+def _convert_var(args, overrides):
+  from ar_gen.convert import var  # pylint: disable=g-import-not-at-top
+  print(var.convert(args.vae, args.var, args.out, args.image_size))
+
+
+def _convert_lpips_arguments(p):
+  p.add_argument("vgg", help="torchvision's vgg16-397923af.pth")
+  p.add_argument("lin", help="the LPIPS package's weights/v0.1/vgg.pth")
+  p.add_argument("--out", required=True, help="output .npz")
+
+
+def _convert_lpips(args, overrides):
+  from tokenizers import lpips  # pylint: disable=g-import-not-at-top
+  print(lpips.convert_torch_files(args.vgg, args.lin, args.out))
+
+
+def _convert_inception_arguments(p):
   p.add_argument("pth", help="pt_inception-2015-12-05-6726825d.pth")
   p.add_argument("--out", default=None, help="default: ~/.cache/ar_gen/inception_fid.npz, where `ar-gen fid` looks")
-  p.set_defaults(fn=_convert_inception)
 
-  p = sub.add_parser("bench", help="speed measurements (tables; --out FILE.json)")
+
+def _convert_inception(args, overrides):
+  from ar_gen.eval import inception_weights  # pylint: disable=g-import-not-at-top
+  print(inception_weights.convert(args.pth, args.out or os.path.expanduser(inception_weights.DEFAULT_FILE)))
+
+
+# ------------------------------------------------------------------------------------------------- bench, demo
+def _bench_arguments(p):
   p.add_argument("target", choices=("sample", "attention", "fid"),
-                 help="sample: next-token sampling, cached vs uncached, and next-scale vs next-token; attention: "
-                      "kernel vs XLA vs cuDNN, ms and TFLOP/s; fid: Inception images/s vs pytorch-fid")
+                 help="sample: next-token sampling, cached vs uncached, and every family's sampler vs next-token; "
+                      "attention: kernel vs XLA vs cuDNN, ms and TFLOP/s; fid: Inception images/s vs pytorch-fid")
   p.add_argument("--size", default="B", help="model size preset: B, L, XL, XXL (LlamaGen) or tiny")
   p.add_argument("--batch-sizes", default="1,8,64")
   p.add_argument("--tokens", type=int, default=256, help="sequence length (a square token grid)")
@@ -255,15 +234,78 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--image-size", type=int, default=256, help="fid: size of the random images")
   p.add_argument("--torch-python", default=None, help="fid: a python with torch + pytorch-fid (default: this one)")
   p.add_argument("--out", default=None, help="also write the results as JSON here")
-  p.set_defaults(fn=_bench)
 
-  p = sub.add_parser("demo", help="the CPU demo: train and evaluate on the bundled MNIST")
+
+def _bench(args, overrides):
+  if args.target == "sample":
+    from ar_gen.bench import sample as bench_sample  # pylint: disable=g-import-not-at-top
+    batches = _ints(args.batch_sizes, "--batch-sizes")
+    positions = _ints(args.positions, "--positions")
+    if len(positions) != 2:
+      raise ValueError(f"--positions takes two positions, e.g. 16,240; got {args.positions!r}")
+    bench_sample.run(args.size, batches, args.tokens, args.vocab_size, args.num_classes, positions,
+                     args.min_seconds, args.out, _ints(args.scales, "--scales") if args.scales else None)
+  elif args.target == "attention":
+    from ar_gen.bench import attention as bench_attention  # pylint: disable=g-import-not-at-top
+    bench_attention.run(_shapes(args.shapes), _ints(args.decode_lengths, "--decode-lengths"),
+                        tuple(args.impls.split(",")) if args.impls else None, args.dtype, args.block_q, args.block_k,
+                        args.min_seconds, not args.no_check, args.out)
+  elif args.target == "fid":
+    from ar_gen.bench import fid as bench_fid  # pylint: disable=g-import-not-at-top
+    bench_fid.run(args.num_images, args.batch_size, args.image_size, args.torch_python, args.out)
+
+
+def _demo_arguments(p):
   p.add_argument("--out", default="runs/demo")
   p.add_argument("--quick", action="store_true", help="a few steps only (smoke test)")
   p.add_argument("--stages", default="default",
                  help="comma-separated of tokenizers, tokenizer_vq, classifier and the families (next_token, "
                       "next_scale, ...); 'default' (all but the LFQ tokenizer) or 'all'")
-  p.set_defaults(fn=_demo)
+
+
+def _demo(args, overrides):
+  from ar_gen import demo  # pylint: disable=g-import-not-at-top
+  demo.run(args.out, quick=args.quick, stages=args.stages)
+
+
+# ------------------------------------------------------------------------------------------------- the table
+COMMANDS = (
+    Command("train", "train a model from a config file", _train_arguments, _train, overrides=True,
+            description="Train from configs/X.py[:ARGS]; override keys with --config.KEY=VALUE."),
+    Command("compile", "compile the train step for a TPU topology (no TPU needed) or this machine, and report "
+            "memory per device", _compile_arguments, _compile, overrides=True,
+            description="A TPU topology needs libtpu: pip install -e '.[tpu]'. Frozen components need only "
+                        "their config (no checkpoint)."),
+    Command("eval-tokenizer", "PSNR, SSIM, codebook usage of a trained tokenizer", _eval_tokenizer_arguments,
+            _eval_tokenizer),
+    Command("sample", "class-conditional samples from a trained AR model of any family", _sample_arguments, _sample,
+            description="Writes OUT/samples.npz (arr_0 uint8 [N,H,W,C], arr_1 labels), OUT/images/*.png and "
+                        "OUT/grid.png. Sampling flags default to the run's config (section sample). Batches are "
+                        "sharded over every device of every process (same images as on one device)."),
+    Command("extract-tokens", "encode a dataset once with a trained tokenizer (-> tokens:OUT)",
+            _extract_tokens_arguments, _extract_tokens),
+    Command("convert-llamagen", "LlamaGen's VQ + class-conditional GPT checkpoints -> work dirs",
+            _convert_llamagen_arguments, _convert_llamagen),
+    Command("convert-var", "VAR's VQVAE + VAR-d16..d30 checkpoints -> work dirs", _convert_var_arguments,
+            _convert_var),
+    Command("convert-lpips", "convert LPIPS VGG weights (PyTorch files) for loss.lpips_path",
+            _convert_lpips_arguments, _convert_lpips),
+    Command("fid", "FID, IS, precision/recall of sample sets against a reference", _fid_arguments, _fid),
+    Command("convert-inception", "pytorch-fid's Inception .pth -> ar-gen's weights file",
+            _convert_inception_arguments, _convert_inception),
+    Command("bench", "speed measurements (tables; --out FILE.json)", _bench_arguments, _bench),
+    Command("demo", "the CPU demo: train, sample and evaluate every family on the bundled MNIST", _demo_arguments,
+            _demo),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog="ar-gen", description=__doc__)
+  sub = parser.add_subparsers(dest="command", required=True)
+  for command in COMMANDS:
+    p = sub.add_parser(command.name, help=command.help, description=command.description or command.help)
+    command.arguments(p)
+    p.set_defaults(command=command.name, spec=command)
   return parser
 
 
@@ -290,11 +332,12 @@ def main(argv: list[str] | None = None) -> int:
   for noisy in ("absl", "jax._src", "orbax", "tensorflow_datasets"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
   rest, overrides = split_overrides(sys.argv[1:] if argv is None else argv)
-  args = parser_args = build_parser().parse_args(rest)
-  del parser_args
+  args = build_parser().parse_args(rest)
+  if overrides and not args.spec.overrides:
+    raise SystemExit(f"ar-gen: unrecognized arguments: {' '.join('--config.' + o for o in overrides)}")
   from ar_gen.config import ConfigError  # pylint: disable=g-import-not-at-top
   try:
-    args.fn(args, overrides)
+    args.spec.run(args, overrides)
   except (ConfigError, FileNotFoundError, ValueError, FloatingPointError) as e:
     print(f"ar-gen {args.command}: error: {e}", file=sys.stderr)
     return 2

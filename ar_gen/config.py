@@ -226,3 +226,14 @@ def base_config(**data) -> ml_collections.ConfigDict:
       lr=1e-4, end_lr_factor=0.1, warmup_steps=100, b1=0.9, b2=0.95, weight_decay=0.0, grad_clip=1.0))
   c.model = ml_collections.ConfigDict()
   return c
+
+
+def sample_quality_eval(every_steps: int = 0, num_images: int = 1000, batch_size: int = 250, classes: str = "all",
+                        seed: int = 0, ref: str = "", features: str = "inception",
+                        fid_batch_size: int = 200) -> ml_collections.ConfigDict:
+  """A `config.evals.NAME` section of kind `sample_quality` (`ar_gen/eval/evaluators.py`) with its defaults:
+  `every_steps` (0 = off), samples (`num_images`, `batch_size`, `classes`, `seed`), the reference images `ref`
+  and the `features` (`inception` or `classifier:DIR`) of `ar-gen fid`."""
+  return ml_collections.ConfigDict(dict(kind="sample_quality", every_steps=every_steps, num_images=num_images,
+                                        batch_size=batch_size, classes=classes, seed=seed, ref=ref,
+                                        features=features, fid_batch_size=fid_batch_size))

@@ -10,7 +10,7 @@ recipe (docs/var.md); d24 and d30 shard parameters over all devices (`mesh.fsdp=
 2-block model on 64x64 mock images over a `:runlocal` tokenizer.
 """
 
-from ar_gen.models.config import imagenet_var_config
+from ar_gen.families.next_scale import imagenet_var_config
 
 
 def get_config(arg=None):

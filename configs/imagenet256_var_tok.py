@@ -18,10 +18,12 @@ def get_config(arg=None):
   c = imagenet_tokenizer_config(total_steps=400_000, batch_size=128, ema_decay=0.9999)
   c.optimizer.update(lr=1e-4, warmup_steps=1000, b1=0.9, b2=0.95, weight_decay=0.05, grad_clip=1.0)
   c.model.update(quantizer="multiscale", channels=160, channel_mult=(1, 1, 2, 2, 4), num_res_blocks=2,
-                 z_channels=32, attention=True, codebook_size=4096, code_dim=32, normalize_codes=False,
-                 quant_conv_kernel=3, scales=VAR_SCALES, phi_ratio=0.5, num_phi=4, beta=0.25)
+                 z_channels=32, attention=True, quant_conv_kernel=3)
+  c.model.multiscale.update(codebook_size=4096, code_dim=32, normalize=False, scales=VAR_SCALES, phi_ratio=0.5,
+                            num_phi=4, beta=0.25)
   c.loss.update(rec="l2", ms_ssim_weight=0.0, disc_weight=0.5, disc_start=20_000)
   if arg.runlocal:
     c = shrink_for_runlocal(c)
-    c.model.update(channels=32, scales=(1, 2, 3, 4))  # GroupNorm needs 32 channels; a 64 / 16 = 4 latent
+    c.model.channels = 32  # GroupNorm needs 32 channels
+    c.model.multiscale.scales = (1, 2, 3, 4)  # a 64 / 16 = 4 latent
   return c

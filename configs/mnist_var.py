@@ -9,17 +9,13 @@ ramps from 1 at the first scale to 2 at the last (`cfg_schedule='linear'`, VAR's
 """
 
 from ar_gen.config import parse_arg
-from ar_gen.eval.evaluators import sample_quality_section
-from ar_gen.models.config import mnist_ar_config, next_scale_config
+from ar_gen.families._discrete import mnist_config
+from ar_gen.families.next_scale import default_config
 
 
 def get_config(arg=None):
   arg = parse_arg(arg, runlocal=False, steps=500, tokenizer="runs/demo/tokenizer_var")
-  c = mnist_ar_config(next_scale_config(arg.tokenizer), arg.steps, arg.runlocal)
+  c = mnist_config(default_config(arg.tokenizer), arg.steps, arg.runlocal)
   c.model.update(depth=4, dim=96, num_heads=3, num_classes=10, class_dropout=0.1)
   c.sample.update(cfg_scale=2.0, top_k=0, top_p=1.0, temperature=1.0)
-  # Sample quality (FID / precision / recall / accuracy in the MNIST classifier's feature space) every N steps:
-  # --config.evals.sample_quality.every_steps=N (the demo sets N = total_steps and the classifier's directory).
-  c.evals = {"sample_quality": sample_quality_section(ref="bundled:mnist:test",
-                                                       features="classifier:runs/demo/classifier")}
   return c

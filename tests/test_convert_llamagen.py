@@ -33,7 +33,7 @@ def tokenizer(fixture):
   sd = golden.state_dict(fixture, "vq")
   m = tokenizer_config().model
   m.update(llamagen.vq_model_config(sd))
-  assert (m.channels, tuple(m.channel_mult), m.num_res_blocks, m.codebook_size) == (32, (1, 2), 1, 64)
+  assert (m.channels, tuple(m.channel_mult), m.num_res_blocks, m.vq.codebook_size) == (32, (1, 2), 1, 64)
   image_size = fixture["vq_in/images"].shape[1]
   return common.load_params(build_tokenizer(m, 3, image_size, nnx.Rngs(0)), llamagen.vq_params(sd), "fixture")
 

@@ -45,8 +45,9 @@ def converted(fixture, tmp_path_factory):
 def tokenizer(converted):
   run = converted[0]
   m = run.task.tokenizer.config.model
-  assert (m.channels, tuple(m.channel_mult), m.codebook_size, tuple(m.scales), m.num_phi) == (32, (1, 1), 64,
-                                                                                                (1, 2, 3, 4), 4)
+  q = m.multiscale
+  assert (m.channels, tuple(m.channel_mult), q.codebook_size, tuple(q.scales), q.num_phi) == (32, (1, 1), 64,
+                                                                                             (1, 2, 3, 4), 4)
   return run.task.tokenizer.module()
 
 

@@ -34,7 +34,7 @@ def test_var_tokenizer_then_var_d16_runlocal_on_mock_imagenet(tmp_path):
   logged = metrics_log.read_metrics(var_dir)[-1]
   assert logged["step"] == 1 and logged["loss"] == metrics["loss"]  # returned = what metrics.jsonl logs
   # the first step's cross-entropy over the tokenizer's codes is near log(V) of an untrained model, far below 2 log(V)
-  codes = config_lib.load_workdir_config(tok_dir).model.codebook_size
+  codes = config_lib.load_workdir_config(tok_dir).model.multiscale.codebook_size
   assert 0 < metrics["loss"] < 2 * math.log(codes), (metrics["loss"], codes)
 
 

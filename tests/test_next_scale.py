@@ -104,7 +104,7 @@ def test_prefix_training_decodes_some_images_from_a_proper_prefix():
 def test_bad_scales_are_named():
   with pytest.raises(ValueError, match="increasing"):
     MultiScaleQuantizer(8, 4, (1, 3, 2), rngs=nnx.Rngs(0))
-  config = tiny_config("mnist_var_tok.py", "model.scales=(1,2,4)")  # 16 px / 2 = an 8 x 8 latent
+  config = tiny_config("mnist_var_tok.py", "model.multiscale.scales=(1,2,4)")  # 16 px / 2 = an 8 x 8 latent
   with pytest.raises(ValueError, match="last scale must be the latent"):
     build_tokenizer(config.model, 1, config.data.image_size, nnx.Rngs(0))
 
@@ -163,7 +163,7 @@ def test_greedy_sampler_agrees_with_teacher_forcing_and_guidance_off_is_conditio
 def trained_var_tokenizer(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("var_tok"))
   trainer.train(tiny_config("mnist_var_tok.py", "total_steps=60", "ckpt_every_steps=60", "log_every_steps=30",
-                            "vis_every_steps=60", "optimizer.warmup_steps=10", "model.code_dim=8"), workdir)
+                            "vis_every_steps=60", "optimizer.warmup_steps=10", "model.multiscale.code_dim=8"), workdir)
   return workdir
 
 

@@ -3,26 +3,23 @@
 import ml_collections
 
 from ar_gen.config import base_config
-from tokenizers.multiscale import VAR_SCALES
+from tokenizers.model import QUANTIZERS
 
 
 def tokenizer_config(**data) -> ml_collections.ConfigDict:
   """A tokenizer training config with every key and its default; experiment files change what they need.
 
-  model: quantizer ('vq' | 'lfq' | 'multiscale'), encoder/decoder widths, projection kernel, VQ codebook
-  (codebook_size x code_dim, l2-normalised or Euclidean, dead-code restart), LFQ bits and entropy loss, the
-  multi-scale quantizer's scales (sides, coarse to fine, the last = the latent's side), phi convolutions and
-  prefix_fraction (the share of a batch decoded from a random prefix of scales; 0 in VAR). loss: reconstruction (l1 | l2), MS-SSIM, LPIPS (when lpips_path names converted weights), PatchGAN
-  (off when disc_weight=0).
+  model: `quantizer` (the name of one of the sub-sections `vq`, `lfq`, `multiscale`, each with its own keys and
+  defaults: `tokenizers/<name>.py::default_config`), encoder/decoder widths, projection kernel. loss:
+  reconstruction (l1 | l2), MS-SSIM, LPIPS (when lpips_path names converted weights), PatchGAN (off when
+  disc_weight=0).
   """
   c = base_config(**data)
   c.task = "tokenizer"
   c.model = ml_collections.ConfigDict(dict(
       quantizer="vq", channels=128, channel_mult=(1, 1, 2, 2, 4), num_res_blocks=2, z_channels=256,
-      attention=True, dtype="float32", param_dtype="float32",
-      quant_conv_kernel=1, codebook_size=16384, code_dim=8, normalize_codes=True, beta=0.25, restart_every_steps=0,
-      restart_threshold=0.03, scales=VAR_SCALES, phi_ratio=0.5, num_phi=4, prefix_fraction=0.0,
-      num_bits=18, entropy_weight=0.1, diversity_gamma=1.0, entropy_temperature=0.01))
+      attention=True, dtype="float32", param_dtype="float32", quant_conv_kernel=1,
+      **{name: module.default_config() for name, module in QUANTIZERS.items()}))
   c.loss = ml_collections.ConfigDict(dict(
       rec="l2", rec_weight=1.0, ms_ssim_weight=0.0, lpips_path="", lpips_weight=1.0, disc_weight=0.0, disc_start=20000,
       disc_channels=64, disc_layers=3))

@@ -12,11 +12,26 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from flax import nnx
 
 from ar_gen.layout import TokenLayout
 from tokenizers.vq import code_histogram
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """`model.lfq`: bits per token (codebook 2^bits), commitment weight beta, entropy-loss weight, diversity gamma
+  and temperature."""
+  return ml_collections.ConfigDict(dict(num_bits=18, beta=0.25, entropy_weight=0.1, diversity_gamma=1.0,
+                                        entropy_temperature=0.01))
+
+
+def from_config(c: ml_collections.ConfigDict, grid: tuple[int, int], rngs: nnx.Rngs,
+                param_dtype=jnp.float32) -> "LookupFreeQuantizer":
+  del rngs, param_dtype  # no parameters
+  return LookupFreeQuantizer(c.num_bits, grid, commit_weight=c.beta, entropy_weight=c.entropy_weight,
+                             diversity_gamma=c.diversity_gamma, temperature=c.entropy_temperature)
 
 
 def bits_table(num_bits: int) -> np.ndarray:

@@ -19,7 +19,7 @@ from tokenizers import lfq, multiscale, nets, vq
 from tokenizers.protocol import Quantizer
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-QUANTIZERS = ("vq", "lfq", "multiscale")
+QUANTIZERS = {"vq": vq, "lfq": lfq, "multiscale": multiscale}  # name -> module with default_config, from_config
 
 
 def dtype(name: str):
@@ -39,7 +39,7 @@ class Tokenizer(nnx.Module):
     if quantizer.layout.grid != grid:
       raise ValueError(f"the quantizer's finest token map is {quantizer.layout.grid} but {image_size} px images "
                        f"give a {grid} latent (downsampling {downsample}); for a multi-scale quantizer the last scale "
-                       "must be the latent's side (model.scales)")
+                       "must be the latent's side (model.multiscale.scales)")
     self.quant_conv = nets.conv(z_channels, quantizer.code_dim, quant_conv_kernel, rngs, dtype, param_dtype)
     self.post_quant_conv = nets.conv(quantizer.code_dim, z_channels, quant_conv_kernel, rngs, dtype, param_dtype)
 
@@ -86,19 +86,10 @@ def latent_grid(image_size: int, downsample: int) -> tuple[int, int]:
 
 
 def build_quantizer(m: ml_collections.ConfigDict, grid: tuple[int, int], rngs: nnx.Rngs) -> Quantizer:
-  """The quantizer named by `m.quantizer` for a latent of `grid`."""
-  if m.quantizer == "vq":
-    return vq.VectorQuantizer(m.codebook_size, m.code_dim, grid, beta=m.beta, normalize=m.get("normalize_codes", True),
-                              rngs=rngs, param_dtype=dtype(m.param_dtype))
-  if m.quantizer == "lfq":
-    return lfq.LookupFreeQuantizer(m.num_bits, grid, commit_weight=m.beta, entropy_weight=m.entropy_weight,
-                                   diversity_gamma=m.diversity_gamma, temperature=m.entropy_temperature)
-  if m.quantizer == "multiscale":
-    return multiscale.MultiScaleQuantizer(m.codebook_size, m.code_dim, tuple(m.scales), beta=m.beta,
-                                          phi_ratio=m.phi_ratio, num_phi=m.num_phi, normalize=m.normalize_codes,
-                                          prefix_fraction=m.get("prefix_fraction", 0.0), rngs=rngs,
-                                          param_dtype=dtype(m.param_dtype))
-  raise ValueError(f"model.quantizer must be one of {QUANTIZERS}, got {m.quantizer!r}")
+  """The quantizer named by `m.quantizer`, from its own section `m[m.quantizer]`, for a latent of `grid`."""
+  if m.quantizer not in QUANTIZERS:
+    raise ValueError(f"model.quantizer must be one of {sorted(QUANTIZERS)}, got {m.quantizer!r}")
+  return QUANTIZERS[m.quantizer].from_config(m[m.quantizer], grid, rngs, dtype(m.param_dtype))
 
 
 def build_tokenizer(m: ml_collections.ConfigDict, image_channels: int, image_size: int,

@@ -28,6 +28,7 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from flax import nnx
 
@@ -36,6 +37,23 @@ from tokenizers.vq import VectorQuantizer, code_histogram
 
 BICUBIC_A = -0.75  # PyTorch's bicubic kernel
 VAR_SCALES = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)  # VAR's schedule for a 16 x 16 latent
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """`model.multiscale`: the shared codebook (size x width, Euclidean by default as in VAR), beta, the scales
+  (sides, coarse to fine, the last = the latent's side), phi convolutions (ratio, how many shared), prefix_fraction
+  (the share of a batch decoded from a random proper prefix of scales; 0 in VAR), dead-code restart as for VQ."""
+  return ml_collections.ConfigDict(dict(codebook_size=4096, code_dim=32, normalize=False, beta=0.25, scales=VAR_SCALES,
+                                        phi_ratio=0.5, num_phi=4, prefix_fraction=0.0, restart_every_steps=0,
+                                        restart_threshold=0.03))
+
+
+def from_config(c: ml_collections.ConfigDict, grid: tuple[int, int], rngs: nnx.Rngs,
+                param_dtype=jnp.float32) -> "MultiScaleQuantizer":
+  del grid  # the scales say it; the tokenizer checks that the last one is the grid
+  return MultiScaleQuantizer(c.codebook_size, c.code_dim, tuple(c.scales), beta=c.beta, phi_ratio=c.phi_ratio,
+                             num_phi=c.num_phi, normalize=c.normalize, prefix_fraction=c.prefix_fraction, rngs=rngs,
+                             param_dtype=param_dtype)
 
 
 def _cubic_weights(t: float) -> list[float]:
@@ -108,11 +126,11 @@ class MultiScaleQuantizer(nnx.Module):
                rngs: nnx.Rngs, param_dtype=jnp.float32):
     scales = tuple(int(s) for s in scales)
     if len(scales) < 2 or any(b <= a for a, b in zip(scales, scales[1:])) or scales[0] < 1:
-      raise ValueError(f"model.scales must be at least two increasing sides, got {scales}")
+      raise ValueError(f"model.multiscale.scales must be at least two increasing sides, got {scales}")
     if num_phi < 1:
-      raise ValueError(f"model.num_phi must be at least 1, got {num_phi}")
+      raise ValueError(f"model.multiscale.num_phi must be at least 1, got {num_phi}")
     if not 0 <= prefix_fraction < 1:
-      raise ValueError(f"model.prefix_fraction must lie in [0, 1), got {prefix_fraction}")
+      raise ValueError(f"model.multiscale.prefix_fraction must lie in [0, 1), got {prefix_fraction}")
     self.scales, self.code_dim, self.beta, self.prefix_fraction = scales, code_dim, beta, prefix_fraction
     self.vq = VectorQuantizer(codebook_size, code_dim, (scales[-1], scales[-1]), beta=beta, normalize=normalize,
                               rngs=rngs, param_dtype=param_dtype)

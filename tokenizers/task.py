@@ -107,11 +107,12 @@ class TokenizerTask:
 
   def post_update(self, model: TokenizerWithDiscriminator, z: jax.Array, rng: jax.Array,
                   step: jax.Array) -> dict[str, jax.Array]:
-    every = self.config.model.get("restart_every_steps", 0)
+    q_config = self.config.model[self.config.model.quantizer]
+    every = q_config.get("restart_every_steps", 0)
     quantizer = model.tokenizer.quantizer
     if not every:
       return {}
-    threshold = jnp.where((step + 1) % every == 0, self.config.model.restart_threshold, 0.0)
+    threshold = jnp.where((step + 1) % every == 0, q_config.restart_threshold, 0.0)
     return {"restarted_codes": quantizer.restart_dead_codes(z, rng, threshold).astype(jnp.float32)}
 
   def summarize(self, window: dict[str, np.ndarray]) -> dict[str, float]:

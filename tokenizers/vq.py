@@ -12,10 +12,24 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 from flax import nnx
 
 from ar_gen.layout import TokenLayout
 from ar_gen.nn.layers import l2_normalize
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """`model.vq`: codebook size x code width, l2-normalised (cosine) or Euclidean lookup, commitment weight beta,
+  dead-code restart every N steps (0 = off) below `restart_threshold / K` EMA usage."""
+  return ml_collections.ConfigDict(dict(codebook_size=16384, code_dim=8, normalize=True, beta=0.25,
+                                        restart_every_steps=0, restart_threshold=0.03))
+
+
+def from_config(c: ml_collections.ConfigDict, grid: tuple[int, int], rngs: nnx.Rngs,
+                param_dtype=jnp.float32) -> "VectorQuantizer":
+  return VectorQuantizer(c.codebook_size, c.code_dim, grid, beta=c.beta, normalize=c.normalize, rngs=rngs,
+                         param_dtype=param_dtype)
 
 
 class CodeUsage(nnx.Variable):

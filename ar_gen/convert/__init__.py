@@ -1,1 +1,1 @@
-"""Readers of released checkpoints (LlamaGen; later VAR and pytorch-fid Inception) into ar-gen models."""
+"""Readers of released checkpoints into ar-gen work directories: LlamaGen (VQ + GPT), VAR (VQVAE + VAR-d*)."""

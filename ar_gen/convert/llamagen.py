@@ -67,7 +67,8 @@ def vq_model_config(sd: StateDict) -> ml_collections.ConfigDict:
   k, d = sd["quantize.embedding.weight"].shape
   return ml_collections.ConfigDict(dict(
       channels=ch, channel_mult=tuple(mult), num_res_blocks=_count(sd, "encoder.conv_blocks.0.res"),
-      z_channels=sd["encoder.conv_out.weight"].shape[0], attention=True, codebook_size=k, code_dim=d))
+      z_channels=sd["encoder.conv_out.weight"].shape[0], attention=True, quantizer="vq",
+      vq=dict(codebook_size=k, code_dim=d)))
 
 
 def gpt_params(sd: StateDict) -> dict:
@@ -90,7 +91,7 @@ def gpt_params(sd: StateDict) -> dict:
 
 def convert(vq_path: str, gpt_path: str, size: str, image_size: int, out: str) -> dict:
   """Converts LlamaGen's VQ and c2i GPT checkpoints into `out/tokenizer` and `out/gpt` work directories."""
-  from ar_gen.models.config import next_token_config  # pylint: disable=g-import-not-at-top
+  from ar_gen.families.next_token import default_config as next_token_config  # pylint: disable=g-import-not-at-top
   from tokenizers.config import tokenizer_config  # pylint: disable=g-import-not-at-top
   data = dict(train="tfds:imagenet2012:train", eval="tfds:imagenet2012:validation", image_size=image_size,
               channels=3, resize="crop")

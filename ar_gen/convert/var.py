@@ -84,9 +84,10 @@ def vae_model_config(sd: StateDict, scales: Sequence[int] = VAR_SCALES) -> ml_co
   k, d = sd["quantize.embedding.weight"].shape
   return ml_collections.ConfigDict(dict(
       quantizer="multiscale", channels=ch, channel_mult=tuple(mult), num_res_blocks=_count(sd, "encoder.down.0.block"),
-      z_channels=sd["encoder.conv_out.weight"].shape[0], attention=True, codebook_size=k, code_dim=d,
-      normalize_codes=False, quant_conv_kernel=sd["quant_conv.weight"].shape[-1], scales=tuple(scales),
-      phi_ratio=0.5, num_phi=_count(sd, "quantize.quant_resi.qresi_ls")))
+      z_channels=sd["encoder.conv_out.weight"].shape[0], attention=True,
+      quant_conv_kernel=sd["quant_conv.weight"].shape[-1],
+      multiscale=dict(codebook_size=k, code_dim=d, normalize=False, scales=tuple(scales), phi_ratio=0.5,
+                      num_phi=_count(sd, "quantize.quant_resi.qresi_ls"))))
 
 
 def var_scales(sd: StateDict) -> tuple[int, ...]:
@@ -129,7 +130,7 @@ def var_model_config(sd: StateDict) -> ml_collections.ConfigDict:
 def convert_state_dicts(vae_sd: StateDict, var_sd: StateDict, out: str, image_size: int = 256,
                         sources: tuple[str, str] = ("vae", "var")) -> dict:
   """Writes `out/tokenizer` and `out/var` work directories holding the two state dicts' weights."""
-  from ar_gen.models.config import next_scale_config  # pylint: disable=g-import-not-at-top
+  from ar_gen.families.next_scale import default_config as next_scale_config  # pylint: disable=g-import-not-at-top
   from tokenizers.config import tokenizer_config  # pylint: disable=g-import-not-at-top
   data = dict(train="tfds:imagenet2012:train", eval="tfds:imagenet2012:validation", image_size=image_size,
               channels=3, resize="crop")

@@ -1,1 +1,1 @@
-"""Data: dataset sources (`tfds:`, `folder:`, `bundled:`), preprocessing ops and grain pipelines."""
+"""Data: dataset sources (`tfds:`, `folder:`, `bundled:`, `tokens:`), preprocessing ops and grain pipelines."""

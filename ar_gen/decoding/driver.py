@@ -3,10 +3,10 @@
 A family implements the step contract `Steps` (usually its model; next-scale composes its model with the
 tokenizer's residual quantizer): `begin` turns the conditioning into a per-sequence context, the first group's
 inputs (`carry`) and an empty KV cache sized for the whole layout; `step` feeds one group's inputs and returns its
-outputs (e.g. logits [B, l, V]); `feed` turns the tokens just emitted into the next group's inputs. A `Head` turns a
-group's outputs into tokens (categorical with temperature / top-k / top-p now, a per-token diffusion head later)
-and receives the conditional and the unconditional outputs separately, so guidance may act on logits or inside
-the head (on a diffusion head's noise prediction).
+outputs (e.g. logits [B, l, V]); `feed` turns the tokens just emitted into the next group's inputs. A `Head`
+turns a group's outputs into tokens (categorical with temperature / top-k / top-p; a per-token diffusion head
+takes the same call) and receives the conditional and the unconditional outputs separately, so guidance may act
+on logits or inside the head (on a diffusion head's noise prediction).
 
 Classifier-free guidance is written once, here: the batch is doubled to [conditional; null condition] (the
 family's `null_condition`), the scale at step k of K follows `cfg_schedule` and `cfg_interval`

@@ -4,7 +4,7 @@
 training); the trainer runs each due evaluator on the current state (EMA weights if kept) after a step and at the
 last step, writes its numbers to `metrics.jsonl` and TensorBoard as `NAME/KEY`, and the demo reads them from there.
 
-`sample_quality`: `num_images` samples (classes `classes`, equal blocks, seed `seed`, batch `batch_size`, the run's
+`sample_quality` (section defaults: `ar_gen.config.sample_quality_eval`): `num_images` samples (classes `classes`, equal blocks, seed `seed`, batch `batch_size`, the run's
 `sample` settings) from `ar_gen.eval.generate`, written to `DIR/evals/NAME_STEP/samples.npz` and `grid.png`, then
 `ar-gen fid`'s computation against `ref` with `features` (`inception` or `classifier:DIR`): fid, precision, recall,
 accuracy of the classifier on the samples' labels (where the features are a classifier's), and images/s.
@@ -23,15 +23,6 @@ from jax.experimental import multihost_utils
 from ar_gen import images
 from ar_gen.eval import fid
 from ar_gen.eval.generate import class_grid, generate, labels_for, parse_classes
-
-
-def sample_quality_section(every_steps: int = 0, num_images: int = 1000, batch_size: int = 250,
-                           classes: str = "all", seed: int = 0, ref: str = "", features: str = "inception",
-                           fid_batch_size: int = 200) -> ml_collections.ConfigDict:
-  """A `config.evals.NAME` section of kind `sample_quality` with its defaults."""
-  return ml_collections.ConfigDict(dict(kind="sample_quality", every_steps=every_steps, num_images=num_images,
-                                        batch_size=batch_size, classes=classes, seed=seed, ref=ref,
-                                        features=features, fid_batch_size=fid_batch_size))
 
 
 @dataclasses.dataclass

@@ -18,6 +18,7 @@ import ml_collections
 import optax
 from flax import nnx
 
+from ar_gen.config import sample_quality_eval
 from ar_gen.decoding import driver
 from ar_gen.decoding.heads import CategoricalHead
 from ar_gen.decoding.logits import SamplingConfig
@@ -84,3 +85,16 @@ class DiscreteTokenTask(TaskBase):
     cond = {"label": jnp.arange(n, dtype=jnp.int32) % self.config.model.num_classes}
     images, _ = self.sample_images(model, cond, jax.random.PRNGKey(0), frozen, self.sampling_config())
     return images[None]
+
+
+def mnist_config(c: ml_collections.ConfigDict, steps: int, runlocal: bool) -> ml_collections.ConfigDict:
+  """The CPU-sized MNIST training setting shared by configs/mnist_next_token.py and mnist_var.py, with the
+  sample-quality evaluator declared (off: `--config.evals.sample_quality.every_steps=N` turns it on; the demo sets
+  N = total_steps and the classifier's directory)."""
+  c.data.update(train="bundled:mnist:train", eval="bundled:mnist:test", image_size=32, channels=1, resize="pad",
+                num_threads=2)
+  c.update(total_steps=5 if runlocal else steps, batch_size=32, log_every_steps=50, ckpt_every_steps=500,
+           vis_every_steps=500, vis_examples=10)
+  c.optimizer.update(lr=2e-3, warmup_steps=100, end_lr_factor=0.05, weight_decay=0.05)
+  c.evals = {"sample_quality": sample_quality_eval(ref="bundled:mnist:test", features="classifier:runs/demo/classifier")}
+  return c

@@ -1,6 +1,7 @@
 """The next-scale family (`config.task = 'next_scale'`): VAR's model over a residual quantizer's maps.
 
-Owns: this file, `ar_gen/models/next_scale.py` (the model), `configs/mnist_var.py`, `configs/imagenet256_var.py`.
+Owns: this file (with `default_config` and VAR's ImageNet recipe `imagenet_var_config`), `ar_gen/models/next_scale.py`
+(the model), `configs/mnist_var.py`, `configs/imagenet256_var.py:depth=N`.
 The model's inputs of map k > 0 come from the frozen tokenizer's residual quantizer (`ResidualQuantizer`:
 accumulate the tokens of the maps before k, downsample to map k): in teacher forcing all at once
 (`teacher_inputs`), in sampling group by group through `ResidualSteps`, the step contract that composes the model
@@ -13,8 +14,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 from flax import nnx
 
+from ar_gen.config import ConfigError, base_config, num_steps, parse_arg
 from ar_gen.families._discrete import DiscreteTokenTask
 from ar_gen.families._registry import BenchSpec, Family
 from ar_gen.layout import TokenLayout
@@ -59,6 +62,59 @@ class ResidualSteps(nnx.Module):
       return carry
     f_hat_BhwD = self.quantizer.accumulate(carry[1], group, tokens_Bl)
     return self.model.scale_inputs(self.quantizer.next_inputs(f_hat_BhwD, group + 1), group + 1), f_hat_BhwD
+
+
+def default_config(tokenizer_workdir: str, **data) -> ml_collections.ConfigDict:
+  """A next-scale (VAR) training config with every key and its default (configs/*.py start from it).
+
+  frozen.tokenizer: the work directory of a tokenizer with a residual quantizer (model.quantizer='multiscale').
+  model: VAR's `depth` d (width 64 d and d heads unless `dim` / `num_heads` are set), MLP ratio, class dropout,
+  attention implementation. sample: VAR's defaults: guidance ramped linearly over the scales (`cfg_scale` 1 +
+  VAR's cfg), top-k 900, top-p 0.96.
+  """
+  c = base_config(**data)
+  c.task = "next_scale"
+  c.frozen = ml_collections.ConfigDict(dict(tokenizer=tokenizer_workdir))
+  c.model = ml_collections.ConfigDict(dict(
+      depth=16, dim=0, num_heads=0, mlp_ratio=4.0, num_classes=1000, class_dropout=0.1, attn_impl="auto",
+      norm_eps=1e-6, dtype="float32", param_dtype="float32"))
+  c.sample = ml_collections.ConfigDict(dict(
+      temperature=1.0, top_k=900, top_p=0.96, cfg_scale=2.5, cfg_schedule="linear", cfg_interval=(0.0, 1.0)))
+  c.optimizer.update(lr=8e-5 * 768 / 256, weight_decay=0.05, b1=0.9, b2=0.95)
+  return c
+
+
+# VAR's recipe per depth: ImageNet epochs at batch 768 (1,281,167 // 768 = 1668 steps per epoch, `num_steps`).
+VAR_EPOCHS = {16: 200, 20: 250, 24: 350, 30: 350}
+IMAGENET_TRAIN_EXAMPLES = 1_281_167  # tfds imagenet2012 train
+
+
+def imagenet_var_config(arg=None) -> ml_collections.ConfigDict:
+  """VAR-d`depth` on ImageNet 256 (configs/imagenet256_var.py:depth=N, N in VAR_EPOCHS): batch 768, AdamW (0.9,
+  0.95), lr 8e-5 per 256 images, weight decay 0.05, grad clip 2, warmup 2% of training, bf16 compute, FSDP over all
+  devices for d24+."""
+  arg = parse_arg(arg, depth=None, runlocal=False, tokenizer="runs/imagenet256_var_tok")
+  depth = arg.depth
+  if not (isinstance(depth, int) and not isinstance(depth, bool) and depth in VAR_EPOCHS):
+    raise ConfigError(f"imagenet256_var.py needs :depth=N with N one of VAR's depths {sorted(VAR_EPOCHS)}, "
+                      f"got {'no depth' if depth is None else f'depth={depth!r}'}")
+  c = default_config(arg.tokenizer, train="tfds:imagenet2012:train", eval="tfds:imagenet2012:validation",
+                        image_size=256, channels=3, resize="crop", random_flip=True)
+  c.batch_size = 768
+  c.total_steps = num_steps(epochs=VAR_EPOCHS[depth], batch_size=c.batch_size, dataset_size=IMAGENET_TRAIN_EXAMPLES)
+  c.log_every_steps = 100
+  c.ckpt_every_steps = c.vis_every_steps = 5000
+  c.optimizer.update(lr=8e-5 * c.batch_size / 256, warmup_steps=c.total_steps // 50, end_lr_factor=0.0,
+                     weight_decay=0.05, b1=0.9, b2=0.95, grad_clip=2.0)
+  c.model.update(depth=depth, num_classes=1000, class_dropout=0.1, dtype="bfloat16")
+  if depth >= 24:
+    c.mesh.update(data=1, fsdp=-1)
+  if arg.runlocal:
+    c.update(total_steps=1, batch_size=2, log_every_steps=1, ckpt_every_steps=1, vis_every_steps=1, vis_examples=2)
+    c.data.update(image_size=64, num_threads=1)
+    c.mesh.update(data=-1, fsdp=1)
+    c.model.update(depth=2, dim=64, num_heads=2, dtype="float32")
+  return c
 
 
 def bench_steps(spec: BenchSpec) -> "ResidualSteps":

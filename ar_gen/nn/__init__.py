@@ -1,5 +1,5 @@
 """Shared NNX building blocks. Weights name their logical axes (`logical()`); the trainer places them on the mesh
-(ar_gen/train/sharding.py), so Flax's eager variable sharding is switched off here."""
+(ar_gen/runs/sharding.py), so Flax's eager variable sharding is switched off here."""
 
 from flax import config as _flax_config
 

@@ -1,1 +1,2 @@
-"""One trainer for every model of ar-gen: tokenizers now, AR generators later (see `task.py`)."""
+"""The one training loop for every task (tokenizers, AR families, the classifier), AOT compilation, preemption and
+metric logging; the run state it trains lives in `ar_gen/runs`."""
