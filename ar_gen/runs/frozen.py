@@ -1,0 +1,89 @@
+"""Frozen components: trained runs that another run reads but does not train, declared by name in the config.
+
+`config.frozen` maps a name to a source: the tokenizer of an AR model now (`frozen.tokenizer`); a stage-1 model, a
+draft model or a pixel decoder later. A source is a trained work directory, or a config file (`configs/X.py[:ARGS]`)
+or a work directory without a checkpoint when only shapes are needed (`ar-gen compile`). This module is the one
+place that loads them: `load_all(config)` gives {name: FrozenComponent} with real weights (EMA if kept), or with
+`abstract=True` only their shapes. The component's module is what the source run's task exports (the tokenizer of
+a tokenizer run, the model of an AR run); its state is an argument of the jitted functions, never trained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import jax
+import ml_collections
+from flax import nnx
+
+from ar_gen import config as config_lib
+
+
+@dataclasses.dataclass
+class FrozenComponent:
+  """A frozen module: its source, the source run's config, graph definition, state (or shapes) and step."""
+
+  name: str
+  source: str
+  config: ml_collections.ConfigDict
+  graphdef: Any
+  state: Any
+  step: int | None
+
+  def module(self, state: Any = None) -> nnx.Module:
+    """The module with `state` (inside traced code: the `frozen[name]` argument) or the loaded one."""
+    return nnx.merge(self.graphdef, self.state if state is None else state)
+
+  @property
+  def layout(self):
+    """The component's token layout (a tokenizer's, or the layout an AR model generates)."""
+    return self.module().layout
+
+  def check_data(self, data: ml_collections.ConfigDict) -> None:
+    """The reading run's images must be prepared as this component's were."""
+    for key in ("image_size", "channels", "resize"):
+      if data[key] != self.config.data[key]:
+        raise ValueError(f"data.{key}={data[key]!r} differs from frozen.{self.name}'s ({self.config.data[key]!r}, "
+                         f"{self.source})")
+
+
+def _source_config(name: str, source: str) -> tuple[ml_collections.ConfigDict, bool]:
+  """(the source's config, whether it has weights on disk)."""
+  if not source:
+    raise ValueError(f"frozen.{name} is empty: set it to the work directory of a trained run")
+  spec_file = source.partition(":")[0]
+  if spec_file.endswith(".py"):
+    return config_lib.load_config(source), False
+  if not os.path.isfile(os.path.join(source, "config.json")):
+    raise FileNotFoundError(f"frozen.{name}={source!r}: no config.json there (a trained work directory, or a "
+                            "configs/X.py file for shapes only)")
+  return config_lib.load_workdir_config(source), True
+
+
+def load(name: str, source: str, abstract: bool = False) -> FrozenComponent:
+  """The frozen component `name` from `source` (real weights unless `abstract`)."""
+  from ar_gen.runs import run as run_lib  # pylint: disable=g-import-not-at-top  # run.py loads frozen components
+  config, has_weights = _source_config(name, source)
+  if abstract:
+    run = run_lib.Run(config, abstract_frozen=True)
+    module = nnx.eval_shape(lambda: run.task.export(run.task.build(nnx.Rngs(0))))
+    graphdef, state = nnx.split(module)
+    return FrozenComponent(name, source, config, graphdef, state, None)
+  if not has_weights:
+    raise ValueError(f"frozen.{name}={source!r} is a config file: it has no weights to load (train it first)")
+  run, state, step = run_lib.restore_run(source)
+  graphdef, module_state = nnx.split(run.task.export(run.model(state)))
+  return FrozenComponent(name, source, config, graphdef, module_state, step)
+
+
+def load_all(config: ml_collections.ConfigDict, abstract: bool = False) -> dict[str, FrozenComponent]:
+  """Every component of `config.frozen` (none if the config has no such section)."""
+  sources = config.get("frozen") or {}
+  return {name: load(name, str(source), abstract) for name, source in sources.items()}
+
+
+def shapes(state: Any) -> Any:
+  """ShapeDtypeStructs of a state (for lowering without weights)."""
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)

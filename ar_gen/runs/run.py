@@ -1,0 +1,78 @@
+"""A run: a config's task with its graph definition, optimizer and train-state functions; loading a work dir.
+
+The train state is a plain pytree {step, params, opt_state, ema, rest, rng}; `rest` holds the module's
+non-trainable variables (e.g. code usage statistics). `Run(config)` loads the config's frozen components (real
+weights) or, with `abstract_frozen=True`, only their shapes (what `ar-gen compile` needs: no checkpoint on disk).
+`restore_run(workdir)` gives a trained work directory's run and state; the trainer, the sampler, the evaluators
+and the frozen-component loader all use it, and it lives here, not in the trainer, so that none of them imports the
+training loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from ar_gen import config as config_lib
+from ar_gen.runs import checkpoint, frozen as frozen_lib, optim, sharding
+from ar_gen.runs.task import Task, get_task
+
+
+def split_params(model: nnx.Module):
+  """(graphdef, params, rest) of a module."""
+  return nnx.split(model, nnx.Param, ...)
+
+
+class Run:
+  """A task with its graph definition, optimizer, frozen components and state functions for one config."""
+
+  def __init__(self, config: ml_collections.ConfigDict, *, abstract_frozen: bool = False,
+               frozen: dict[str, frozen_lib.FrozenComponent] | None = None):
+    self.config = config
+    self.frozen = frozen if frozen is not None else frozen_lib.load_all(config, abstract=abstract_frozen)
+    self.task: Task = get_task(config, self.frozen)
+    self.tx = optim.make_optimizer(config.optimizer, config.total_steps)
+    abstract_module = nnx.eval_shape(lambda: self.task.build(nnx.Rngs(0)))
+    self.graphdef = nnx.graphdef(abstract_module)
+    self.param_names = sharding.logical_names(nnx.state(abstract_module, nnx.Param))
+    self.use_ema = config.get("ema_decay", 0.0) > 0
+
+  @property
+  def frozen_state(self) -> dict[str, Any] | None:
+    """{name: state} of the frozen components, the `frozen` argument of the task's jitted functions."""
+    return {name: c.state for name, c in self.frozen.items()} or None
+
+  def init(self, rng: jax.Array) -> dict[str, Any]:
+    """A fresh train state (traceable: use under jit for shape-first, sharded init)."""
+    _, params, rest = split_params(self.task.build(nnx.Rngs(rng)))
+    return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": self.tx.init(params),
+            "ema": params if self.use_ema else None, "rest": rest, "rng": rng}
+
+  def abstract_state(self) -> dict[str, Any]:
+    return jax.eval_shape(self.init, jax.random.PRNGKey(0))
+
+  def model(self, state: dict[str, Any], ema: bool = True) -> nnx.Module:
+    """The module with the EMA weights (if kept and asked for) or the raw ones."""
+    params = state["ema"] if ema and state.get("ema") is not None else state["params"]
+    return nnx.merge(self.graphdef, params, state["rest"])
+
+
+def restore_run(workdir: str, step: int | None = None) -> tuple[Run, dict[str, Any], int]:
+  """Loads a work directory's config, frozen components and latest (or given) checkpoint: (run, state, step)."""
+  config = config_lib.load_workdir_config(workdir)
+  run = Run(config)
+  ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_ckpts, async_save=False)
+  try:
+    if ckpt.latest_step() is None:
+      raise FileNotFoundError(f"{workdir} has no checkpoint under {ckpt.directory}: train it first with "
+                              f"`ar-gen train --config ... --workdir {workdir}`")
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = checkpoint.restore_target(run.abstract_state(), device)
+    state, _, step = ckpt.restore(target, step=step, with_data=False)
+  finally:
+    ckpt.close()
+  return run, state, step
