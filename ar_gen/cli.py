@@ -96,10 +96,12 @@ def _eval_tokenizer_arguments(p):
   p.add_argument("--workdir", required=True)
   p.add_argument("--max-examples", type=int, default=None)
   p.add_argument("--batch-size", type=int, default=100)
+  _distributed_flags(p)
 
 
 def _eval_tokenizer(args, overrides):
   from ar_gen.eval import tokenizer_eval  # pylint: disable=g-import-not-at-top
+  _initialize_distributed(args)
   print(tokenizer_eval.evaluate(args.workdir, max_examples=args.max_examples, batch_size=args.batch_size))
 
 

@@ -48,6 +48,20 @@ def test_quick_demo_writes_the_summary(tmp_path):
     _check_ar_stage(summary[name])
 
 
+def test_default_stages_are_every_family_without_the_lfq_tokenizer():
+  assert demo.parse_stages("default") == ("tokenizer_vq", "classifier", "next_token", "next_scale")
+  assert demo.parse_stages("all") == ("tokenizers", "classifier", "next_token", "next_scale")
+
+
+def test_the_families_table_has_a_row_per_family():
+  row = dict(tokens_per_image=64, steps_per_image=64, sample_accuracy=0.9, fid=20.0, precision=0.8, recall=0.5,
+             images_per_second=70.0, train_seconds=300.0)
+  text = demo.families_table({"next_token": row, "next_scale": {**row, "steps_per_image": 6}, "classifier": {}})
+  lines = text.splitlines()
+  assert lines[0].startswith("| family") and len(lines) == 4  # header, rule, two families
+  assert "| next_token" in lines[2] and "| next_scale" in lines[3] and "| 6 " in lines[3]
+
+
 def test_unknown_or_incomplete_stages_are_refused():
   with pytest.raises(ValueError, match="tokenisers"):
     demo.parse_stages("tokenisers")
@@ -59,7 +73,7 @@ def test_unknown_or_incomplete_stages_are_refused():
 
 @pytest.mark.slow
 def test_full_demo_meets_the_quality_bar(tmp_path):
-  summary = demo.run(str(tmp_path))
+  summary = demo.run(str(tmp_path), stages="all")
   assert summary["tokenizer_vq"]["psnr"] >= 24 and summary["tokenizer_vq"]["codebook_usage"] >= 0.9
   assert summary["tokenizer_lfq"]["psnr"] >= 22 and summary["tokenizer_lfq"]["codebook_usage"] >= 0.9
   assert summary["next_token"]["sample_accuracy"] >= 0.9 and summary["next_token"]["fid"] > 0

@@ -52,3 +52,31 @@ def test_one_device_eight_devices_and_two_processes_give_the_same_images(trained
   assert one.shape[0] == 12 and one.std() > 0
   np.testing.assert_array_equal(_images(tmp_path / "d8"), one)
   np.testing.assert_array_equal(_images(tmp_path / "p2"), one)
+
+
+def test_eval_tokenizer_on_four_devices_and_two_processes_gives_the_numbers_of_one(trained_vq_workdir, tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
+  results = {}
+  for name, devices, processes in (("one", 1, 1), ("four", 4, 1), ("two_processes", 2, 2)):
+    workdir = str(tmp_path / name)
+    shutil.copytree(trained_vq_workdir, workdir)  # eval.json is written into the work directory
+    cmd = [sys.executable, "-m", "ar_gen.cli", "eval-tokenizer", "--workdir", workdir, "--batch-size", "30",
+           "--max-examples", "100"]
+    port = free_port()
+    procs = [subprocess.Popen(cmd, cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env=_env(devices, **({} if processes == 1 else dict(
+                                  AR_GEN_COORDINATOR=f"localhost:{port}", AR_GEN_NUM_PROCESSES="2",
+                                  AR_GEN_PROCESS_ID=str(i)))))
+             for i in range(processes)]
+    for p in procs:
+      _, stderr = p.communicate(timeout=600)
+      assert p.returncode == 0, stderr[-3000:]
+    with open(os.path.join(workdir, "eval.json")) as f:
+      results[name] = json.load(f)
+  one = results["one"]
+  assert one["num_examples"] == 100
+  for name in ("four", "two_processes"):
+    assert results[name]["num_examples"] == 100 and results[name]["codebook_usage"] == one["codebook_usage"]
+    np.testing.assert_allclose([results[name]["psnr"], results[name]["ssim"], results[name]["perplexity"]],
+                               [one["psnr"], one["ssim"], one["perplexity"]], rtol=1e-5, err_msg=name)

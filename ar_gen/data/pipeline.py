@@ -65,14 +65,15 @@ def train_dataset(data: ml_collections.ConfigDict, batch_size: int, seed: int,
 
 def eval_batches(data: ml_collections.ConfigDict, batch_size: int, max_examples: int | None = None,
                  source: sources.Source | None = None) -> Iterator[dict[str, np.ndarray]]:
-  """One pass over `data.eval` for this process, in order, the last batch possibly smaller."""
+  """One pass over `data.eval` (its first `max_examples`) for this process, in order, the last batch possibly
+  smaller."""
   source = source if source is not None else open_split(data, "eval")
   prep = functools.partial(preprocess.preprocess, **_prep_kwargs(data))
   if getattr(source, "is_tokens", False):
     prep = _token_record
-  ds = _shard(grain.MapDataset.source(source))
-  if max_examples is not None:
+  ds = grain.MapDataset.source(source)
+  if max_examples is not None:  # the first examples of the split, whatever the process count
     ds = ds[:max_examples]
-  ds = ds.map(prep).batch(batch_size, drop_remainder=False)
+  ds = _shard(ds).map(prep).batch(batch_size, drop_remainder=False)
   options = grain.ReadOptions(num_threads=data.get("num_threads", 4), prefetch_buffer_size=data.get("prefetch", 8))
   return iter(ds.to_iter_dataset(options))

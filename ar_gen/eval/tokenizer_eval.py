@@ -1,6 +1,8 @@
 """`ar-gen eval-tokenizer`: PSNR, SSIM, codebook usage and perplexity of a trained tokenizer on held-out data.
 
-Uses the EMA weights when the run kept them. Writes `DIR/eval.json` and `DIR/images/eval_recon.png` (originals
+Uses the EMA weights when the run kept them. Each process evaluates its share of the split (`eval_batches`), its
+batches sharded over its local devices (padded to a multiple of their count); per-image numbers and code counts
+are gathered from every process, so 1 device, several devices and several processes give the same numbers. Writes `DIR/eval.json` and `DIR/images/eval_recon.png` (originals
 over reconstructions). Usage is the fraction of the K codes used at least once over the whole held-out split.
 For a progressive layout (several token maps: multi-scale, frequency bands) `psnr_by_scales[k]` is the PSNR of
 decoding from the first k + 1 maps only (the progressive preview; the last entry is `psnr`), and
@@ -16,13 +18,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import tqdm
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ar_gen import images
 from ar_gen.data import pipeline
 from ar_gen.runs.run import restore_run
 from tokenizers import losses
 from tokenizers.task import perplexity
-from tokenizers.vq import code_histogram
+
+
+def _all_processes(x_N: np.ndarray) -> np.ndarray:
+  """The rows of every process, concatenated in process order (this process's rows alone on one process)."""
+  if jax.process_count() == 1:
+    return x_N
+  counts = multihost_utils.process_allgather(np.asarray([len(x_N)]))[:, 0]
+  padded = np.zeros((int(counts.max()), *x_N.shape[1:]), x_N.dtype)
+  padded[:len(x_N)] = x_N
+  every = multihost_utils.process_allgather(padded)
+  return np.concatenate([every[p, :int(n)] for p, n in enumerate(counts)])
 
 
 def evaluate(workdir: str, max_examples: int | None = None, batch_size: int = 100,
@@ -34,31 +48,39 @@ def evaluate(workdir: str, max_examples: int | None = None, batch_size: int = 10
   layout = tokenizer.layout
   num_scales = len(layout.maps) if layout.progressive else 0
 
+  devices = jax.local_devices()
+  sharded = NamedSharding(Mesh(np.asarray(devices), ("batch",)), P("batch"))
+
   @jax.jit
   def measure(x):
     indices = tokenizer.encode(x)
     x_rec = tokenizer.decode(indices)
     prefixes = [tokenizer.decode(indices, n) for n in range(1, num_scales)]
     by_scale = jnp.stack([losses.psnr(p, x) for p in prefixes + [x_rec]], axis=1) if num_scales else None
-    return losses.psnr(x_rec, x), losses.ssim(x_rec, x), code_histogram(indices, k), x_rec, by_scale, prefixes
+    return losses.psnr(x_rec, x), losses.ssim(x_rec, x), indices, x_rec, by_scale, prefixes
 
   psnr, ssim, hist, originals, recons, by_scales, previews = [], [], np.zeros(k, np.float64), [], [], [], []
   batches = pipeline.eval_batches(run.config.data, batch_size, max_examples=max_examples)
   for batch in tqdm.tqdm(batches, desc="eval-tokenizer", unit="batch", disable=jax.process_index() != 0):
-    p, s, h, x_rec, by_scale, prefixes = jax.device_get(measure(jnp.asarray(batch["image"])))
+    n = len(batch["image"])
+    padded = np.concatenate([batch["image"], np.repeat(batch["image"][-1:], -n % len(devices), axis=0)])
+    p, s, indices, x_rec, by_scale, prefixes = jax.tree.map(
+        lambda a: a[:n], jax.device_get(measure(jax.device_put(padded, sharded))))
     psnr.append(p), ssim.append(s), by_scales.append(by_scale)
-    hist += h
+    hist += np.bincount(np.asarray(indices).reshape(-1), minlength=k)
     take = max(0, min(2, grid_examples - len(originals)))  # two per batch: a spread over the split
     originals.extend(batch["image"][:take]), recons.extend(x_rec[:take])
     previews.extend(np.stack([q[:take] for q in prefixes] + [x_rec[:take]], axis=1))
   if not psnr:
     raise ValueError(f"the eval split {run.config.data.eval!r} of {workdir} is empty")
-  psnr, ssim = np.concatenate(psnr), np.concatenate(ssim)
+  psnr, ssim = _all_processes(np.concatenate(psnr)), _all_processes(np.concatenate(ssim))
+  if jax.process_count() > 1:
+    hist = multihost_utils.process_allgather(hist).sum(0)
   result = {"psnr": float(np.mean(psnr)), "ssim": float(np.mean(ssim)), "codebook_usage": float(np.mean(hist > 0)),
             "perplexity": perplexity(hist), "codebook_size": int(k), "num_examples": int(len(psnr)),
             "step": int(step), "dataset": run.config.data.eval}
   if num_scales:
-    result["psnr_by_scales"] = np.mean(np.concatenate(by_scales), axis=0).tolist()
+    result["psnr_by_scales"] = np.mean(_all_processes(np.concatenate(by_scales)), axis=0).tolist()
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "eval.json"), "w") as f:
       json.dump(result, f, indent=2)
