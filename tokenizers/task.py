@@ -52,7 +52,7 @@ class TokenizerTask:
     self.loss_config = config.loss
     if self.loss_config.rec not in REC_LOSSES:
       raise ValueError(f"loss.rec must be one of {sorted(REC_LOSSES)}, got {self.loss_config.rec!r}")
-    self.lpips = lpips.load_weights(self.loss_config.lpips_path) if self.loss_config.lpips_path else None
+    self._lpips = None  # the LPIPS weights, read on first use (a task constructor does no I/O)
 
   def build(self, rngs: nnx.Rngs) -> TokenizerWithDiscriminator:
     m, c = self.config.model, self.config.data.channels
@@ -74,8 +74,10 @@ class TokenizerTask:
     nll = lc.rec_weight * REC_LOSSES[lc.rec](x_rec.astype(jnp.float32), x)
     if lc.ms_ssim_weight > 0:
       nll = nll + lc.ms_ssim_weight * (1.0 - jnp.mean(losses.ms_ssim(x_rec, x)))
-    if self.lpips is not None:
-      nll = nll + lc.lpips_weight * jnp.mean(lpips.distance(self.lpips, x_rec, x))
+    if lc.lpips_path:
+      if self._lpips is None:
+        self._lpips = lpips.load_weights(lc.lpips_path)
+      nll = nll + lc.lpips_weight * jnp.mean(lpips.distance(self._lpips, x_rec, x))
     return nll
 
   def loss(self, model: TokenizerWithDiscriminator, batch: dict, rng: jax.Array, step: jax.Array, frozen: Any):

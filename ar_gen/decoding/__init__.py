@@ -1,1 +1,2 @@
-"""Decoding: the one sampler driver (`driver.py`), its heads, and logits processors (temperature, top-k, top-p, guidance)."""
+"""Decoding: the one sampler driver (`driver.py`), its heads, and the logits processors (temperature, top-k, top-p,
+classifier-free guidance)."""
