@@ -25,11 +25,13 @@ import time
 
 import numpy as np
 
+from ar_gen import config as config_lib
 from ar_gen import table
 from ar_gen.data import pipeline
 from ar_gen.eval.classifier import Classifier
 from ar_gen.families._registry import registered
 from ar_gen.layout import TokenLayout
+from ar_gen.train import metrics_log
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 TOKENIZER_CONFIGS = {"tokenizer_vq": "mnist_vq.py", "tokenizer_lfq": "mnist_lfq.py"}
@@ -85,6 +87,9 @@ class Jobs:
 
   def run(self) -> dict[str, float]:
     """Runs every job; returns each one's wall seconds. A failed job stops the others and raises naming its log."""
+    unknown = {a for _, after in self.pending.values() for a in after} - set(self.pending)
+    if unknown:
+      raise ValueError(f"demo jobs wait for jobs that were never added: {sorted(unknown)}")
     while self.pending or self.running:
       for name in [n for n, (_, after) in self.pending.items() if all(a in self.seconds for a in after)]:
         if len(self.running) < MAX_PARALLEL:
@@ -136,7 +141,6 @@ def classifier_result(workdir: str, seconds: float) -> dict:
 
 def family_result(workdir: str, num_samples: int) -> dict:
   """The family run's last sample-quality numbers (metrics.jsonl) and its layout."""
-  from ar_gen.train import metrics_log  # pylint: disable=g-import-not-at-top
   rows = [r for r in metrics_log.read_metrics(workdir) if f"{EVAL}/fid" in r]
   if not rows:
     raise RuntimeError(f"{workdir}/metrics.jsonl has no {EVAL} numbers")
@@ -148,7 +152,8 @@ def family_result(workdir: str, num_samples: int) -> dict:
   out = os.path.join(workdir, "evals", f"{EVAL}_{step:07d}")
   return {"sample_accuracy": row[f"{EVAL}/accuracy"], "fid": row[f"{EVAL}/fid"],
           "precision": row[f"{EVAL}/precision"], "recall": row[f"{EVAL}/recall"],
-          "images_per_second": row[f"{EVAL}/images_per_second"], "num_samples": num_samples,
+          "images_per_second": row[f"{EVAL}/images_per_second"], "eval_seconds": row[f"{EVAL}/seconds"],
+          "num_samples": num_samples,
           "tokens_per_image": layout.num_tokens, "steps_per_image": layout.num_groups,
           "grid": os.path.join(out, "grid.png"), "fid_json": os.path.join(out, "fid.json"), "workdir": workdir}
 
@@ -182,7 +187,6 @@ def run(out: str = "runs/demo", quick: bool = False, stages: str = "default") ->
   tokenizers.update({f.demo_tokenizer: f.demo_tokenizer_config for f in families.values()})
   for name, config_file in tokenizers.items():
     jobs.add(name, _train_args(config_file, workdir(name), quick))
-    jobs.add(f"eval_{name}", ["eval-tokenizer", "--workdir", workdir(name)], after=(name,))
   if "classifier" in stages:
     jobs.add("classifier", _train_args("mnist_classifier.py", workdir("classifier"), quick))
   num_samples = 100 if quick else 1000
@@ -196,6 +200,8 @@ def run(out: str = "runs/demo", quick: bool = False, stages: str = "default") ->
                  f"evals.{EVAL}.every_steps={_total_steps(family.demo_config, quick)}"]
     jobs.add(name, _train_args(family.demo_config, workdir(name), quick, overrides),
              after=(f"extract_{name}", "classifier"))
+  for name in tokenizers:  # after the extractions and trainings that wait for the same tokenizer: off the critical path
+    jobs.add(f"eval_{name}", ["eval-tokenizer", "--workdir", workdir(name)], after=(name,))
   seconds = jobs.run()
 
   summary = {}
@@ -206,7 +212,8 @@ def run(out: str = "runs/demo", quick: bool = False, stages: str = "default") ->
     summary["classifier"] = classifier_result(workdir("classifier"), seconds["classifier"])
     _report(out, summary, "classifier")
   for name in families:
-    summary[name] = {**family_result(workdir(name), num_samples), "train_seconds": seconds[name],
+    result = family_result(workdir(name), num_samples)
+    summary[name] = {**result, "train_seconds": seconds[name] - result["eval_seconds"],
                      "extract_seconds": seconds[f"extract_{name}"]}
     _report(out, summary, name)
   if families:
@@ -218,6 +225,5 @@ def run(out: str = "runs/demo", quick: bool = False, stages: str = "default") ->
 
 
 def _total_steps(config_file: str, quick: bool) -> int:
-  from ar_gen import config as config_lib  # pylint: disable=g-import-not-at-top
   path = os.path.join(CONFIG_DIR, config_file) + (":runlocal" if quick else "")
   return int(config_lib.load_config(path).total_steps)

@@ -91,7 +91,7 @@ class TokenLayout:
 
   @property
   def equal_groups(self) -> bool:
-    """Whether all AR steps emit the same number of tokens (then the sampler runs them in a `fori_loop`)."""
+    """Whether all AR steps emit the same number of tokens."""
     return len(set(self.group_sizes)) == 1
 
   @property

@@ -15,9 +15,9 @@ from tokenizers.multiscale import VAR_SCALES
 
 def get_config(arg=None):
   arg = parse_arg(arg, runlocal=False)
-  c = imagenet_tokenizer_config(total_steps=400_000, batch_size=128, ema_decay=0.9999)
+  c = imagenet_tokenizer_config("multiscale", total_steps=400_000, batch_size=128, ema_decay=0.9999)
   c.optimizer.update(lr=1e-4, warmup_steps=1000, b1=0.9, b2=0.95, weight_decay=0.05, grad_clip=1.0)
-  c.model.update(quantizer="multiscale", channels=160, channel_mult=(1, 1, 2, 2, 4), num_res_blocks=2,
+  c.model.update(channels=160, channel_mult=(1, 1, 2, 2, 4), num_res_blocks=2,
                  z_channels=32, attention=True, quant_conv_kernel=3)
   c.model.multiscale.update(codebook_size=4096, code_dim=32, normalize=False, scales=VAR_SCALES, phi_ratio=0.5,
                             num_phi=4, beta=0.25)

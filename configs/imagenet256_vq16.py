@@ -14,9 +14,9 @@ from tokenizers.config import imagenet_tokenizer_config, shrink_for_runlocal
 
 def get_config(arg=None):
   arg = parse_arg(arg, runlocal=False)
-  c = imagenet_tokenizer_config(total_steps=400_000, batch_size=128, ema_decay=0.9999)
+  c = imagenet_tokenizer_config("vq", total_steps=400_000, batch_size=128, ema_decay=0.9999)
   c.optimizer.update(lr=1e-4, warmup_steps=1000, b1=0.9, b2=0.95, weight_decay=0.05, grad_clip=1.0)
-  c.model.update(quantizer="vq", channels=128, channel_mult=(1, 1, 2, 2, 4), num_res_blocks=2, z_channels=256,
+  c.model.update(channels=128, channel_mult=(1, 1, 2, 2, 4), num_res_blocks=2, z_channels=256,
                  attention=True)
   c.model.vq.update(codebook_size=16384, code_dim=8, beta=0.25, restart_every_steps=0)
   c.loss.update(rec="l2", ms_ssim_weight=0.1, disc_weight=0.5, disc_start=20_000)

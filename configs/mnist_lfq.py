@@ -10,7 +10,6 @@ from tokenizers.config import mnist_tokenizer_config
 
 def get_config(arg=None):
   arg = parse_arg(arg, runlocal=False, steps=350)
-  c = mnist_tokenizer_config(arg.steps, arg.runlocal)
-  c.model.quantizer = "lfq"
+  c = mnist_tokenizer_config("lfq", arg.steps, arg.runlocal)
   c.model.lfq.update(num_bits=8, beta=0.25, entropy_weight=0.05, diversity_gamma=1.0, entropy_temperature=0.1)
   return c

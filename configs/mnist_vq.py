@@ -12,7 +12,6 @@ from tokenizers.config import mnist_tokenizer_config
 
 def get_config(arg=None):
   arg = parse_arg(arg, runlocal=False, steps=500)
-  c = mnist_tokenizer_config(arg.steps, arg.runlocal)
-  c.model.quantizer = "vq"
+  c = mnist_tokenizer_config("vq", arg.steps, arg.runlocal)
   c.model.vq.update(codebook_size=256, code_dim=8, restart_every_steps=50)
   return c

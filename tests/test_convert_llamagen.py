@@ -31,7 +31,7 @@ def fixture():
 @pytest.fixture(scope="module")
 def tokenizer(fixture):
   sd = golden.state_dict(fixture, "vq")
-  m = tokenizer_config().model
+  m = tokenizer_config("vq").model
   m.update(llamagen.vq_model_config(sd))
   assert (m.channels, tuple(m.channel_mult), m.num_res_blocks, m.vq.codebook_size) == (32, (1, 2), 1, 64)
   image_size = fixture["vq_in/images"].shape[1]

@@ -34,7 +34,8 @@ def quantizer():
 
 
 def _model(impl="xla"):
-  return NextScaleModel(MultiScaleQuantizer(VOCAB, CODE_DIM, SCALES, rngs=nnx.Rngs(0)).layout, CODE_DIM, 10, depth=2, dim=32, num_heads=2, class_dropout=0.0, attn_impl=impl,
+  layout = MultiScaleQuantizer(VOCAB, CODE_DIM, SCALES, rngs=nnx.Rngs(0)).layout
+  return NextScaleModel(layout, CODE_DIM, 10, depth=2, dim=32, num_heads=2, class_dropout=0.0, attn_impl=impl,
                         rngs=nnx.Rngs(1))
 
 
@@ -151,10 +152,12 @@ def test_greedy_sampler_agrees_with_teacher_forcing_and_guidance_off_is_conditio
       return driver.sample(ResidualSteps(model, quantizer), CategoricalHead(cfg), {"label": labels},
                            jax.random.PRNGKey(0), cfg)
     tokens = sample()
-    return tokens, model(quantizer.teacher_inputs(tokens), labels), sample(cfg_scale=4.0)
+    return (tokens, model(quantizer.teacher_inputs(tokens), labels), sample(cfg_scale=4.0),
+            sample(cfg_scale=4.0, cfg_interval=(0.0, 0.0)))
 
-  tokens, logits, guided = run(model, quantizer)
+  tokens, logits, guided, switched_off = run(model, quantizer)
   np.testing.assert_array_equal(jnp.argmax(logits, -1), tokens)
+  np.testing.assert_array_equal(switched_off, tokens)  # guidance on no step == conditional sampling
   assert not np.array_equal(guided, tokens)
   np.testing.assert_array_equal(guided[:, 0], tokens[:, 0])  # the ramp starts at scale 1 (VAR: t = cfg * 0)
 

@@ -11,6 +11,7 @@ from ar_gen import cli, config as config_lib
 from ar_gen.families._registry import registered
 from ar_gen.layout import TokenLayout
 from ar_gen.runs import frozen as frozen_lib
+from ar_gen.runs.run import Run
 from ar_gen.runs.task import family_names, task_class
 from ar_gen.train import metrics_log, trainer
 from tests.conftest import CONFIGS, tiny_ar_config
@@ -79,6 +80,13 @@ def test_a_config_file_has_no_weights_to_train_on():
   assert abstract.layout == TokenLayout.raster((8, 8), 256) and abstract.step is None
 
 
+def test_an_ar_run_given_as_the_tokenizer_is_refused_by_name(trained_next_token_workdir):
+  config = config_lib.load_config(os.path.join(CONFIGS, "mnist_next_token.py"),
+                                  ["data.image_size=16", f"frozen.tokenizer={trained_next_token_workdir}"])
+  with pytest.raises(ValueError, match="holds a 'next_token' run, which gives a generator, not a tokenizer"):
+    Run(config)
+
+
 def test_a_missing_frozen_component_is_named(tmp_path):
   with pytest.raises(FileNotFoundError, match="frozen.tokenizer=.*no config.json"):
     frozen_lib.load("tokenizer", str(tmp_path / "nowhere"))
@@ -91,7 +99,8 @@ def test_the_sample_quality_evaluator_writes_fid_into_metrics(trained_vq_workdir
   workdir = str(tmp_path / "next_token")
   config = tiny_ar_config("mnist_next_token.py", trained_vq_workdir, "total_steps=4", "ckpt_every_steps=4",
                           "evals.sample_quality.every_steps=2", "evals.sample_quality.num_images=20",
-                          "evals.sample_quality.batch_size=10", f"evals.sample_quality.features=classifier:{classifier}")
+                          "evals.sample_quality.batch_size=10",
+                          f"evals.sample_quality.features=classifier:{classifier}")
   last = trainer.train(config, workdir)
   rows = [r for r in metrics_log.read_metrics(workdir) if "sample_quality/fid" in r]
   assert [r["step"] for r in rows] == [2, 4]

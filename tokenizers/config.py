@@ -6,29 +6,32 @@ from ar_gen.config import base_config
 from tokenizers.model import QUANTIZERS
 
 
-def tokenizer_config(**data) -> ml_collections.ConfigDict:
+def tokenizer_config(quantizer: str = "vq", **data) -> ml_collections.ConfigDict:
   """A tokenizer training config with every key and its default; experiment files change what they need.
 
-  model: `quantizer` (the name of one of the sub-sections `vq`, `lfq`, `multiscale`, each with its own keys and
-  defaults: `tokenizers/<name>.py::default_config`), encoder/decoder widths, projection kernel. loss:
+  model: `quantizer` (vq, lfq, multiscale) and its own section `model.<quantizer>` only (its keys and defaults:
+  `tokenizers/<quantizer>.py::default_config`), encoder/decoder widths, projection kernel. loss:
   reconstruction (l1 | l2), MS-SSIM, LPIPS (when lpips_path names converted weights), PatchGAN (off when
   disc_weight=0).
   """
+  if quantizer not in QUANTIZERS:
+    raise ValueError(f"quantizer must be one of {sorted(QUANTIZERS)}, got {quantizer!r}")
   c = base_config(**data)
   c.task = "tokenizer"
   c.model = ml_collections.ConfigDict(dict(
-      quantizer="vq", channels=128, channel_mult=(1, 1, 2, 2, 4), num_res_blocks=2, z_channels=256,
-      attention=True, dtype="float32", param_dtype="float32", quant_conv_kernel=1,
-      **{name: module.default_config() for name, module in QUANTIZERS.items()}))
+      quantizer=quantizer, channels=128, channel_mult=(1, 1, 2, 2, 4), num_res_blocks=2, z_channels=256,
+      attention=True, dtype="float32", param_dtype="float32", quant_conv_kernel=1))
+  c.model[quantizer] = QUANTIZERS[quantizer].default_config()
   c.loss = ml_collections.ConfigDict(dict(
       rec="l2", rec_weight=1.0, ms_ssim_weight=0.0, lpips_path="", lpips_weight=1.0, disc_weight=0.0, disc_start=20000,
       disc_channels=64, disc_layers=3))
   return c
 
 
-def mnist_tokenizer_config(steps: int, runlocal: bool) -> ml_collections.ConfigDict:
-  """The CPU-sized MNIST setting shared by configs/mnist_vq.py and mnist_lfq.py: 32x32 digits -> 8x8 tokens."""
-  c = tokenizer_config(train="bundled:mnist:train", eval="bundled:mnist:test", image_size=32, channels=1,
+def mnist_tokenizer_config(quantizer: str, steps: int, runlocal: bool) -> ml_collections.ConfigDict:
+  """The CPU-sized MNIST setting shared by configs/mnist_vq.py, mnist_lfq.py and mnist_var_tok.py: 32x32 digits
+  -> an 8x8 latent."""
+  c = tokenizer_config(quantizer, train="bundled:mnist:train", eval="bundled:mnist:test", image_size=32, channels=1,
                        resize="pad", num_threads=2)
   c.total_steps = 5 if runlocal else steps
   c.batch_size = 32
@@ -40,10 +43,11 @@ def mnist_tokenizer_config(steps: int, runlocal: bool) -> ml_collections.ConfigD
   return c
 
 
-def imagenet_tokenizer_config(total_steps: int, batch_size: int, ema_decay: float) -> ml_collections.ConfigDict:
+def imagenet_tokenizer_config(quantizer: str, total_steps: int, batch_size: int,
+                              ema_decay: float) -> ml_collections.ConfigDict:
   """The ImageNet 256 setting shared by configs/imagenet256_*.py tokenizers: random crops and flips, logs every
   100 steps, checkpoints and reconstruction grids every 5000."""
-  c = tokenizer_config(train="tfds:imagenet2012:train", eval="tfds:imagenet2012:validation", image_size=256,
+  c = tokenizer_config(quantizer, train="tfds:imagenet2012:train", eval="tfds:imagenet2012:validation", image_size=256,
                        channels=3, resize="crop", random_flip=True)
   c.update(total_steps=total_steps, batch_size=batch_size, ema_decay=ema_decay, log_every_steps=100,
            ckpt_every_steps=5000, vis_every_steps=5000)

@@ -89,6 +89,9 @@ def build_quantizer(m: ml_collections.ConfigDict, grid: tuple[int, int], rngs: n
   """The quantizer named by `m.quantizer`, from its own section `m[m.quantizer]`, for a latent of `grid`."""
   if m.quantizer not in QUANTIZERS:
     raise ValueError(f"model.quantizer must be one of {sorted(QUANTIZERS)}, got {m.quantizer!r}")
+  if m.quantizer not in m:
+    raise ValueError(f"model.quantizer={m.quantizer!r} but the config has no model.{m.quantizer} section: start from "
+                     f"tokenizers.config.tokenizer_config(quantizer={m.quantizer!r})")
   return QUANTIZERS[m.quantizer].from_config(m[m.quantizer], grid, rngs, dtype(m.param_dtype))
 
 

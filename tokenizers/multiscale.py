@@ -168,8 +168,8 @@ class MultiScaleQuantizer(nnx.Module):
 
   def accumulate(self, f_hat_BhwD: jax.Array, group: int, tokens_Bl: jax.Array) -> jax.Array:
     """f_hat after adding group `group`'s tokens [B, p^2] (residual-quantizer protocol)."""
-    p = self.scales[group]
-    return self.add_scale(f_hat_BhwD, group, tokens_Bl.reshape(tokens_Bl.shape[0], p, p))
+    h, w = self.layout.maps[group]
+    return self.add_scale(f_hat_BhwD, group, tokens_Bl.reshape(tokens_Bl.shape[0], h, w))
 
   def next_inputs(self, f_hat_BhwD: jax.Array, group: int) -> jax.Array:
     """Inputs of group `group` > 0 [B, p^2, D]: f_hat of the groups before it, downsampled to its side."""

@@ -46,6 +46,7 @@ class TokenizerTask:
   """Trains a tokenizer of any quantizer (`config.task = 'tokenizer'`); other runs read its `tokenizer`."""
 
   picture = "recon"
+  exports = "tokenizer"
 
   def __init__(self, config: ml_collections.ConfigDict, frozen: dict[str, Any]):
     self.config, self.frozen = config, frozen

@@ -67,8 +67,7 @@ def vq_model_config(sd: StateDict) -> ml_collections.ConfigDict:
   k, d = sd["quantize.embedding.weight"].shape
   return ml_collections.ConfigDict(dict(
       channels=ch, channel_mult=tuple(mult), num_res_blocks=_count(sd, "encoder.conv_blocks.0.res"),
-      z_channels=sd["encoder.conv_out.weight"].shape[0], attention=True, quantizer="vq",
-      vq=dict(codebook_size=k, code_dim=d)))
+      z_channels=sd["encoder.conv_out.weight"].shape[0], attention=True, vq=dict(codebook_size=k, code_dim=d)))
 
 
 def gpt_params(sd: StateDict) -> dict:
@@ -96,7 +95,7 @@ def convert(vq_path: str, gpt_path: str, size: str, image_size: int, out: str) -
   data = dict(train="tfds:imagenet2012:train", eval="tfds:imagenet2012:validation", image_size=image_size,
               channels=3, resize="crop")
   vq_sd, gpt_sd = common.read_torch(vq_path), common.read_torch(gpt_path)
-  tok_config = tokenizer_config(**data)
+  tok_config = tokenizer_config("vq", **data)
   tok_config.model.update(vq_model_config(vq_sd))
   tok_dir = common.save_workdir(tok_config, {"tokenizer": vq_params(vq_sd)},
                                 os.path.abspath(os.path.join(out, "tokenizer")), vq_path)

@@ -83,7 +83,7 @@ def vae_model_config(sd: StateDict, scales: Sequence[int] = VAR_SCALES) -> ml_co
   mult = [sd[f"encoder.down.{lvl}.block.0.conv1.weight"].shape[0] // ch for lvl in range(levels)]
   k, d = sd["quantize.embedding.weight"].shape
   return ml_collections.ConfigDict(dict(
-      quantizer="multiscale", channels=ch, channel_mult=tuple(mult), num_res_blocks=_count(sd, "encoder.down.0.block"),
+      channels=ch, channel_mult=tuple(mult), num_res_blocks=_count(sd, "encoder.down.0.block"),
       z_channels=sd["encoder.conv_out.weight"].shape[0], attention=True,
       quant_conv_kernel=sd["quant_conv.weight"].shape[-1],
       multiscale=dict(codebook_size=k, code_dim=d, normalize=False, scales=tuple(scales), phi_ratio=0.5,
@@ -134,7 +134,7 @@ def convert_state_dicts(vae_sd: StateDict, var_sd: StateDict, out: str, image_si
   from tokenizers.config import tokenizer_config  # pylint: disable=g-import-not-at-top
   data = dict(train="tfds:imagenet2012:train", eval="tfds:imagenet2012:validation", image_size=image_size,
               channels=3, resize="crop")
-  tok_config = tokenizer_config(**data)
+  tok_config = tokenizer_config("multiscale", **data)
   tok_config.model.update(vae_model_config(vae_sd, var_scales(var_sd)))
   tok_dir = common.save_workdir(tok_config, {"tokenizer": vae_params(vae_sd)},
                                 os.path.abspath(os.path.join(out, "tokenizer")), sources[0])

@@ -11,10 +11,11 @@ on logits or inside the head (on a diffusion head's noise prediction).
 Classifier-free guidance is written once, here: the batch is doubled to [conditional; null condition] (the
 family's `null_condition`), the scale at step k of K follows `cfg_schedule` and `cfg_interval`
 (`ar_gen.decoding.logits.guidance_scale`), and the tokens fed back are the conditional half's, repeated. Step k
-draws its randomness from `fold_in(rng, k)`. Groups of equal size (next-token: one token each) run in a
-`lax.fori_loop` after the first (peeled: its inputs come from the condition, not from tokens); groups of
-different sizes (next-scale) are unrolled. The loop's carry is a `SamplingState` pytree, nothing is hidden in
-modules. This package imports no concrete model class.
+draws its randomness from `fold_in(rng, k)`. One-token groups (`group_by="token"`: next-token) run in a
+`lax.fori_loop` after the first (peeled: its inputs come from the condition, not from tokens), with a traced group
+index; map groups (next-scale, next-band) are unrolled, so their steps may use the group as a Python int. The
+loop's carry is a `SamplingState` pytree, nothing is hidden in modules. This package imports no concrete model
+class (an import-linter contract).
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def sample(steps: Steps, head: Head, cond: Any, rng: jax.Array, cfg: SamplingCon
   state, context = begin(steps, cond, rng, cfg)
   sizes, starts = layout.group_sizes, layout.group_starts
   state = advance(steps, head, state, context, 0, 0, sizes[0], cfg)
-  if layout.equal_groups:
+  if layout.group_by == "token":  # equal groups of one token: the group index may be traced
     size = sizes[0]
     state = jax.lax.fori_loop(
         1, layout.num_groups, lambda k, s: advance(steps, head, s, context, k, k * size, size, cfg), state)

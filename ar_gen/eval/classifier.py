@@ -48,6 +48,7 @@ class ClassifierTask(TaskBase):
   """Cross-entropy training of the CNN."""
 
   picture = "inputs"
+  exports = "classifier"
 
   def build(self, rngs: nnx.Rngs) -> CNN:
     d, m = self.config.data, self.config.model

@@ -1,17 +1,18 @@
 """Sharded class-conditional generation: a trained run's images for a list of labels, over every device.
 
 `generate(run, state, labels_N, ...)` is what `ar-gen sample`, the in-training sample-quality evaluator and the
-demo call. The N labels are cut into batches of `batch_size` (rounded up to a multiple of the global device count;
-the last batch padded); each batch is one jitted call of the family's `sample_images`, its batch sharded over a 1-D
-mesh of all devices of all processes, the model and frozen states replicated, the images gathered to every process.
-Batch b draws from `fold_in(PRNGKey(seed), b)` and random numbers are partitionable, so the images depend on the
-seed, the labels and the batch size, not on how many devices or processes share the work.
+demo call. The N labels are cut into batches of `batch_size` (the last one padded with its last label); each batch
+is one call of the family's `sample_images`, compiled once, its rows sharded over a 1-D mesh of all devices of all
+processes (padded to a multiple of the device count with copies of the last label, dropped after), the model and
+frozen states replicated, the images gathered to every process. Batch b draws from `fold_in(PRNGKey(seed), b)`
+and random numbers are partitionable (a row's draws do not depend on the rows after it), so the images depend on
+the seed, the labels and the batch size, not on how many devices or processes share the work.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -59,8 +60,8 @@ def sampling_mesh() -> Mesh:
   return Mesh(np.asarray(jax.devices()), ("batch",))
 
 
-def global_batch_size(batch_size: int, num_devices: int) -> int:
-  """`batch_size` rounded up to a multiple of the device count."""
+def device_batch_size(batch_size: int, num_devices: int) -> int:
+  """`batch_size` rounded up to a multiple of the device count (the rows one sharded call computes)."""
   if batch_size < 1:
     raise ValueError(f"the batch size must be at least 1, got {batch_size}")
   return -(-batch_size // num_devices) * num_devices
@@ -68,18 +69,25 @@ def global_batch_size(batch_size: int, num_devices: int) -> int:
 
 def _put(tree: Any, sharding: NamedSharding) -> Any:
   """Global arrays with `sharding` from host or single-device values identical on every process, or from global
-  arrays of another sharding (a training state)."""
+  arrays of another sharding (a training state, whatever its mesh's device order)."""
   def put(x):
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
-      return jax.jit(lambda a: a, out_shardings=sharding)(x)
+      return jax.device_put(x, sharding)
     x = np.asarray(x)
     return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
   return jax.tree.map(put, tree)
 
 
+class Generated(NamedTuple):
+  images: np.ndarray  # uint8 [N, H, W, C]
+  seconds: float  # sampling, compilation excluded
+  compile_seconds: float
+
+
 def generate(run: Run, state: dict, labels_N: np.ndarray, *, seed: int = 0, batch_size: int = 64,
-             cfg: SamplingConfig | None = None, progress: bool = True) -> tuple[np.ndarray, float]:
-  """(uint8 images [N, H, W, C], seconds) for class labels [N], on every process."""
+             cfg: SamplingConfig | None = None, progress: bool = True, cache: dict | None = None) -> Generated:
+  """Images for class labels [N] on every process; `cache` (a dict the caller keeps) reuses the compiled sampler
+  across calls with the same settings (an in-training evaluator)."""
   jax.config.update("jax_threefry_partitionable", True)
   task = run.task
   cfg = cfg or task.sampling_config()
@@ -87,26 +95,37 @@ def generate(run: Run, state: dict, labels_N: np.ndarray, *, seed: int = 0, batc
   if labels_N.ndim != 1 or not len(labels_N):
     raise ValueError(f"labels must be a non-empty 1-D array, got shape {labels_N.shape}")
   mesh = sampling_mesh()
-  batch = global_batch_size(batch_size, mesh.size)
+  rows = device_batch_size(batch_size, mesh.size)
   replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("batch"))
   graphdef, model_state = nnx.split(run.model(state))
   model_state = _put(model_state, replicated)
   frozen = _put(run.frozen_state, replicated) if run.frozen_state is not None else None
+  key = jax.random.PRNGKey(seed)
+
+  def batch_labels(i: int) -> jax.Array:
+    """Labels of batch i, padded with its last label to `batch_size` (one compiled shape) and then to `rows`."""
+    lab = labels_N[i * batch_size:(i + 1) * batch_size]
+    return _put(np.concatenate([lab, np.full(rows - len(lab), lab[-1], np.int32)]), sharded)
 
   def images_of(model_state, frozen, labels_B, rng):
-    images, _ = task.sample_images(nnx.merge(graphdef, model_state), {"label": labels_B}, rng, frozen, cfg)
+    images, _ = task.sample_images(nnx.merge(graphdef, model_state), task.condition(labels_B), rng, frozen, cfg)
     return images
 
-  fn = jax.jit(images_of, out_shardings=replicated)
-  key = jax.random.PRNGKey(seed)
+  start = time.perf_counter()
+  cache_key = (cfg, rows, tuple(d.id for d in mesh.devices.flat))
+  fn = (cache or {}).get(cache_key)
+  if fn is None:
+    fn = jax.jit(images_of, out_shardings=replicated).lower(model_state, frozen, batch_labels(0), key).compile()
+    if cache is not None:
+      cache[cache_key] = fn
+  compile_seconds = time.perf_counter() - start
   outs, start = [], time.perf_counter()
   bar = tqdm.tqdm(total=len(labels_N), unit="img", desc="sample", disable=not progress or jax.process_index() != 0)
-  for b, i in enumerate(range(0, len(labels_N), batch)):
-    lab = labels_N[i:i + batch]
-    padded = np.concatenate([lab, np.full(batch - len(lab), lab[-1], np.int32)])  # one compiled shape
-    x = fn(model_state, frozen, _put(padded, sharded), jax.random.fold_in(key, b))
-    outs.append(to_uint8(np.asarray(jax.device_get(x.addressable_data(0))))[:len(lab)])
-    bar.update(len(lab))
+  for b in range(-(-len(labels_N) // batch_size)):
+    x = fn(model_state, frozen, batch_labels(b), jax.random.fold_in(key, b))
+    count = min(batch_size, len(labels_N) - b * batch_size)
+    outs.append(to_uint8(np.asarray(jax.device_get(x.addressable_data(0))))[:count])
+    bar.update(count)
     bar.set_postfix({"images/s": f"{sum(len(o) for o in outs) / (time.perf_counter() - start):.2f}"})
   bar.close()
-  return np.concatenate(outs), time.perf_counter() - start
+  return Generated(np.concatenate(outs), time.perf_counter() - start, compile_seconds)

@@ -2,8 +2,9 @@
 
 Uses the EMA weights when the run kept them. Each process evaluates its share of the split (`eval_batches`), its
 batches sharded over its local devices (padded to a multiple of their count); per-image numbers and code counts
-are gathered from every process, so 1 device, several devices and several processes give the same numbers. Writes `DIR/eval.json` and `DIR/images/eval_recon.png` (originals
-over reconstructions). Usage is the fraction of the K codes used at least once over the whole held-out split.
+are gathered from every process, so 1 device, several devices and several processes give the same numbers.
+Writes `DIR/eval.json` and `DIR/images/eval_recon.png` (originals over reconstructions). Usage is the fraction of
+the K codes used at least once over the whole held-out split.
 For a progressive layout (several token maps: multi-scale, frequency bands) `psnr_by_scales[k]` is the PSNR of
 decoding from the first k + 1 maps only (the progressive preview; the last entry is `psnr`), and
 `DIR/images/eval_scales.png` shows the originals over the decodings from 1, 2, ..., K maps.
@@ -71,16 +72,17 @@ def evaluate(workdir: str, max_examples: int | None = None, batch_size: int = 10
     take = max(0, min(2, grid_examples - len(originals)))  # two per batch: a spread over the split
     originals.extend(batch["image"][:take]), recons.extend(x_rec[:take])
     previews.extend(np.stack([q[:take] for q in prefixes] + [x_rec[:take]], axis=1))
-  if not psnr:
-    raise ValueError(f"the eval split {run.config.data.eval!r} of {workdir} is empty")
-  psnr, ssim = _all_processes(np.concatenate(psnr)), _all_processes(np.concatenate(ssim))
+  rows = lambda parts, width: np.concatenate(parts) if parts else np.zeros((0, *width), np.float32)
+  psnr, ssim = _all_processes(rows(psnr, ())), _all_processes(rows(ssim, ()))  # a process may have no examples
   if jax.process_count() > 1:
     hist = multihost_utils.process_allgather(hist).sum(0)
+  if not len(psnr):
+    raise ValueError(f"the eval split {run.config.data.eval!r} of {workdir} is empty")
   result = {"psnr": float(np.mean(psnr)), "ssim": float(np.mean(ssim)), "codebook_usage": float(np.mean(hist > 0)),
             "perplexity": perplexity(hist), "codebook_size": int(k), "num_examples": int(len(psnr)),
             "step": int(step), "dataset": run.config.data.eval}
   if num_scales:
-    result["psnr_by_scales"] = np.mean(_all_processes(np.concatenate(by_scales)), axis=0).tolist()
+    result["psnr_by_scales"] = np.mean(_all_processes(rows(by_scales, (num_scales,))), axis=0).tolist()
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "eval.json"), "w") as f:
       json.dump(result, f, indent=2)

@@ -18,6 +18,7 @@ import ml_collections
 import optax
 from flax import nnx
 
+from ar_gen.conditioning import class_labels
 from ar_gen.config import sample_quality_eval
 from ar_gen.decoding import driver
 from ar_gen.decoding.heads import CategoricalHead
@@ -34,6 +35,7 @@ class DiscreteTokenTask(TaskBase):
     if "tokenizer" not in frozen:
       raise ValueError(f"task {config.task} needs frozen.tokenizer: the work directory of a trained tokenizer")
     self.tokenizer = frozen["tokenizer"]
+    self.tokenizer.check_exports("tokenizer")
     self.tokenizer.check_data(config.data)
     self.layout: TokenLayout = self.tokenizer.layout
 
@@ -52,8 +54,9 @@ class DiscreteTokenTask(TaskBase):
     return self.tokenizer.module(frozen["tokenizer"])
 
   def prepare(self, batch: dict[str, jax.Array], frozen: Any) -> dict[str, jax.Array]:
-    """Adds `tokens` [B, L] from the frozen tokenizer unless the batch has them."""
+    """Adds `tokens` [B, L] from the frozen tokenizer unless the batch has them (then they must fit its layout)."""
     if "tokens" in batch:
+      self.layout.check(batch["tokens"])  # at trace time: a tokens: dataset of another layout is named
       return batch
     return {**batch, "tokens": self.tokenizer_module(frozen).encode(batch["image"])}
 
@@ -64,6 +67,10 @@ class DiscreteTokenTask(TaskBase):
     loss = optax.softmax_cross_entropy_with_integer_labels(logits_BLV, tokens_BL).mean()
     accuracy = jnp.mean(jnp.argmax(logits_BLV, -1) == tokens_BL)
     return loss, {"token_accuracy": accuracy}, None
+
+  def condition(self, labels_B: jax.Array) -> dict:
+    """The sampling condition of class labels [B] (`ar_gen.conditioning`)."""
+    return class_labels(labels_B)
 
   def sampling_config(self, **overrides) -> SamplingConfig:
     return SamplingConfig.from_config(self.config.sample, **overrides)
@@ -82,7 +89,7 @@ class DiscreteTokenTask(TaskBase):
   def visualize(self, model: nnx.Module, batch: dict, frozen: Any) -> jax.Array:
     """One row of samples, classes 0, 1, 2, ... with the config's sampling settings and a fixed seed."""
     n = batch["label"].shape[0]
-    cond = {"label": jnp.arange(n, dtype=jnp.int32) % self.config.model.num_classes}
+    cond = self.condition(jnp.arange(n, dtype=jnp.int32) % self.config.model.num_classes)
     images, _ = self.sample_images(model, cond, jax.random.PRNGKey(0), frozen, self.sampling_config())
     return images[None]
 
@@ -96,5 +103,6 @@ def mnist_config(c: ml_collections.ConfigDict, steps: int, runlocal: bool) -> ml
   c.update(total_steps=5 if runlocal else steps, batch_size=32, log_every_steps=50, ckpt_every_steps=500,
            vis_every_steps=500, vis_examples=10)
   c.optimizer.update(lr=2e-3, warmup_steps=100, end_lr_factor=0.05, weight_decay=0.05)
-  c.evals = {"sample_quality": sample_quality_eval(ref="bundled:mnist:test", features="classifier:runs/demo/classifier")}
+  c.evals = {"sample_quality": sample_quality_eval(ref="bundled:mnist:test",
+                                                   features="classifier:runs/demo/classifier")}
   return c

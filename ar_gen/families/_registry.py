@@ -50,6 +50,6 @@ class BenchSpec:
 
 
 def registered() -> dict[str, Family]:
-  """{name: Family} of every family module, in name order."""
+  """{name: Family} of every family module, in the families' declared `order` (then by name)."""
   families = [importlib.import_module(f"{FAMILIES_PACKAGE}.{name}").FAMILY for name in family_names()]
   return {f.name: f for f in sorted(families, key=lambda f: (f.order, f.name))}

@@ -13,10 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from ar_gen.conditioning import null_class_labels
 from ar_gen.config import ConfigError, base_config, num_steps, parse_arg
 from ar_gen.families._discrete import DiscreteTokenTask
 from ar_gen.families._registry import BenchSpec, Family
@@ -45,7 +45,7 @@ class ResidualSteps(nnx.Module):
     return self.model.layout
 
   def null_condition(self, cond: dict) -> dict:
-    return {"label": jnp.full_like(cond["label"], self.model.num_classes)}
+    return null_class_labels(cond, self.model.num_classes)
 
   def begin(self, cond: dict) -> tuple[jax.Array, tuple[jax.Array, jax.Array], Cache]:
     labels_B = cond["label"]

@@ -1,7 +1,8 @@
 """The next-token family (`config.task = 'next_token'`): LlamaGen's raster-order model over a VQ / LFQ grid.
 
 Owns: this file, `ar_gen/models/next_token.py` (the model, which is also its sampler step contract),
-`configs/mnist_next_token.py`; `default_config` below is its config with every key. Shares the discrete-token task (`_discrete.py`) with the next-scale family.
+`configs/mnist_next_token.py`; `default_config` below is its config with every key. Shares the discrete-token
+task (`_discrete.py`) with the next-scale family.
 """
 
 from __future__ import annotations
@@ -42,14 +43,13 @@ def default_config(tokenizer_workdir: str, **data) -> ml_collections.ConfigDict:
   c.task = "next_token"
   c.frozen = ml_collections.ConfigDict(dict(tokenizer=tokenizer_workdir))
   c.model = ml_collections.ConfigDict(dict(
-      size="B", depth=12, dim=768, num_heads=12, num_kv_heads=0, mlp_multiple_of=256, num_classes=1000, class_dropout=0.1,
-      token_dropout=0.1, qk_norm=False, attn_impl="auto", rope_base=10000.0, norm_eps=1e-5, dtype="float32",
-      param_dtype="float32"))
+      size="B", depth=12, dim=768, num_heads=12, num_kv_heads=0, mlp_multiple_of=256, num_classes=1000,
+      class_dropout=0.1, token_dropout=0.1, qk_norm=False, attn_impl="auto", rope_base=10000.0, norm_eps=1e-5,
+      dtype="float32", param_dtype="float32"))
   c.sample = ml_collections.ConfigDict(dict(
       temperature=1.0, top_k=0, top_p=1.0, cfg_scale=2.0, cfg_schedule="constant", cfg_interval=(0.0, 1.0)))
   c.optimizer.update(lr=1e-4, weight_decay=0.05, b1=0.9, b2=0.95)
   return c
-
 
 
 class Task(DiscreteTokenTask):

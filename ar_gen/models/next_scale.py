@@ -1,11 +1,12 @@
 """Next-scale prediction (VAR): one AR step emits every token of the next scale of a multi-scale tokenizer.
 
 Layout (DESIGN.md, `TokenLayout` grouped by map): the L tokens of the maps k = 0 .. K-1 (VAR's scales) form one
-sequence, coarse to fine, and every position's group id is its map, so the group mask is VAR's block-causal mask (a scale sees itself and the
-scales before it) and goes through the same attention dispatch and kernels as the next-token model. The inputs
-of scale 0 are the class embedding plus a learned start embedding; the inputs of scale k > 0 are the tokenizer's
-accumulated features f_hat of scales < k, area-downsampled to p_k (`MultiScaleQuantizer.teacher_inputs`), through
-a linear embedding. Every position adds a learned absolute position embedding and its scale's level embedding.
+sequence, coarse to fine, and every position's group id is its map, so the group mask is VAR's block-causal mask
+(a scale sees itself and the scales before it) and goes through the same attention dispatch and kernels as the
+next-token model. The inputs of scale 0 are the class embedding plus a learned start embedding; the inputs of
+scale k > 0 are the tokenizer's accumulated features f_hat of scales < k, area-downsampled to p_k (the residual
+quantizer's `teacher_inputs` / `next_inputs`), through a linear embedding. Every position adds a learned absolute
+position embedding and its scale's level embedding.
 
 Blocks are VAR's: AdaLN conditioning on the class (a linear map of silu(class embedding) gives the shift, scale
 and gate of both sublayers), l2-normalised queries and keys with a learned per-head scale, query and value
@@ -82,7 +83,6 @@ class NextScaleModel(nnx.Module):
       raise ValueError(f"the next-scale model needs a layout of token-id maps, one AR step per map; got "
                        f"{layout.describe()} (a one-map grid is the next-token family's: task next_token)")
     self.layout, self.vocab_size, self.code_dim = layout, layout.vocab_size, code_dim
-    vocab_size = layout.vocab_size
     self.num_classes, self.class_dropout, self.norm_eps, self.dtype = num_classes, class_dropout, norm_eps, dtype
     self.num_tokens, self.starts, self.sizes = layout.num_tokens, layout.group_starts, layout.group_sizes
     init_std = math.sqrt(1 / dim / 3)
@@ -98,7 +98,7 @@ class NextScaleModel(nnx.Module):
         make_block=lambda _: AdaLNBlock(dim, num_heads, mlp_ratio=mlp_ratio, norm_eps=norm_eps, attn_impl=attn_impl,
                                         init_std=init_std, depth=depth, **kw))
     self.head_ada = nnx.Linear(dim, 2 * dim, kernel_init=logical(init, "embed", "mlp"), **kw)
-    self.head = nnx.Linear(dim, vocab_size, kernel_init=logical(init, "embed", "vocab"), **kw)
+    self.head = nnx.Linear(dim, layout.vocab_size, kernel_init=logical(init, "embed", "vocab"), **kw)
     self.head_ada.kernel[...] *= 0.5
     self.head.kernel[...] *= 0.02
 

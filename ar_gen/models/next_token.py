@@ -16,9 +16,10 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from ar_gen.conditioning import null_class_labels
+from ar_gen.layout import TokenLayout
 from ar_gen.nn.layers import RMSNorm, logical, swiglu_hidden
 from ar_gen.nn.rope import rope_2d_table
-from ar_gen.layout import TokenLayout
 from ar_gen.nn.transformer import Cache, Transformer
 from tokenizers.model import dtype
 
@@ -90,7 +91,7 @@ class NextTokenModel(nnx.Module):
 
   # ---------------------------------------------------------------- the sampler's step contract
   def null_condition(self, cond: dict) -> dict:
-    return {"label": jnp.full_like(cond["label"], self.num_classes)}
+    return null_class_labels(cond, self.num_classes)
 
   def begin(self, cond: dict) -> tuple[None, jax.Array, Cache]:
     """(no context, the class embedding [B, 1, C] as the first input, an empty cache)."""

@@ -23,11 +23,13 @@ from ar_gen import config as config_lib
 
 @dataclasses.dataclass
 class FrozenComponent:
-  """A frozen module: its source, the source run's config, graph definition, state (or shapes) and step."""
+  """A frozen module: its source, the source run's config, what it is (its task's `exports`: 'tokenizer',
+  'generator', 'classifier'), graph definition, state (or shapes) and step."""
 
   name: str
   source: str
   config: ml_collections.ConfigDict
+  exports: str
   graphdef: Any
   state: Any
   step: int | None
@@ -40,6 +42,12 @@ class FrozenComponent:
   def layout(self):
     """The component's token layout (a tokenizer's, or the layout an AR model generates)."""
     return self.module().layout
+
+  def check_exports(self, wanted: str) -> None:
+    """Raises naming the source if this component is not a `wanted` (e.g. an AR run given as frozen.tokenizer)."""
+    if self.exports != wanted:
+      raise ValueError(f"frozen.{self.name}={self.source!r} holds a {self.config.task!r} run, which gives a "
+                       f"{self.exports}, not a {wanted}")
 
   def check_data(self, data: ml_collections.ConfigDict) -> None:
     """The reading run's images must be prepared as this component's were."""
@@ -70,12 +78,12 @@ def load(name: str, source: str, abstract: bool = False) -> FrozenComponent:
     run = run_lib.Run(config, abstract_frozen=True)
     module = nnx.eval_shape(lambda: run.task.export(run.task.build(nnx.Rngs(0))))
     graphdef, state = nnx.split(module)
-    return FrozenComponent(name, source, config, graphdef, state, None)
+    return FrozenComponent(name, source, config, run.task.exports, graphdef, state, None)
   if not has_weights:
     raise ValueError(f"frozen.{name}={source!r} is a config file: it has no weights to load (train it first)")
   run, state, step = run_lib.restore_run(source)
   graphdef, module_state = nnx.split(run.task.export(run.model(state)))
-  return FrozenComponent(name, source, config, graphdef, module_state, step)
+  return FrozenComponent(name, source, config, run.task.exports, graphdef, module_state, step)
 
 
 def load_all(config: ml_collections.ConfigDict, abstract: bool = False) -> dict[str, FrozenComponent]:

@@ -35,6 +35,7 @@ class Task(Protocol):
 
   config: ml_collections.ConfigDict
   picture: str  # the name of `visualize`'s pictures (images/NAME_STEP.png, TensorBoard tag)
+  exports: str  # what `export` gives other runs: 'tokenizer', 'generator', 'classifier'
 
   def __init__(self, config: ml_collections.ConfigDict, frozen: dict[str, Any]):
     """`frozen`: the run's frozen components by name (`ar_gen.runs.frozen.FrozenComponent`)."""
@@ -66,6 +67,7 @@ class TaskBase:
   """Defaults of the optional parts of `Task`; a task overrides what it has."""
 
   picture = "samples"
+  exports = "generator"
 
   def __init__(self, config: ml_collections.ConfigDict, frozen: dict[str, Any]):
     self.config, self.frozen = config, frozen
