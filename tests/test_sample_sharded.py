@@ -1,5 +1,6 @@
-"""`ar-gen sample` spreads its batches over every device of every process: 1 device, 8 devices and 2 processes of
-4 devices give the same images for the same seed."""
+"""`ar-gen sample` and `ar-gen eval-tokenizer` spread their batches over every device of every process: 1 device,
+8 (or 4) devices and 2 processes give the same images and numbers for the same seed. The sample batch (6) is not a
+multiple of 8 devices: each batch is padded to the devices and the extra rows dropped."""
 
 import os
 import socket
@@ -24,7 +25,7 @@ def _env(devices: int, **extra) -> dict:
 
 def _command(workdir, out):
   return [sys.executable, "-m", "ar_gen.cli", "sample", "--workdir", workdir, "--num-images", "12", "--batch-size",
-          "8", "--classes", "all", "--seed", "3", "--top-k", "20", "--out", str(out)]
+          "6", "--classes", "all", "--seed", "3", "--top-k", "20", "--out", str(out)]
 
 
 def _images(out) -> np.ndarray:

@@ -24,6 +24,8 @@ from ar_gen.layout import TokenLayout
 class Tokenizer(Protocol):
   """Images <-> token sequences of a layout."""
 
+  codebook_size: int  # the vocabulary of a layout of ids (0 for vectors)
+
   @property
   def layout(self) -> TokenLayout:
     """The token layout of one image."""
@@ -33,6 +35,13 @@ class Tokenizer(Protocol):
 
   def decode(self, tokens: jax.Array, num_maps: int | None = None) -> jax.Array:
     """Images [B, H, W, C] in about [-1, 1] from tokens (from the first `num_maps` maps when progressive)."""
+
+
+class QuantizedTokenizer(Tokenizer, Protocol):
+  """A tokenizer whose tokens come from one quantizer of its latent (VQ, LFQ, multi-scale): what the next-scale
+  family reads (its quantizer must be a `ResidualQuantizer`)."""
+
+  quantizer: "Quantizer"
 
 
 class Quantizer(Protocol):

@@ -141,6 +141,7 @@ class Task(DiscreteTokenTask):
                        f"{self.layout.describe()}: use task next_token")
 
   def quantizer(self, frozen: Any) -> ResidualQuantizer:
+    """The frozen tokenizer's (a `QuantizedTokenizer`'s) residual quantizer, with `frozen`'s state if given."""
     return self.tokenizer.module(None if frozen is None else frozen["tokenizer"]).quantizer
 
   def build(self, rngs: nnx.Rngs) -> NextScaleModel:
