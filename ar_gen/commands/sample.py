@@ -9,13 +9,9 @@ writes the files.
 
 from __future__ import annotations
 
-import os
-
 import jax
-import numpy as np
 
-from ar_gen import images
-from ar_gen.eval.generate import class_grid, generate, labels_for, parse_classes
+from ar_gen.eval.generate import generate, labels_for, parse_classes, write_samples
 from ar_gen.runs.run import restore_run
 from ar_gen.runs.task import family_names
 
@@ -34,12 +30,7 @@ def sample(workdir: str, out: str, num_images: int, batch_size: int = 64, classe
   cfg = run.task.sampling_config(**sampling_overrides)
   labels = labels_for(parse_classes(classes, run.config.model.num_classes), num_images)
   samples, seconds, compile_seconds = generate(run, state, labels, seed=seed, batch_size=batch_size, cfg=cfg)
-  if jax.process_index() == 0:
-    os.makedirs(os.path.join(out, "images"), exist_ok=True)
-    np.savez(os.path.join(out, "samples.npz"), arr_0=samples, arr_1=labels)
-    for i, (image, label) in enumerate(zip(samples, labels)):
-      images.save_png(image, os.path.join(out, "images", f"{i:06d}_class{label}.png"))
-    images.save_png(class_grid(samples, labels), os.path.join(out, "grid.png"))
+  write_samples(out, samples, labels, pngs=True)
   return {"num_images": num_images, "seconds": seconds, "images_per_second": num_images / seconds,
           "compile_seconds": compile_seconds, "step": step,
           "devices": jax.device_count(), "out": out}

@@ -18,14 +18,11 @@ import dataclasses
 import os
 import time
 
-import jax
 import ml_collections
-import numpy as np
 from jax.experimental import multihost_utils
 
-from ar_gen import images
 from ar_gen.eval import fid
-from ar_gen.eval.generate import class_grid, generate, labels_for, parse_classes
+from ar_gen.eval.generate import generate, labels_for, parse_classes, write_samples
 
 
 @dataclasses.dataclass
@@ -51,13 +48,8 @@ class SampleQuality:
     start = time.perf_counter()
     generated = generate(run, state, labels, seed=s.seed, batch_size=s.batch_size, progress=False,
                          cache=self.compiled)
-    samples = generated.images
     out = os.path.join(self.workdir, "evals", f"{self.name}_{step:07d}")
-    path = os.path.join(out, "samples.npz")
-    if jax.process_index() == 0:
-      os.makedirs(out, exist_ok=True)
-      np.savez(path, arr_0=samples, arr_1=labels)
-      images.save_png(class_grid(samples, labels), os.path.join(out, "grid.png"))
+    path = write_samples(out, generated.images, labels)
     multihost_utils.sync_global_devices(f"evals/{self.name}/{step}")
     scores = fid.evaluate([path], s.ref, s.features, batch_size=s.fid_batch_size,
                           cache_dir=os.path.join(self.workdir, "fid_cache"), out=os.path.join(out, "fid.json"))

@@ -11,11 +11,11 @@ the seed, the labels and the batch size, not on how many devices or processes sh
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import tqdm
 from flax import nnx
@@ -53,6 +53,20 @@ def class_grid(samples_NHWC: np.ndarray, labels_N: np.ndarray, per_row: int = 10
   blank = np.zeros_like(samples_NHWC[:1])
   tiles = [np.concatenate([r] + [blank] * (width - len(r))) for r in rows]
   return images.make_grid(np.concatenate(tiles), num_cols=width)
+
+
+def write_samples(out: str, samples_NHWC: np.ndarray, labels_N: np.ndarray, pngs: bool = False) -> str:
+  """OUT/samples.npz (ADM: arr_0 uint8 images, arr_1 labels), OUT/grid.png and, with `pngs`, OUT/images/*.png,
+  written by process 0; returns the npz path."""
+  path = os.path.join(out, "samples.npz")
+  if jax.process_index() == 0:
+    os.makedirs(os.path.join(out, "images") if pngs else out, exist_ok=True)
+    np.savez(path, arr_0=samples_NHWC, arr_1=labels_N)
+    if pngs:
+      for i, (image, label) in enumerate(zip(samples_NHWC, labels_N)):
+        images.save_png(image, os.path.join(out, "images", f"{i:06d}_class{label}.png"))
+    images.save_png(class_grid(samples_NHWC, labels_N), os.path.join(out, "grid.png"))
+  return path
 
 
 def sampling_mesh() -> Mesh:

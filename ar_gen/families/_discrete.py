@@ -51,7 +51,8 @@ class DiscreteTokenTask(TaskBase):
 
   # ---------------------------------------------------------------- shared
   def tokenizer_module(self, frozen: Any):
-    return self.tokenizer.module(frozen["tokenizer"])
+    """The frozen tokenizer with `frozen`'s state (inside traced code), or the loaded one if `frozen` is None."""
+    return self.tokenizer.module(None if frozen is None else frozen["tokenizer"])
 
   def prepare(self, batch: dict[str, jax.Array], frozen: Any) -> dict[str, jax.Array]:
     """Adds `tokens` [B, L] from the frozen tokenizer unless the batch has them (then they must fit its layout)."""

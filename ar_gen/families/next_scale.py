@@ -142,7 +142,7 @@ class Task(DiscreteTokenTask):
 
   def quantizer(self, frozen: Any) -> ResidualQuantizer:
     """The frozen tokenizer's (a `QuantizedTokenizer`'s) residual quantizer, with `frozen`'s state if given."""
-    return self.tokenizer.module(None if frozen is None else frozen["tokenizer"]).quantizer
+    return self.tokenizer_module(frozen).quantizer
 
   def build(self, rngs: nnx.Rngs) -> NextScaleModel:
     return build_next_scale(self.config.model, self.layout, self.quantizer(None).code_dim, rngs)

@@ -14,7 +14,6 @@ import dataclasses
 import os
 from typing import Any
 
-import jax
 import ml_collections
 from flax import nnx
 
@@ -90,8 +89,3 @@ def load_all(config: ml_collections.ConfigDict, abstract: bool = False) -> dict[
   """Every component of `config.frozen` (none if the config has no such section)."""
   sources = config.get("frozen") or {}
   return {name: load(name, str(source), abstract) for name, source in sources.items()}
-
-
-def shapes(state: Any) -> Any:
-  """ShapeDtypeStructs of a state (for lowering without weights)."""
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
