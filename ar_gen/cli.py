@@ -55,12 +55,18 @@ def _shapes(text: str) -> tuple[tuple[int, ...], ...]:
   return shapes
 
 
+def _overwrite_flag(p: argparse.ArgumentParser, what: str) -> None:
+  p.add_argument("--overwrite", action="store_true", help=f"replace {what} (else refused)")
+
+
 # ------------------------------------------------------------------------------------------------- train, compile
 def _train_arguments(p):
   p.add_argument("--config", required=True, help="configs/X.py[:ARGS]")
   p.add_argument("--workdir", required=True)
   p.add_argument("--stop-after-steps", type=int, default=None,
                  help="leave (with a checkpoint) after this many steps of this invocation")
+  p.add_argument("--allow-config-change", action="store_true",
+                 help="continue a work directory trained with another config (else refused, naming the keys)")
   _distributed_flags(p)
 
 
@@ -69,7 +75,8 @@ def _train(args, overrides):
   from ar_gen.train import trainer  # pylint: disable=g-import-not-at-top
   config = config_lib.load_config(args.config, overrides)
   _initialize_distributed(args)
-  metrics = trainer.train(config, args.workdir, stop_after_steps=args.stop_after_steps)
+  metrics = trainer.train(config, args.workdir, stop_after_steps=args.stop_after_steps,
+                          allow_config_change=args.allow_config_change)
   print({k: round(v, 4) for k, v in metrics.items()})
 
 
@@ -110,11 +117,12 @@ def _extract_tokens_arguments(p):
   p.add_argument("--data", required=True, help="dataset spec, e.g. bundled:mnist:train or tfds:imagenet2012:train")
   p.add_argument("--out", required=True, help="output directory; train on it with data.train=tokens:OUT")
   p.add_argument("--batch-size", type=int, default=256)
+  _overwrite_flag(p, "a token set already in OUT")
 
 
 def _extract_tokens(args, overrides):
   from ar_gen.commands import extract_tokens  # pylint: disable=g-import-not-at-top
-  print(extract_tokens.extract(args.workdir, args.data, args.out, args.batch_size))
+  print(extract_tokens.extract(args.workdir, args.data, args.out, args.batch_size, overwrite=args.overwrite))
 
 
 # ------------------------------------------------------------------------------------------------- sampling
@@ -131,22 +139,37 @@ def _sample_arguments(p):
   p.add_argument("--top-p", type=float, default=None)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--out", required=True)
+  _overwrite_flag(p, "earlier samples in OUT (samples.npz, grid.png, images/)")
   _distributed_flags(p)
+
+
+def _interval(text: str | None, flag: str) -> tuple[float, float] | None:
+  """`LO,HI` with 0 <= LO < HI <= 1."""
+  if text is None:
+    return None
+  try:
+    values = tuple(float(v) for v in text.split(","))
+  except ValueError:
+    values = ()
+  if len(values) != 2 or not 0 <= values[0] < values[1] <= 1:
+    raise ValueError(f"{flag} takes LO,HI with 0 <= LO < HI <= 1 (the guided fraction of the steps), got {text!r}")
+  return values
 
 
 def _sample(args, overrides):
   from ar_gen.commands import sample  # pylint: disable=g-import-not-at-top
+  interval = _interval(args.cfg_interval, "--cfg-interval")
   _initialize_distributed(args)
-  interval = tuple(float(v) for v in args.cfg_interval.split(",")) if args.cfg_interval else None
   result = sample.sample(args.workdir, args.out, args.num_images, args.batch_size, args.classes, args.seed,
-                         cfg_scale=args.cfg_scale, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                         cfg_schedule=args.cfg_schedule, cfg_interval=interval)
+                         overwrite=args.overwrite, cfg_scale=args.cfg_scale, temperature=args.temperature,
+                         top_k=args.top_k, top_p=args.top_p, cfg_schedule=args.cfg_schedule, cfg_interval=interval)
   print(result)
 
 
 # ------------------------------------------------------------------------------------------------- evaluation
 def _fid_arguments(p):
-  p.add_argument("--samples", nargs="+", required=True, help="sample sets: .npz (ADM), image folders, tfds:NAME:SPLIT")
+  p.add_argument("--samples", nargs="+", required=True, help="sample sets: .npz (ADM), image folders, or dataset specs as in training "
+                 "(folder:PATH, tfds:NAME:SPLIT, bundled:mnist:SPLIT)")
   p.add_argument("--ref", required=True, help="reference: .npz (images or mu/sigma), folder or dataset spec")
   p.add_argument("--features", default="inception", help="inception, or classifier:DIR (a trained classifier)")
   p.add_argument("--inception", default=None, help="converted Inception weights (else $AR_GEN_INCEPTION, ~/.cache)")
@@ -156,12 +179,13 @@ def _fid_arguments(p):
   p.add_argument("--splits", type=int, default=10, help="Inception-score splits")
   p.add_argument("--cache-dir", default=None, help="reference statistics cache (default ~/.cache/ar_gen/fid)")
   p.add_argument("--out", default=None, help="results JSON")
+  _overwrite_flag(p, "an existing --out file")
 
 
 def _fid(args, overrides):
   from ar_gen.eval import fid  # pylint: disable=g-import-not-at-top
   fid.evaluate(args.samples, args.ref, args.features, args.inception, args.image_size, args.batch_size, args.k,
-               args.splits, args.cache_dir, args.out)
+               args.splits, args.cache_dir, args.out, overwrite=args.overwrite)
 
 
 # ------------------------------------------------------------------------------------------------- converters
@@ -329,20 +353,52 @@ def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
   return rest, overrides
 
 
-def main(argv: list[str] | None = None) -> int:
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+EXPECTED_ERRORS = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
+                   PermissionError, FloatingPointError)  # with ar_gen.errors.UserError: bad input, said in one line
+
+
+QUIET_MESSAGES = ("read_only=True, setting", "Given directory is read only")  # Orbax on every read-only open
+
+
+class _DropMessages(logging.Filter):
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not any(m in record.getMessage() for m in QUIET_MESSAGES)
+
+
+def _quiet_libraries() -> None:
+  """Library loggers at WARNING, Orbax's notes on read-only opens dropped, and asyncio's 'Event loop is closed'
+  noise of Orbax's background threads off."""
   for noisy in ("absl", "jax._src", "orbax", "tensorflow_datasets"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
-  rest, overrides = split_overrides(sys.argv[1:] if argv is None else argv)
+  logging.getLogger("absl").addFilter(_DropMessages())
+  logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+
+
+def main(argv: list[str] | None = None) -> int:
+  """Runs one command; expected failures end in one line `ar-gen CMD: error: ...` and exit status 2 (`--debug`,
+  anywhere on the line, or AR_GEN_DEBUG=1, adds the traceback), Ctrl-C in 'interrupted' and 130."""
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+  _quiet_libraries()
+  argv = list(sys.argv[1:] if argv is None else argv)
+  debug = "--debug" in argv or os.environ.get("AR_GEN_DEBUG", "") not in ("", "0")
+  argv = [a for a in argv if a != "--debug"]
+  rest, overrides = split_overrides(argv)
   args = build_parser().parse_args(rest)
   if overrides and not args.spec.overrides:
     raise SystemExit(f"ar-gen: unrecognized arguments: {' '.join('--config.' + o for o in overrides)}")
-  from ar_gen.config import ConfigError  # pylint: disable=g-import-not-at-top
+  from ar_gen.errors import UserError  # pylint: disable=g-import-not-at-top
   try:
     args.spec.run(args, overrides)
-  except (ConfigError, FileNotFoundError, ValueError, FloatingPointError) as e:
+  except (UserError, *EXPECTED_ERRORS) as e:
+    if debug:
+      raise
     print(f"ar-gen {args.command}: error: {e}", file=sys.stderr)
     return 2
+  except KeyboardInterrupt:
+    if debug:
+      raise
+    print(f"ar-gen {args.command}: interrupted", file=sys.stderr)
+    return 130
   return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import hashlib
 import importlib.util
 import json
 import os
@@ -18,13 +19,15 @@ from typing import Any, Iterable
 
 import ml_collections
 
+from ar_gen.errors import UserError
+
 REQUIRED_KEYS = (
     "task", "seed", "total_steps", "batch_size", "log_every_steps", "ckpt_every_steps", "keep_ckpts",
     "data.train", "data.eval", "mesh.data", "mesh.fsdp", "mesh.tensor", "optimizer", "model",
 )
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
   """A config file, argument or override is wrong; the message names it."""
 
 
@@ -146,25 +149,101 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
   return config
 
 
+# (key, smallest allowed value) of the integer keys every training config has
+MINIMUMS = (("total_steps", 1), ("batch_size", 1), ("log_every_steps", 1), ("ckpt_every_steps", 1),
+            ("keep_ckpts", 1), ("vis_every_steps", 0), ("vis_examples", 1))
+
+
 def validate(config: ml_collections.ConfigDict, source: str = "config") -> None:
-  """Checks the keys that every training config must have (DESIGN.md)."""
+  """Checks the keys that every training config must have (DESIGN.md) and their ranges, before any work starts."""
   valid = set(flat_keys(config))
   missing = [k for k in REQUIRED_KEYS if k not in valid]
   if missing:
     raise ConfigError(f"{source} lacks required keys {missing}")
+  for key, minimum in MINIMUMS:
+    value = config.get(key, minimum)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+      raise ConfigError(f"{source}: {key}={value!r} must be an integer >= {minimum}")
+  if not 0.0 <= config.get("ema_decay", 0.0) < 1.0:
+    raise ConfigError(f"{source}: ema_decay={config.ema_decay!r} must lie in [0, 1) (0 = no EMA)")
+  classes = config.model.get("num_classes")
+  if classes is not None and (not isinstance(classes, int) or classes < 1):
+    raise ConfigError(f"{source}: model.num_classes={classes!r} must be an integer >= 1")
+  for axis in ("data", "fsdp", "tensor"):
+    size = config.mesh[axis]
+    if not isinstance(size, int) or size == 0 or size < -1:
+      raise ConfigError(f"{source}: mesh.{axis}={size!r} must be a positive integer or -1 (all the rest)")
+
+
+def leaves(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """{dotted key: value} of a config's leaves, as its JSON form has them (tuples for lists)."""
+  out, todo = {}, [("", json.loads(config.to_json_best_effort(sort_keys=True)))]
+  while todo:
+    prefix, node = todo.pop()
+    for name, value in node.items():
+      if isinstance(value, dict):
+        todo.append((f"{prefix}{name}.", value))
+      else:
+        out[f"{prefix}{name}"] = _lists_to_tuples(value)
+  return out
+
+
+# Keys a resumed run may change without changing what it trains: how often it logs, saves and evaluates, how it
+# reads data and lays out devices, sampling settings. Every other difference from a work directory's config.json
+# needs `ar-gen train --allow-config-change`; `fingerprint` ignores these keys.
+RUNTIME_KEYS = ("keep_ckpts", "log_every_steps", "ckpt_every_steps", "vis_every_steps", "vis_examples",
+                "data.num_threads", "data.prefetch", "data.data_dir", "mesh.", "sharding.", "fault.", "evals.",
+                "sample.")
+
+
+def is_runtime_key(key: str) -> bool:
+  return any(key == k or (k.endswith(".") and key.startswith(k)) for k in RUNTIME_KEYS)
+
+
+def fingerprint(config: ml_collections.ConfigDict) -> str:
+  """A short hash of what a config trains (its leaves but the RUNTIME_KEYS): equal for a run and its resumes."""
+  kept = {k: v for k, v in leaves(config).items() if not is_runtime_key(k)}
+  return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def differing_keys(a: ml_collections.ConfigDict, b: ml_collections.ConfigDict) -> list[tuple[str, Any, Any]]:
+  """(key, value in a, value in b) of every leaf that differs (missing on one side: None), sorted by key."""
+  la, lb = leaves(a), leaves(b)
+  return [(k, la.get(k), lb.get(k)) for k in sorted(set(la) | set(lb)) if la.get(k) != lb.get(k)]
+
+
+def _exec_config_file(path: str):
+  """Runs a config file as a module; a syntax error or a failing import is a ConfigError naming the file."""
+  module_spec = importlib.util.spec_from_file_location(f"ar_gen_config_{abs(hash(path))}", path)
+  module = importlib.util.module_from_spec(module_spec)
+  try:
+    module_spec.loader.exec_module(module)
+  except SyntaxError as e:
+    raise ConfigError(f"config file {path!r}: syntax error at line {e.lineno}: {e.msg}") from e
+  except OSError as e:
+    raise ConfigError(f"config file {path!r} cannot be read: {e.strerror or e}") from e
+  except Exception as e:  # pylint: disable=broad-except  # any error while importing the user's file
+    raise ConfigError(f"config file {path!r} failed to load: {type(e).__name__}: {e}") from e
+  return module
 
 
 def load_config(spec: str, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
   """Loads `path/to/config.py[:ARGS]`, applies overrides, validates and locks the config."""
   path, _, arg = spec.partition(":")
   if not os.path.isfile(path):
-    raise ConfigError(f"config file {path!r} does not exist")
-  module_spec = importlib.util.spec_from_file_location(f"ar_gen_config_{abs(hash(path))}", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  if not hasattr(module, "get_config"):
+    raise ConfigError(f"config file {path!r} does not exist" + (" (it is a directory)" if os.path.isdir(path) else ""))
+  module = _exec_config_file(path)
+  if not callable(getattr(module, "get_config", None)):
     raise ConfigError(f"config file {path!r} defines no get_config(arg)")
-  config = module.get_config(arg)
+  try:
+    config = module.get_config(arg)
+  except ConfigError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except  # the user's get_config failed
+    raise ConfigError(f"config file {path!r}: get_config({arg!r}) raised {type(e).__name__}: {e}") from e
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise ConfigError(f"config file {path!r}: get_config must return an ml_collections.ConfigDict, got "
+                      f"{type(config).__name__}")
   apply_overrides(config, overrides)
   validate(config, path)
   config.lock()
@@ -184,10 +263,19 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
 def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
   """Reads the resolved config that `ar-gen train` wrote to `workdir/config.json`."""
   path = os.path.join(workdir, "config.json")
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ConfigError(f"--workdir {workdir} is a file, not a work directory")
   if not os.path.isfile(path):
     raise ConfigError(f"{path} does not exist: is {workdir!r} the work directory of an `ar-gen train` run?")
-  with open(path) as f:
-    config = ml_collections.ConfigDict(_lists_to_tuples(json.load(f)))
+  try:
+    with open(path) as f:
+      tree = json.load(f)
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise ConfigError(f"{path} is not a readable config ({type(e).__name__}: {e}); it is the resolved config that "
+                      "`ar-gen train` writes: restore it from a copy or train again in a new work directory") from e
+  if not isinstance(tree, dict) or "task" not in tree:
+    raise ConfigError(f"{path} is not an ar-gen config (a JSON object with a 'task' key)")
+  config = ml_collections.ConfigDict(_lists_to_tuples(tree))
   config.lock()
   return config
 

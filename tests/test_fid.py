@@ -53,7 +53,7 @@ def test_fid_with_classifier_features(classifier_dir, tmp_path, capsys):
   assert shifted["count"] == 200 and shifted["skipped_files"] == 1 and shifted["fid"] > 1.0
   assert "accuracy" not in shifted  # a folder has no labels
   assert len(os.listdir(tmp_path / "cache")) == 1
-  assert cli.main(args) == 0  # from the cache: the same numbers
+  assert cli.main(args + ["--overwrite"]) == 0  # from the cache: the same numbers
   assert json.load(open(out))["results"][1]["fid"] == pytest.approx(shifted["fid"], rel=1e-9)
 
 

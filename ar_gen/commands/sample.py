@@ -11,22 +11,31 @@ from __future__ import annotations
 
 import jax
 
-from ar_gen.eval.generate import generate, labels_for, parse_classes, write_samples
+from ar_gen import outputs
+from ar_gen.config import load_workdir_config
+from ar_gen.decoding.logits import SamplingConfig
+from ar_gen.eval.generate import SAMPLE_RESULTS, generate, labels_for, parse_classes, write_samples
 from ar_gen.runs.run import restore_run
 from ar_gen.runs.task import family_names
 
 
 def sample(workdir: str, out: str, num_images: int, batch_size: int = 64, classes: str = "all", seed: int = 0,
-           **sampling_overrides) -> dict:
-  """Samples `num_images` images; writes OUT/samples.npz, OUT/images/*.png and OUT/grid.png."""
+           overwrite: bool = False, **sampling_overrides) -> dict:
+  """Samples `num_images` images; writes OUT/samples.npz, OUT/images/*.png and OUT/grid.png. Every flag, the
+  work directory's task and `out` are checked before the model is loaded; an `out` holding earlier samples is
+  refused unless `overwrite`, which removes them first (`ar_gen.outputs`)."""
   if num_images < 1:
     raise ValueError(f"--num-images must be at least 1, got {num_images}")
   if batch_size < 1:
     raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
-  run, state, step = restore_run(workdir)
-  if run.config.task not in family_names():
-    raise ValueError(f"{workdir} holds a {run.config.task!r} run; `ar-gen sample` needs one of the families "
+  config = load_workdir_config(workdir)
+  if config.task not in family_names():
+    raise ValueError(f"{workdir} holds a {config.task!r} run; `ar-gen sample` needs one of the families "
                      f"{family_names()}")
+  SamplingConfig.from_config(config.sample, **sampling_overrides)  # bad flags fail before the model loads
+  parse_classes(classes, config.model.num_classes)
+  outputs.claim_dir(out, SAMPLE_RESULTS, overwrite)
+  run, state, step = restore_run(workdir)
   cfg = run.task.sampling_config(**sampling_overrides)
   labels = labels_for(parse_classes(classes, run.config.model.num_classes), num_images)
   samples, seconds, compile_seconds = generate(run, state, labels, seed=seed, batch_size=batch_size, cfg=cfg)

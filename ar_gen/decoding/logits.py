@@ -32,6 +32,12 @@ class SamplingConfig:
       raise ValueError(f"cfg_schedule must be one of {CFG_SCHEDULES}, got {self.cfg_schedule!r}")
     if self.temperature < 0 or self.top_k < 0 or not 0 < self.top_p <= 1:
       raise ValueError(f"need temperature >= 0, top_k >= 0, 0 < top_p <= 1; got {self}")
+    if self.cfg_scale < 0:
+      raise ValueError(f"cfg_scale must be >= 0 (1 = no guidance), got {self.cfg_scale}")
+    interval = tuple(self.cfg_interval)
+    if len(interval) != 2 or not 0 <= interval[0] < interval[1] <= 1:
+      raise ValueError(f"cfg_interval must be LO,HI with 0 <= LO < HI <= 1 (the fraction of the steps that are "
+                       f"guided), got {','.join(map(str, interval))}")
 
   @property
   def guided(self) -> bool:

@@ -52,7 +52,8 @@ class SampleQuality:
     path = write_samples(out, generated.images, labels)
     multihost_utils.sync_global_devices(f"evals/{self.name}/{step}")
     scores = fid.evaluate([path], s.ref, s.features, batch_size=s.fid_batch_size,
-                          cache_dir=os.path.join(self.workdir, "fid_cache"), out=os.path.join(out, "fid.json"))
+                          cache_dir=os.path.join(self.workdir, "fid_cache"), out=os.path.join(out, "fid.json"),
+                          overwrite=True)  # a resumed run evaluates this step again
     row = scores["results"][0]
     result = {k: row[k] for k in ("fid", "precision", "recall", "accuracy") if row.get(k) is not None}
     result["images_per_second"] = s.num_images / generated.seconds  # compilation excluded

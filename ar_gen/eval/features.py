@@ -2,15 +2,18 @@
 
 `--features inception` gives pool3 features (2048) and logits for IS, from pytorch-fid's network (`inception.py`);
 `classifier:DIR` gives the penultimate layer and logits of an `ar-gen train`ed classifier, for data where Inception
-means nothing. Grayscale images are repeated to RGB for Inception (RGB is converted to luma for a grayscale
-classifier); sizes may differ within a set (each size goes through the network as its own batches, whose input
-resize then matches pytorch-fid's per image). Extraction runs in fixed-size batches sharded over all local devices;
-with several processes each takes every P-th batch and the features are gathered.
+means nothing. Inception takes any size and grayscale images repeated to RGB: sizes may differ within a set (each
+size goes through the network as its own batches, whose input resize then matches pytorch-fid's per image). A
+classifier sees every image, whatever set it comes from, as its training did: resized or padded to its size and
+converted to its channels (luma for grayscale) by the data pipeline's preprocessing, as its run's `data` section
+says. Extraction runs in fixed-size batches sharded over all local devices; with several processes each takes every
+P-th batch and the features are gathered.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Callable, Iterator
 
@@ -22,6 +25,9 @@ import tqdm
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from ar_gen.data import preprocess
+from ar_gen.eval import image_sets
+
 
 @dataclasses.dataclass
 class Extractor:
@@ -32,8 +38,9 @@ class Extractor:
   params: object
   data: ml_collections.ConfigDict
   channels: int
-  size: int | None = None  # the one image size it takes, if any
+  prepare: Callable | None = None  # uint8 [H, W, C] -> the uint8 input it takes, if it takes one size only
   classifier: object = None
+  num_classes: int | None = None  # the classes of a classifier, which sample labels must be in
 
 
 def inception_extractor(weights: str | None, image_size: int) -> Extractor:
@@ -57,8 +64,9 @@ def classifier_extractor(workdir: str) -> Extractor:
     return classifier.apply(params, images_BHWC.astype(jnp.float32) / 127.5 - 1)
 
   data = classifier.config.data
-  return Extractor(f"classifier:{os.path.abspath(workdir)}", fn, classifier.state, data,
-                   channels=data.channels, size=data.image_size, classifier=classifier)
+  return Extractor(f"classifier:{os.path.abspath(workdir)}", fn, classifier.state, data, channels=data.channels,
+                   prepare=functools.partial(image_sets.prepare_image, data=data), classifier=classifier,
+                   num_classes=classifier.config.model.num_classes)
 
 
 def make_extractor(features: str, inception: str | None, image_size: int) -> Extractor:
@@ -67,15 +75,6 @@ def make_extractor(features: str, inception: str | None, image_size: int) -> Ext
   if features.startswith("classifier:"):
     return classifier_extractor(features.partition(":")[2])
   raise ValueError(f"--features must be 'inception' or 'classifier:DIR', got {features!r}")
-
-
-def _match_channels(image_HWC: np.ndarray, channels: int) -> np.ndarray:
-  if image_HWC.shape[-1] == channels:
-    return image_HWC
-  if channels == 3:
-    return np.repeat(image_HWC, 3, axis=-1)
-  return np.round(image_HWC.astype(np.float32) @ np.asarray([0.299, 0.587, 0.114], np.float32))[..., None].astype(
-      np.uint8)
 
 
 def _batches_by_size(images: list[np.ndarray], batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -93,11 +92,8 @@ def _batches_by_size(images: list[np.ndarray], batch_size: int) -> Iterator[tupl
 def extract(extractor: Extractor, images: list[np.ndarray], batch_size: int, desc: str) -> tuple[np.ndarray,
                                                                                                   np.ndarray]:
   """Features [N, F] and logits [N, K] in input order; batches sharded over devices, split over processes."""
-  images = [_match_channels(im, extractor.channels) for im in images]
-  wrong = [im.shape for im in images if extractor.size and im.shape[:2] != (extractor.size, extractor.size)]
-  if wrong:
-    raise ValueError(f"{desc}: {len(wrong)} images are not {extractor.size}x{extractor.size} (e.g. {wrong[0][:2]}), "
-                     f"the only size {extractor.name} takes")
+  prepare = extractor.prepare or functools.partial(preprocess.to_channels, channels=extractor.channels)
+  images = [prepare(im) for im in images]
   devices = jax.local_devices()
   batch_size = -(-batch_size // len(devices)) * len(devices)
   mesh = Mesh(np.asarray(devices), ("data",))

@@ -55,6 +55,9 @@ def class_grid(samples_NHWC: np.ndarray, labels_N: np.ndarray, per_row: int = 10
   return images.make_grid(np.concatenate(tiles), num_cols=width)
 
 
+SAMPLE_RESULTS = ("samples.npz", "grid.png", "images")  # what write_samples puts in OUT
+
+
 def write_samples(out: str, samples_NHWC: np.ndarray, labels_N: np.ndarray, pngs: bool = False) -> str:
   """OUT/samples.npz (ADM: arr_0 uint8 images, arr_1 labels), OUT/grid.png and, with `pngs`, OUT/images/*.png,
   written by process 0; returns the npz path."""

@@ -1,14 +1,18 @@
 """Image sets for `ar-gen fid` (`--samples`, `--ref`): read into uint8 images, labels or precomputed statistics.
 
 An image set is one of:
-- `FILE.npz`, ADM style: images uint8 [N, H, W, C] in `arr_0` (labels, if any, in `arr_1`), or precomputed
+- `FILE.npz`, ADM style: images uint8 [N, H, W, C] in `arr_0` (integer labels, if any, in `arr_1`), or precomputed
   statistics `mu` / `sigma` (FID only: IS, precision and recall need images);
 - a folder of images (png, jpg, jpeg, bmp, webp; searched recursively, sorted). A file that cannot be decoded is
-  skipped with a warning and counted in `skipped_files`; an empty folder is an error;
-- a dataset spec: `tfds:NAME:SPLIT` or `bundled:mnist:SPLIT`, read through the data pipeline at `--image-size`
-  (Inception) or the classifier's own size and padding (classifier features).
-Sizes may differ within a set. Each set carries a `content_key` (a hash of its file bytes; for dataset specs, of the
-spec, data directory and preprocessing), which keys the reference cache.
+  skipped with a warning and counted in `skipped_files`; a folder without 2 readable images is an error;
+- a dataset spec, as training takes them: `folder:PATH[:SPLIT]` (one sub-folder of images per class, labelled by
+  folder), `tfds:NAME:SPLIT` or `bundled:mnist:SPLIT`, read through the data pipeline at `--image-size`
+  (Inception) or the classifier's own size and padding (classifier features). `tokens:DIR` is refused: tokens are
+  not images.
+Sizes may differ within a set; an image set needs at least 2 images (a covariance). Each set carries a
+`content_key` (a hash of its file bytes; for dataset specs, of the spec, data directory and preprocessing, and of a
+`folder:` spec's file bytes), which keys the reference cache. `check_spec` and `declared_labels` look at a set
+without reading its images, so that `fid.evaluate` can refuse bad input before any work.
 """
 
 from __future__ import annotations
@@ -19,16 +23,20 @@ import io
 import json
 import logging
 import os
+import zipfile
 
 import ml_collections
 import numpy as np
 import tqdm
 from PIL import Image
 
+from ar_gen.data import folder, preprocess, sources
 from ar_gen.eval import fid_stats
 
 log = logging.getLogger("ar_gen.fid")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+DATASET_KINDS = ("tfds", "bundled", "folder")
+NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile)  # what numpy raises for a damaged .npz
 
 
 @dataclasses.dataclass
@@ -52,27 +60,59 @@ def _hash_files(paths: list[str]) -> str:
   return digest.hexdigest()[:20]
 
 
-def _load_npz(path: str) -> ImageSet:
+def prepare_image(image: np.ndarray, data: ml_collections.ConfigDict) -> np.ndarray:
+  """uint8 [H, W, C] as the training pipeline prepares it for `data` (size, resize mode, channels), as uint8."""
+  record = preprocess.preprocess({"image": image}, image_size=data.image_size, channels=data.channels,
+                                 resize=data.get("resize", "crop"))
+  return preprocess.to_uint8(record["image"])
+
+
+def _open_npz(path: str) -> np.lib.npyio.NpzFile:
   try:
     f = np.load(path)
-  except (OSError, ValueError) as e:
-    raise ValueError(f"{path}: not a readable .npz ({e})") from e
-  with f:
+  except NPZ_ERRORS as e:
+    raise ValueError(f"{path}: not a readable .npz ({type(e).__name__}: {e})") from e
+  if not isinstance(f, np.lib.npyio.NpzFile):
+    raise ValueError(f"{path}: holds a single array {f.shape}, not an .npz archive (arr_0 images or mu / sigma)")
+  return f
+
+
+def _member(f: np.lib.npyio.NpzFile, path: str, key: str) -> np.ndarray:
+  try:
+    return f[key]
+  except NPZ_ERRORS as e:
+    raise ValueError(f"{path}: {key} cannot be read ({type(e).__name__}: {e})") from e
+
+
+def _checked_labels(path: str, labels: np.ndarray, count: int | None) -> np.ndarray:
+  if labels.ndim != 1 or (count is not None and len(labels) != count):
+    expected = f"({count},)" if count is not None else "[N]"
+    raise ValueError(f"{path}: arr_1 has shape {labels.shape}, expected one label per image {expected}")
+  if not np.issubdtype(labels.dtype, np.integer):
+    raise ValueError(f"{path}: arr_1 must hold integer class labels, got {labels.dtype}")
+  return labels
+
+
+def _load_npz(path: str) -> ImageSet:
+  with _open_npz(path) as f:
     if "mu" in f.files and "sigma" in f.files:
-      mu, sigma = np.asarray(f["mu"], np.float64), np.asarray(f["sigma"], np.float64)
+      mu = np.asarray(_member(f, path, "mu"), np.float64)
+      sigma = np.asarray(_member(f, path, "sigma"), np.float64)
       if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)):
         raise ValueError(f"{path}: mu {mu.shape} and sigma {sigma.shape} are not [D] and [D, D]")
       return ImageSet(path, stats=fid_stats.Stats(mu, sigma, -1), content_key=_hash_files([path]))
     if "arr_0" not in f.files:
       raise ValueError(f"{path}: expected images in arr_0 (ADM layout) or mu and sigma, found {f.files}")
-    images = f["arr_0"]
-    labels = f["arr_1"] if "arr_1" in f.files else None
+    images = _member(f, path, "arr_0")
+    labels = _member(f, path, "arr_1") if "arr_1" in f.files else None
   if images.ndim == 3:
     images = images[..., None]
   if images.ndim != 4 or images.shape[-1] not in (1, 3) or images.dtype != np.uint8:
     raise ValueError(f"{path}: arr_0 must be uint8 images [N, H, W, 1 or 3], got {images.dtype} {images.shape}")
-  if labels is not None and labels.shape != (len(images),):
-    raise ValueError(f"{path}: arr_1 has shape {labels.shape}, expected one label per image ({len(images)},)")
+  if len(images) < 2:
+    raise ValueError(f"{path}: arr_0 holds {len(images)} images; statistics need at least 2")
+  if labels is not None:
+    labels = _checked_labels(path, labels, len(images))
   return ImageSet(path, list(images), labels, content_key=_hash_files([path]))
 
 
@@ -87,41 +127,102 @@ def _load_folder(path: str) -> ImageSet:
       with open(file, "rb") as fh:
         image = Image.open(io.BytesIO(fh.read()))
         image.load()
-    except (OSError, ValueError, Image.DecompressionBombError):
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
       skipped.append(file)
       continue
     array = np.asarray(image.convert("L" if image.mode in ("L", "1", "I", "I;16", "F") else "RGB"))
     images.append(array[..., None] if array.ndim == 2 else array)
   if skipped:
     log.warning("%s: skipped %d unreadable image file(s), e.g. %s", path, len(skipped), skipped[:3])
-  if not images:
-    raise ValueError(f"{path}: none of its {len(files)} image files could be read")
+  if len(images) < 2:
+    raise ValueError(f"{path}: {len(images)} of its {len(files)} image files could be read; statistics need at "
+                     "least 2")
   return ImageSet(path, images, skipped_files=skipped, content_key=_hash_files(files))
+
+
+def _folder_files(spec: str) -> tuple[list[str], list[tuple[str, int]]]:
+  """Class names and (file, label) pairs of a `folder:` spec, as the data pipeline lists them."""
+  _, path, _ = sources.parse_spec(spec, "train")
+  return folder.scan_folder(os.path.abspath(path))
+
+
+def _spec_key(spec: str, data: ml_collections.ConfigDict) -> str:
+  settings = [spec, data.get("data_dir", ""), data.image_size, data.channels, data.get("resize", "crop")]
+  if _kind(spec) == "folder":  # the folder's content, not only its name
+    settings.append(_hash_files([file for file, _ in _folder_files(spec)[1]]))
+  return hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:20]
 
 
 def _load_spec(spec: str, data: ml_collections.ConfigDict) -> ImageSet:
   """Every image of a dataset split (each process reads all of it), preprocessed as `data` says."""
-  from ar_gen.data import preprocess, sources  # pylint: disable=g-import-not-at-top
   source = sources.get_source(spec, "test", data.get("data_dir") or None)
+  if len(source) < 2:
+    raise ValueError(f"{spec}: the split holds {len(source)} images; statistics need at least 2")
   images, labels = [], []
   for i in tqdm.tqdm(range(len(source)), desc=f"read {spec}", unit="img", leave=False):
-    record = preprocess.preprocess(source[i], image_size=data.image_size, channels=data.channels,
-                                   resize=data.get("resize", "crop"))
-    images.append(preprocess.to_uint8(record["image"]))
+    record = source[i]
+    images.append(prepare_image(record["image"], data))
     labels.append(int(record["label"]))
-  settings = [spec, data.get("data_dir", ""), data.image_size, data.channels, data.get("resize", "crop")]
-  key = hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:20]
-  return ImageSet(spec, images, np.asarray(labels), content_key=key)
+  return ImageSet(spec, images, np.asarray(labels), content_key=_spec_key(spec, data))
+
+
+def _kind(spec: str) -> str:
+  """The dataset kind of a `KIND:...` spec; '' for a path."""
+  kind, sep, _ = spec.partition(":")
+  return kind if sep else ""
+
+
+def check_spec(spec: str) -> None:
+  """Raises, naming `spec`, if it cannot be an image set: refused kinds, missing files and folders."""
+  kind = _kind(spec)
+  if kind == "tokens":
+    raise ValueError(f"{spec}: a tokens: dataset holds a tokenizer's token ids, not images; give the dataset the "
+                     "tokens came from (e.g. bundled:mnist:test or folder:PATH), or decode samples to images with "
+                     "`ar-gen sample`")
+  if kind == "folder":
+    _folder_files(spec)
+  elif kind not in DATASET_KINDS and not os.path.isdir(spec):
+    if not spec.endswith(".npz"):
+      raise FileNotFoundError(f"{spec}: not a folder, an .npz file or a folder:/tfds:/bundled: dataset spec")
+    if not os.path.isfile(spec):
+      raise FileNotFoundError(f"{spec}: no such file")
+
+
+def declared_labels(spec: str, data: ml_collections.ConfigDict) -> np.ndarray | None:
+  """The labels a set can hold, read without its images: an npz's arr_1, a `folder:` spec's class indices, the
+  class range of a tfds / bundled dataset; None where there are none or they are not known."""
+  kind = _kind(spec)
+  if kind == "folder":
+    return np.unique([label for _, label in _folder_files(spec)[1]])
+  if kind in DATASET_KINDS:
+    count = sources.num_classes(sources.get_source(spec, "test", data.get("data_dir") or None))
+    return None if count is None else np.arange(count)
+  if os.path.isdir(spec):
+    return None
+  with _open_npz(spec) as f:
+    if "arr_1" not in f.files or "arr_0" not in f.files or {"mu", "sigma"} <= set(f.files):
+      return None
+    return _checked_labels(spec, _member(f, spec, "arr_1"), None)
+
+
+def check_labels(name: str, labels: np.ndarray | None, num_classes: int) -> None:
+  """Raises, naming `name` and the labels, if any label is outside the classifier's classes [0, num_classes)."""
+  if labels is None:
+    return
+  labels = np.asarray(labels)
+  outside = (labels < 0) | (labels >= num_classes)
+  if outside.any():
+    bad = np.unique(labels[outside])
+    shown = ", ".join(str(int(v)) for v in bad[:10]) + (", ..." if len(bad) > 10 else "")
+    raise ValueError(f"{name}: {int(outside.sum())} label(s) outside the classifier's {num_classes} classes "
+                     f"(0..{num_classes - 1}): [{shown}]")
 
 
 def load_image_set(spec: str, data: ml_collections.ConfigDict) -> ImageSet:
   """Reads one `--samples` / `--ref` argument (see the module docstring)."""
-  if spec.split(":", 1)[0] in ("tfds", "bundled"):
+  check_spec(spec)
+  if _kind(spec) in DATASET_KINDS:
     return _load_spec(spec, data)
   if os.path.isdir(spec):
     return _load_folder(spec)
-  if spec.endswith(".npz"):
-    if not os.path.exists(spec):
-      raise FileNotFoundError(f"{spec}: no such file")
-    return _load_npz(spec)
-  raise FileNotFoundError(f"{spec}: not a folder, an .npz file or a tfds:/bundled: dataset spec")
+  return _load_npz(spec)

@@ -22,6 +22,7 @@ import tqdm
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from ar_gen import config as config_lib
 from ar_gen import images
 from ar_gen.data import pipeline
 from ar_gen.runs.run import restore_run
@@ -43,6 +44,12 @@ def _all_processes(x_N: np.ndarray) -> np.ndarray:
 def evaluate(workdir: str, max_examples: int | None = None, batch_size: int = 100,
              grid_examples: int = 10) -> dict:
   """Evaluates the tokenizer of `workdir` on its config's `data.eval`; returns and writes the numbers."""
+  config = config_lib.load_workdir_config(workdir)
+  if config.task != "tokenizer":
+    raise ValueError(f"{workdir} holds a {config.task!r} run; `ar-gen eval-tokenizer` needs a tokenizer's work "
+                     "directory (for an AR model: `ar-gen sample`, then `ar-gen fid`)")
+  if batch_size < 1 or (max_examples is not None and max_examples < 1):
+    raise ValueError(f"--batch-size and --max-examples must be at least 1, got {batch_size} and {max_examples}")
   run, state, step = restore_run(workdir)
   tokenizer = run.task.export(run.model(state))
   k = tokenizer.codebook_size

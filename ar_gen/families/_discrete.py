@@ -40,6 +40,13 @@ class DiscreteTokenTask(TaskBase):
     self.layout: TokenLayout = self.tokenizer.layout
 
   # ---------------------------------------------------------------- what a family provides
+  def check_source(self, source: Any) -> None:
+    """Also: a `tokens:` dataset must have been extracted by this run's frozen tokenizer (same config, step)."""
+    super().check_source(source)
+    meta = getattr(source, "meta", None)
+    if meta is not None:
+      self.tokenizer.check_identity(meta.get("tokenizer"), f"data.train={self.config.data.train!r}")
+
   def logits(self, model: nnx.Module, tokens_BL: jax.Array, labels_B: jax.Array, rng: jax.Array,
              frozen: Any) -> jax.Array:
     """Teacher-forced logits [B, L, V]."""

@@ -1,9 +1,16 @@
 """Orbax checkpoints of a training run: the train state (params, optimizer, EMA, RNG, step) and the grain
-iterator state, saved asynchronously, keeping the last K; restore of the latest into an abstract (sharded) target.
+iterator state, saved asynchronously, keeping the last K; restore of the newest into an abstract (sharded) target.
 
-Orbax writes a step into a temporary directory and renames it when complete, so an interrupted save is never seen
-as a step. A step that is listed but cannot be read (truncated or corrupt files) is moved aside to
-`DIR/checkpoints_unreadable/STEP` with a warning, and the previous step is restored instead.
+What a restore can meet, and what it does:
+- a step that does not match the target (other array shapes or tree: the config changed): `CheckpointMismatch`,
+  naming the differing arrays; nothing is touched, and no other step is tried (they would not match either);
+- a step that is listed but cannot be read (truncated or corrupt files): the previous step is restored instead,
+  with a warning. Only the trainer (`read_only=False`) moves the unreadable step aside to
+  `DIR/checkpoints_unreadable/STEP`, so that it can save that step again; readers never move or delete a file;
+- a step that a running trainer deleted while it was being read (it keeps only the last K): the newest steps are
+  listed again and read.
+Orbax writes a step into a temporary directory and renames it when complete, so an interrupted save is never
+listed as a step. Readers open the directory read-only (`read_only=True`): they create nothing.
 """
 
 from __future__ import annotations
@@ -17,18 +24,50 @@ import jax
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
+from ar_gen.errors import UserError
+
 log = logging.getLogger("ar_gen.train")
+
+MAX_VANISHED = 8  # how often a reader re-lists after the trainer deleted the step it was reading
+
+
+class CheckpointMismatch(UserError, ValueError):
+  """A checkpoint whose arrays do not match the run's state (a config that differs from the one it was saved
+  with); the message names the arrays."""
+
+
+def _path_name(path) -> str:
+  return ".".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
+
+
+def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+  """{dotted path: shape} of a tree's arrays (empty nodes and None leaves, which hold no data, left out)."""
+  flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: x is None)[0]
+  return {_path_name(p): tuple(leaf.shape) for p, leaf in flat if leaf is not None}
+
+
+def compare_shapes(saved: Any, target: Any, limit: int = 6) -> list[str]:
+  """Differences between a checkpoint's array metadata and a target state, as readable lines."""
+  a, b = _shapes(saved), _shapes(target)
+  lines = [f"{k}: {a.get(k, 'absent')} in the checkpoint, {b.get(k, 'absent')} for this config"
+           for k in sorted(set(a) | set(b)) if a.get(k, "absent") != b.get(k, "absent")]
+  return lines[:limit] + ([f"... and {len(lines) - limit} more"] if len(lines) > limit else [])
 
 
 class Checkpointer:
-  """`DIR/checkpoints` managed by an Orbax CheckpointManager."""
+  """`DIR/checkpoints` managed by an Orbax CheckpointManager; `read_only` for every reader (sample, eval, frozen
+  components)."""
 
-  def __init__(self, workdir: str, keep: int = 2, async_save: bool = True):
+  def __init__(self, workdir: str, keep: int = 2, async_save: bool = True, read_only: bool = False):
+    if keep < 1:
+      raise ValueError(f"keep_ckpts must be at least 1, got {keep}")
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    self.read_only = read_only
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save,
-                                             create=True))
+                                             create=not read_only, read_only=read_only),
+        item_handlers={"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()})
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -41,37 +80,67 @@ class Checkpointer:
 
   def restore(self, abstract_state: Any, step: int | None = None,
               with_data: bool = True) -> tuple[Any, dict | None, int]:
-    """Restores `step`, or else the latest readable step, into the structure and shardings of `abstract_state`."""
+    """Restores `step`, or else the newest readable step, into the structure and shardings of `abstract_state`."""
     if step is not None:
+      self._check_matches(step, abstract_state)
       return self._restore(abstract_state, step, with_data)
-    steps = sorted(self.manager.all_steps(), reverse=True)
-    if not steps:
-      raise FileNotFoundError(f"no checkpoint in {self.directory}")
-    errors = []
-    for step in steps:
+    errors, vanished, tried = [], 0, set()
+    while True:
+      self.manager.reload()
+      steps = [s for s in sorted(self.manager.all_steps(), reverse=True) if s not in tried]
+      if not steps:
+        break
+      step = steps[0]
       try:
+        self._check_matches(step, abstract_state)
         return self._restore(abstract_state, step, with_data)
+      except CheckpointMismatch:
+        raise
       except Exception as e:  # pylint: disable=broad-except  # any unreadable step: fall back to the previous
+        if not os.path.isdir(self.step_directory(step)) and vanished < MAX_VANISHED:
+          vanished += 1  # deleted by the trainer (keep_ckpts) while read: list the steps again
+          log.info("checkpoint step %d was deleted while being read; reading the newest again", step)
+          continue
+        tried.add(step)
         errors.append(f"step {step}: {type(e).__name__}: {str(e)[:300]}")
-        self._set_aside(step)
-        log.warning("checkpoint step %d in %s is unreadable (%s: %s); moved to %s; trying the previous step", step,
-                    self.directory, type(e).__name__, str(e)[:200], self.unreadable_directory)
+        self._unreadable(step, e)
+    if not errors:
+      raise FileNotFoundError(f"no checkpoint in {self.directory}")
     raise ValueError(f"no readable checkpoint in {self.directory}:\n  " + "\n  ".join(errors))
+
+  def step_directory(self, step: int) -> str:
+    return os.path.join(self.directory, str(step))
 
   @property
   def unreadable_directory(self) -> str:
     return self.directory + "_unreadable"
 
-  def _set_aside(self, step: int) -> None:
-    """Moves an unreadable step out of the manager's directory (so the run can save that step again)."""
+  def _check_matches(self, step: int, abstract_state: Any) -> None:
+    """Raises CheckpointMismatch if the step's saved arrays differ from the target's (read from metadata only)."""
+    saved = self.manager.item_metadata(step)["state"]
+    if saved is None:
+      raise ValueError(f"checkpoint step {step} has no readable state metadata")
+    differences = compare_shapes(saved, abstract_state)
+    if differences:
+      raise CheckpointMismatch(
+          f"checkpoint step {step} in {self.directory} does not match this config (was config.json edited, or "
+          "is this another run's work directory?):\n  " + "\n  ".join(differences))
+
+  def _unreadable(self, step: int, error: Exception) -> None:
+    reason = f"{type(error).__name__}: {str(error)[:200]}"
+    if self.read_only:
+      log.warning("checkpoint step %d in %s is unreadable (%s); trying the previous step", step, self.directory,
+                  reason)
+      return
     if jax.process_index() == 0:
       os.makedirs(self.unreadable_directory, exist_ok=True)
       target = os.path.join(self.unreadable_directory, str(step))
       shutil.rmtree(target, ignore_errors=True)
-      shutil.move(os.path.join(self.directory, str(step)), target)
+      shutil.move(self.step_directory(step), target)
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices(f"checkpoint step {step} set aside")
-    self.manager.reload()
+    log.warning("checkpoint step %d in %s is unreadable (%s); moved to %s; trying the previous step", step,
+                self.directory, reason, self.unreadable_directory)
 
   def _restore(self, abstract_state: Any, step: int, with_data: bool) -> tuple[Any, dict | None, int]:
     items = {"state": ocp.args.StandardRestore(abstract_state)}
@@ -81,7 +150,8 @@ class Checkpointer:
     return restored["state"], restored.get("data") if with_data else None, step
 
   def close(self) -> None:
-    self.manager.wait_until_finished()
+    if not self.read_only:
+      self.manager.wait_until_finished()
     self.manager.close()
 
 

@@ -38,6 +38,26 @@ class FrozenComponent:
     return nnx.merge(self.graphdef, self.state if state is None else state)
 
   @property
+  def identity(self) -> dict:
+    """What names these weights: the source run's config fingerprint and step (and, for people, its path)."""
+    return {"workdir": os.path.abspath(self.source), "step": self.step,
+            "fingerprint": config_lib.fingerprint(self.config)}
+
+  def check_identity(self, recorded: dict | None, what: str) -> None:
+    """Raises naming both if `recorded` (an `identity` written by an earlier job, e.g. into a token set's
+    meta.json) is not this component's weights."""
+    if not recorded or "fingerprint" not in recorded:
+      raise ValueError(f"{what} does not say which tokenizer made it (written by an older ar-gen?): extract it "
+                       f"again with `ar-gen extract-tokens --workdir {self.source} ...`")
+    mine = self.identity
+    if (recorded["fingerprint"], recorded.get("step")) != (mine["fingerprint"], mine["step"]):
+      raise ValueError(f"{what} was made by the tokenizer {recorded.get('workdir')} at step {recorded.get('step')} "
+                       f"(config {recorded['fingerprint']}), but frozen.{self.name} is {mine['workdir']} at step "
+                       f"{mine['step']} (config {mine['fingerprint']}): extract the tokens again with "
+                       f"`ar-gen extract-tokens --workdir {self.source} ... --overwrite`, or point "
+                       f"frozen.{self.name} at the tokenizer that made them")
+
+  @property
   def layout(self):
     """The component's token layout (a tokenizer's, or the layout an AR model generates)."""
     return self.module().layout

@@ -62,10 +62,11 @@ class Run:
 
 
 def restore_run(workdir: str, step: int | None = None) -> tuple[Run, dict[str, Any], int]:
-  """Loads a work directory's config, frozen components and latest (or given) checkpoint: (run, state, step)."""
+  """Loads a work directory's config, frozen components and newest readable (or given) checkpoint: (run, state,
+  step). Read-only: a reader never moves or deletes a file, and reads safely beside a running trainer."""
   config = config_lib.load_workdir_config(workdir)
   run = Run(config)
-  ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_ckpts, async_save=False)
+  ckpt = checkpoint.Checkpointer(workdir, async_save=False, read_only=True)
   try:
     if ckpt.latest_step() is None:
       raise FileNotFoundError(f"{workdir} has no checkpoint under {ckpt.directory}: train it first with "

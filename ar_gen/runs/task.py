@@ -23,6 +23,9 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from ar_gen.config import ConfigError
+from ar_gen.data import sources
+
 BUILTIN = {
     "tokenizer": "tokenizers.task:TokenizerTask",
     "classifier": "ar_gen.eval.classifier:ClassifierTask",
@@ -62,6 +65,10 @@ class Task(Protocol):
   def export(self, model: nnx.Module) -> nnx.Module:
     """The module another run reads when it uses this run as a frozen component."""
 
+  def check_source(self, source: Any) -> None:
+    """Refuses a training dataset (`ar_gen.data.sources.Source`) this task cannot learn from, by name, before
+    any step runs (more classes than the model has, tokens of another tokenizer)."""
+
 
 class TaskBase:
   """Defaults of the optional parts of `Task`; a task overrides what it has."""
@@ -84,6 +91,14 @@ class TaskBase:
 
   def export(self, model: nnx.Module) -> nnx.Module:
     return model
+
+  def check_source(self, source: Any) -> None:
+    """A class-conditional model (`model.num_classes`) must have a class id for every label of the data."""
+    model_classes = self.config.model.get("num_classes")
+    data_classes = sources.num_classes(source)
+    if model_classes is not None and data_classes is not None and data_classes > model_classes:
+      raise ConfigError(f"data.train={self.config.data.train!r} has {data_classes} classes but "
+                        f"model.num_classes={model_classes}: set --config.model.num_classes={data_classes}")
 
 
 def family_names() -> tuple[str, ...]:

@@ -1,0 +1,132 @@
+"""The work-directory lock of `ar-gen train`: one trainer per work directory at a time.
+
+`WorkdirLock(workdir)` is an exclusive `fcntl.flock` on `WORKDIR/train.lock`, held for the whole training, with
+the holder written inside as JSON (host, pid, start time, command). A second trainer fails at once with
+`WorkdirLocked`, naming the holder. The operating system releases a flock when its process dies (SIGKILL, a
+crash, a lost node), so a lock left behind by a dead trainer is taken over, with a warning naming it. On
+release the file is emptied, not deleted (deleting a flocked file lets two processes lock two different files).
+Where the file system has no flock (some network mounts), the holder's pid is checked instead: a lock of a live
+process, or of another host, is refused; one of a dead process on this host is taken over.
+Multi-host jobs: process 0 takes the lock (`acquire_for_job`), and every process learns whether it got it.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import os
+import socket
+import sys
+import time
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from ar_gen.errors import WorkdirLocked
+
+log = logging.getLogger("ar_gen.train")
+
+LOCK_FILE = "train.lock"
+_NO_FLOCK = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)
+
+
+def _me() -> dict:
+  return {"host": socket.gethostname(), "pid": os.getpid(),
+          "started": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime()), "command": " ".join(sys.argv)}
+
+
+def _describe(holder: dict | None) -> str:
+  if not holder:
+    return "another process (no holder recorded)"
+  return f"pid {holder.get('pid')} on {holder.get('host')}, started {holder.get('started')}: {holder.get('command')}"
+
+
+def _pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+class WorkdirLock:
+  """An exclusive lock on a work directory (a context manager)."""
+
+  def __init__(self, workdir: str):
+    self.path = os.path.join(workdir, LOCK_FILE)
+    self._fd: int | None = None
+
+  def _holder(self) -> dict | None:
+    try:
+      with open(self.path) as f:
+        text = f.read().strip()
+      return json.loads(text) if text else None
+    except (OSError, ValueError):
+      return None
+
+  def acquire(self) -> "WorkdirLock":
+    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      os.close(fd)
+      raise WorkdirLocked(f"{os.path.dirname(self.path)} is being trained by {_describe(self._holder())} "
+                          f"(lock {self.path}); wait for it to finish or stop it first") from None
+    except OSError as e:
+      if e.errno not in _NO_FLOCK:
+        os.close(fd)
+        raise
+      self._check_pid_lock()
+    previous = self._holder()
+    if previous and previous.get("pid") != os.getpid():
+      log.warning("taking over the lock of a trainer that is gone (%s) in %s", _describe(previous), self.path)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(_me()).encode(), 0)
+    os.fsync(fd)
+    self._fd = fd
+    return self
+
+  def _check_pid_lock(self) -> None:
+    """Without flock: refuse a holder that may be alive (any other host, or a live pid on this one)."""
+    holder = self._holder()
+    if not holder:
+      return
+    if holder.get("host") != socket.gethostname() or _pid_alive(int(holder.get("pid", -1))):
+      raise WorkdirLocked(f"{os.path.dirname(self.path)} is being trained by {_describe(holder)} (lock "
+                          f"{self.path}, no flock on this file system); if that job is gone, delete the lock file")
+
+  def release(self) -> None:
+    if self._fd is None:
+      return
+    os.ftruncate(self._fd, 0)
+    fcntl.flock(self._fd, fcntl.LOCK_UN)
+    os.close(self._fd)
+    self._fd = None
+
+  def __enter__(self) -> "WorkdirLock":
+    return self.acquire()
+
+  def __exit__(self, *exc) -> None:
+    self.release()
+
+
+def acquire_for_job(workdir: str) -> WorkdirLock | None:
+  """Process 0 takes the work directory's lock; every process raises WorkdirLocked if it could not."""
+  lock, message = None, ""
+  if jax.process_index() == 0:
+    try:
+      lock = WorkdirLock(workdir).acquire()
+    except WorkdirLocked as e:
+      message = str(e)
+  if jax.process_count() > 1:
+    ok = multihost_utils.broadcast_one_to_all(np.int32(lock is not None or jax.process_index() != 0))
+    if not int(ok):
+      raise WorkdirLocked(message or f"process 0 could not lock {workdir} (see its log for the holder)")
+  elif lock is None:
+    raise WorkdirLocked(message)
+  return lock
