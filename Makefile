@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/ar-gen demo --out runs/demo
+	$(VENV)/bin/ar-gen demo --out runs/demo --overwrite
 
 test: $(STAMP)
 	$(VENV)/bin/lint-imports

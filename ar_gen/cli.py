@@ -287,11 +287,12 @@ def _demo_arguments(p):
   p.add_argument("--stages", default="default",
                  help="comma-separated of tokenizers, tokenizer_vq, classifier and the families (next_token, "
                       "next_scale, ...); 'default' (all but the LFQ tokenizer) or 'all'")
+  _overwrite_flag(p, "an earlier demo's results in OUT")
 
 
 def _demo(args, overrides):
   from ar_gen import demo  # pylint: disable=g-import-not-at-top
-  demo.run(args.out, quick=args.quick, stages=args.stages)
+  demo.run(args.out, quick=args.quick, stages=args.stages, overwrite=args.overwrite)
 
 
 # ------------------------------------------------------------------------------------------------- the table

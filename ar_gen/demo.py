@@ -11,14 +11,14 @@ eval-tokenizer, extract-tokens), started as soon as what it needs is done, a few
 keeps about 1.4 of 2 cores busy); logs go to `OUT/logs/`. The headline numbers go to `OUT/summary.json` (one entry
 per stage with its `workdir`), and the families are compared side by side in one table, printed and written to
 `OUT/families.md`. `make demo` runs the `default` stages (all but the LFQ tokenizer, to fit 15 minutes);
-`--stages all` runs every stage; `--quick` runs each config's `:runlocal` variant.
+`--stages all` runs every stage; `--quick` runs each config's `:runlocal` variant. An OUT that holds an earlier
+demo's results is refused unless `--overwrite` (`make demo` passes it: it replaces its own runs/demo).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 from ar_gen import config as config_lib
-from ar_gen import table
+from ar_gen import outputs, table
 from ar_gen.data import pipeline
 from ar_gen.eval.classifier import Classifier
 from ar_gen.families._registry import registered
@@ -112,7 +112,6 @@ class Jobs:
 
 
 def _train_args(config_file: str, workdir: str, quick: bool, overrides: list[str] = ()) -> list[str]:
-  shutil.rmtree(workdir, ignore_errors=True)
   config = os.path.join(CONFIG_DIR, config_file) + (":runlocal" if quick else "")
   return ["train", "--config", config, "--workdir", workdir, *[f"--config.{o}" for o in overrides]]
 
@@ -177,14 +176,18 @@ def _report(out: str, summary: dict, stage: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- the job
-def run(out: str = "runs/demo", quick: bool = False, stages: str = "default") -> dict:
+def run(out: str = "runs/demo", quick: bool = False, stages: str = "default", overwrite: bool = False) -> dict:
+  """Runs the demo's stages into `out`; an `out` holding an earlier demo's results is refused unless `overwrite`
+  (which removes exactly those: the stages' work dirs and token sets, logs/, summary.json, families.md)."""
   stages = parse_stages(stages)
-  os.makedirs(out, exist_ok=True)
   workdir = lambda name: os.path.abspath(os.path.join(out, name))
-  jobs = Jobs(os.path.join(out, "logs"))
   families = {name: f for name, f in registered().items() if name in stages}
   tokenizers = {t: TOKENIZER_CONFIGS[t] for s in stages for t in STAGE_GROUPS.get(s, ())}
   tokenizers.update({f.demo_tokenizer: f.demo_tokenizer_config for f in families.values()})
+  results = (*tokenizers, *(["classifier"] if "classifier" in stages else []), *families, *(f"{name}_tokens" for name in families), "logs",
+             "summary.json", "families.md")
+  outputs.claim_dir(out, results, overwrite)
+  jobs = Jobs(os.path.join(out, "logs"))
   for name, config_file in tokenizers.items():
     jobs.add(name, _train_args(config_file, workdir(name), quick))
   if "classifier" in stages:
@@ -192,7 +195,6 @@ def run(out: str = "runs/demo", quick: bool = False, stages: str = "default") ->
   num_samples = 100 if quick else 1000
   for name, family in families.items():
     tokens_dir = workdir(name) + "_tokens"
-    shutil.rmtree(tokens_dir, ignore_errors=True)
     jobs.add(f"extract_{name}", ["extract-tokens", "--workdir", workdir(family.demo_tokenizer), "--data",
                                  "bundled:mnist:train", "--out", tokens_dir], after=(family.demo_tokenizer,))
     overrides = [f"frozen.tokenizer={workdir(family.demo_tokenizer)}", f"data.train=tokens:{tokens_dir}",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 from typing import Any
 
 import jax
@@ -29,6 +30,18 @@ from ar_gen.errors import UserError
 log = logging.getLogger("ar_gen.train")
 
 MAX_VANISHED = 8  # how often a reader re-lists after the trainer deleted the step it was reading
+VANISH_WAIT_SECONDS = 0.5
+
+
+def _retry_vanished(fn):
+  """Calls `fn` (an Orbax listing), again when a step directory vanished under it (FileNotFoundError)."""
+  for attempt in range(MAX_VANISHED):
+    try:
+      return fn()
+    except FileNotFoundError:
+      if attempt == MAX_VANISHED - 1:
+        raise
+      time.sleep(0.05)
 
 
 class CheckpointMismatch(UserError, ValueError):
@@ -63,14 +76,22 @@ class Checkpointer:
       raise ValueError(f"keep_ckpts must be at least 1, got {keep}")
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
     self.read_only = read_only
-    self.manager = ocp.CheckpointManager(
+    self.manager = _retry_vanished(lambda: ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save,
                                              create=not read_only, read_only=read_only),
-        item_handlers={"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()})
+        item_handlers={"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()}))
+
+  def steps(self) -> list[int]:
+    """The committed steps, newest first, listed afresh (a trainer beside a reader saves and deletes)."""
+    def listing():
+      self.manager.reload()
+      return sorted(self.manager.all_steps(), reverse=True)
+    return _retry_vanished(listing)
 
   def latest_step(self) -> int | None:
-    return self.manager.latest_step()
+    steps = self.steps()
+    return steps[0] if steps else None
 
   def save(self, step: int, state: Any, data_state: dict | None = None, force: bool = False) -> None:
     items = {"state": ocp.args.StandardSave(state)}
@@ -86,8 +107,7 @@ class Checkpointer:
       return self._restore(abstract_state, step, with_data)
     errors, vanished, tried = [], 0, set()
     while True:
-      self.manager.reload()
-      steps = [s for s in sorted(self.manager.all_steps(), reverse=True) if s not in tried]
+      steps = [s for s in self.steps() if s not in tried]
       if not steps:
         break
       step = steps[0]
@@ -97,7 +117,7 @@ class Checkpointer:
       except CheckpointMismatch:
         raise
       except Exception as e:  # pylint: disable=broad-except  # any unreadable step: fall back to the previous
-        if not os.path.isdir(self.step_directory(step)) and vanished < MAX_VANISHED:
+        if self._vanished(step) and vanished < MAX_VANISHED:
           vanished += 1  # deleted by the trainer (keep_ckpts) while read: list the steps again
           log.info("checkpoint step %d was deleted while being read; reading the newest again", step)
           continue
@@ -107,6 +127,13 @@ class Checkpointer:
     if not errors:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
     raise ValueError(f"no readable checkpoint in {self.directory}:\n  " + "\n  ".join(errors))
+
+  def _vanished(self, step: int) -> bool:
+    """Whether `step` was deleted (by the trainer keeping the last K) rather than being unreadable; a reader
+    gives a deletion in progress a moment to finish."""
+    if self.read_only and os.path.isdir(self.step_directory(step)):
+      time.sleep(VANISH_WAIT_SECONDS)
+    return not os.path.isdir(self.step_directory(step))
 
   def step_directory(self, step: int) -> str:
     return os.path.join(self.directory, str(step))
