@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import signal
 import time
 from typing import Any
@@ -33,7 +34,7 @@ from ar_gen import config as config_lib
 from ar_gen import images
 from ar_gen.data import pipeline
 from ar_gen.eval import evaluators as evaluators_lib
-from ar_gen.runs import checkpoint, mesh as mesh_lib, optim, sharding
+from ar_gen.runs import checkpoint, lock as lock_lib, mesh as mesh_lib, optim, sharding
 from ar_gen.runs.run import Run, split_params
 from ar_gen.runs.task import Task
 from ar_gen.train import metrics_log, preemption
@@ -103,28 +104,75 @@ def _summarize(task: Task, sums: dict[str, np.ndarray], count: int) -> dict[str,
   return scalars
 
 
-def train(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: int | None = None) -> dict:
+def check_config_change(config: ml_collections.ConfigDict, workdir: str, allow: bool = False) -> bool:
+  """Compares `config` with the work directory's config.json (if any) before anything is written: a difference
+  outside `config_lib.RUNTIME_KEYS` is refused, naming the keys, unless `allow`. Returns whether it differs."""
+  if not os.path.isfile(os.path.join(workdir, "config.json")):
+    return False
+  changes = config_lib.differing_keys(config_lib.load_workdir_config(workdir), config)
+  real = [c for c in changes if not config_lib.is_runtime_key(c[0])]
+  for key, old, new in changes:
+    log.info("config key %s: %r in %s/config.json, %r now", key, old, workdir, new)
+  if real and not allow:
+    shown = "; ".join(f"{k}: {old!r} there, {new!r} now" for k, old, new in real[:8])
+    more = f" (and {len(real) - 8} more)" if len(real) > 8 else ""
+    raise config_lib.ConfigError(
+        f"{workdir} was trained with another config: {shown}{more}. Run the command that trained it, use a new "
+        "--workdir, or pass --allow-config-change to continue this run's checkpoints with the new config")
+  return bool(real)
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: int | None = None,
+          allow_config_change: bool = False) -> dict:
   """Trains `config` in `workdir`, resuming from its latest checkpoint; returns the last logged metrics.
 
   Args:
     config: a resolved config (see configs/).
-    workdir: the run's directory (config.json, metrics.jsonl, checkpoints/, tb/, images/).
+    workdir: the run's directory (config.json, metrics.jsonl, checkpoints/, tb/, images/, train.lock).
     stop_after_steps: leave after this many steps of this invocation (with a checkpoint), e.g. to fit a job's
       time limit; the schedule still spans `config.total_steps`.
+    allow_config_change: continue a work directory trained with another config (see `check_config_change`);
+      its old config.json is kept as config.before_step_N.json.
+  Nothing in the work directory is written before the lock is taken, the config compared and the checkpoint
+  restored (or found absent), so a refused command leaves every file as it was.
   """
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise NotADirectoryError(f"--workdir {workdir} is a file, not a directory")
+  if stop_after_steps is not None and stop_after_steps < 1:
+    raise ValueError(f"--stop-after-steps must be at least 1, got {stop_after_steps}")
+  os.makedirs(workdir, exist_ok=True)
+  lock = lock_lib.acquire_for_job(workdir)
+  try:
+    return _train(config, workdir, stop_after_steps, allow_config_change)
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _save_config(config: ml_collections.ConfigDict, workdir: str, changed: bool, start: int) -> None:
+  if jax.process_index() != 0:
+    return
+  path = os.path.join(workdir, "config.json")
+  if changed:
+    shutil.copyfile(path, os.path.join(workdir, f"config.before_step_{start}.json"))
+  config_lib.save_config(config, workdir)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: int | None,
+           allow_config_change: bool) -> dict:
   # ---------------------------------------------------------------- setup and logging
   jax.config.update("jax_threefry_partitionable", True)
-  os.makedirs(workdir, exist_ok=True)
-  if jax.process_index() == 0:
-    config_lib.save_config(config, workdir)
+  changed = check_config_change(config, workdir, allow_config_change)
   run = Run(config)
   task = run.task
 
   # ---------------------------------------------------------------- mesh
   mesh = mesh_lib.make_mesh(config.mesh)
+  mesh_lib.check_batch_size(mesh, config.batch_size)
   replicated = mesh_lib.replicated(mesh)
 
   # ---------------------------------------------------------------- input
+  task.check_source(pipeline.open_split(config.data, "train"))
   train_iter = iter(pipeline.train_dataset(config.data, config.batch_size, config.seed))
   vis_batch = next(pipeline.eval_batches(config.data, config.get("vis_examples", 8)))
 
@@ -135,12 +183,17 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: int
   ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_ckpts)
   start = 0
   if ckpt.latest_step() is not None:
-    state, data_state, start = ckpt.restore(checkpoint.restore_target(abstract, state_sharding))
+    try:
+      state, data_state, start = ckpt.restore(checkpoint.restore_target(abstract, state_sharding))
+    except Exception:
+      ckpt.close()
+      raise
     if data_state is not None:
       train_iter.set_state(data_state)
     log.info("resumed from step %d of %s", start, ckpt.directory)
   else:
     state = jax.jit(run.init, out_shardings=state_sharding)(jax.random.PRNGKey(config.seed))
+  _save_config(config, workdir, changed, start)
   log.info("%s", parameter_overview(state["params"]))
 
   # ---------------------------------------------------------------- update step
