@@ -144,15 +144,15 @@ def _sample_arguments(p):
 
 
 def _interval(text: str | None, flag: str) -> tuple[float, float] | None:
-  """`LO,HI` with 0 <= LO < HI <= 1."""
+  """`LO,HI` with 0 <= LO <= HI <= 1."""
   if text is None:
     return None
   try:
     values = tuple(float(v) for v in text.split(","))
   except ValueError:
     values = ()
-  if len(values) != 2 or not 0 <= values[0] < values[1] <= 1:
-    raise ValueError(f"{flag} takes LO,HI with 0 <= LO < HI <= 1 (the guided fraction of the steps), got {text!r}")
+  if len(values) != 2 or not 0 <= values[0] <= values[1] <= 1:
+    raise ValueError(f"{flag} takes LO,HI with 0 <= LO <= HI <= 1 (the guided fraction of the steps), got {text!r}")
   return values
 
 

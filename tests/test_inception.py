@@ -84,24 +84,12 @@ def test_missing_weights_say_where_and_how(tmp_path, monkeypatch):
 
 
 def test_convert_inception_writes_weights_that_load(tmp_path, monkeypatch):
-  """The .pth -> .npz step with a stand-in for torch.load (torch is not a dependency of the test suite)."""
-
-  class Tensor:
-    def __init__(self, value):
-      self.value = value
-
-    def numpy(self):
-      return self.value
-
-  state_dict = {k: Tensor(v) for k, v in random_state_dict(0).items()}
-  state_dict["Conv2d_1a_3x3.bn.num_batches_tracked"] = Tensor(np.asarray(0))
-  fake_torch = type("torch", (), {"load": staticmethod(lambda path, map_location=None: state_dict)})
-  monkeypatch.setitem(__import__("sys").modules, "torch", fake_torch)
-  pth = tmp_path / inception_weights.PTH_NAME
-  pth.write_bytes(b"stand-in")
-  result = inception_weights.convert(str(pth), str(tmp_path / "out" / "inception.npz"))
-  assert result["arrays"] == 472 and result["parameters"] == 23885392
-  model = inception_weights.load(str(tmp_path / "out" / "inception.npz"))
-  np.testing.assert_array_equal(np.asarray(model.fc.kernel.value), random_state_dict(0)["fc.weight"].T)
+  """The .pth -> .npz step with a stand-in for the .pth reader (torch is not a dependency of the test suite)."""
   with pytest.raises(FileNotFoundError, match="missing.pth: no such file.*pytorch-fid"):
     inception_weights.convert(str(tmp_path / "missing.pth"), str(tmp_path / "x.npz"))
+  state_dict = dict(random_state_dict(0), **{"Conv2d_1a_3x3.bn.num_batches_tracked": np.asarray(0)})
+  monkeypatch.setattr(inception_weights.torch_files, "load_state_dict", lambda path, expected: state_dict)
+  result = inception_weights.convert(str(tmp_path / inception_weights.PTH_NAME), str(tmp_path / "out" / "i.npz"))
+  assert result["arrays"] == 472 and result["parameters"] == 23885392
+  model = inception_weights.load(str(tmp_path / "out" / "i.npz"))
+  np.testing.assert_array_equal(np.asarray(model.fc.kernel.value), random_state_dict(0)["fc.weight"].T)

@@ -194,7 +194,7 @@ def test_sample_out_is_refused_or_cleared_but_never_mixed(trained_next_token_wor
 
 
 @pytest.mark.parametrize("flags, needle", [
-    (["--cfg-interval", "0.9,0.1"], "0 <= LO < HI <= 1"), (["--cfg-interval", "0.2"], "LO,HI"),
+    (["--cfg-interval", "0.9,0.1"], "0 <= LO <= HI <= 1"), (["--cfg-interval", "0.2"], "LO,HI"),
     (["--cfg-scale", "-1"], "cfg_scale"), (["--top-p", "0"], "top_p"), (["--classes", "3,99"], "[0, 9]"),
     (["--num-images", "0"], "--num-images")])
 def test_bad_sampling_flags_fail_before_the_model_loads(trained_next_token_workdir, tmp_path, capsys, flags, needle):
@@ -272,6 +272,18 @@ def test_sampling_beside_a_training_reads_committed_checkpoints(trained_vq_workd
   assert trainer.returncode == 0, err[-3000:]
   assert len(steps) >= 2 and steps == sorted(steps), steps
   assert restore_run(workdir)[2] == 60
+
+
+def test_two_trainings_on_one_new_folder_dataset_both_train(tmp_path):
+  _image_folder(tmp_path / "imgs", 10, 100)  # 1000 images, prepared by neither yet
+  data = [f"--config.data.train=folder:{tmp_path / 'imgs'}", f"--config.data.eval=folder:{tmp_path / 'imgs'}",
+          f"--config.data.data_dir={tmp_path / 'tfds'}", "--config.total_steps=2"]
+  procs = [_train_process(str(tmp_path / f"w{i}"), *data) for i in range(2)]
+  for proc in procs:
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+  for i in range(2):
+    assert [r["step"] for r in metrics_log.read_metrics(str(tmp_path / f"w{i}"))] == [1, 2]
 
 
 # ------------------------------------------------------------------------------------------------- one error path

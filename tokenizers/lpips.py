@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ar_gen import torch_files
+
 VGG16_LAYERS = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
 TAPS = (1, 3, 6, 9, 12)  # indices (among the 13 convolutions) whose ReLU outputs LPIPS compares
 TORCH_CONV_INDICES = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)  # `features.{i}` of torchvision's VGG-16
@@ -92,18 +94,24 @@ def distance(weights: dict[str, jax.Array], x_BHWC: jax.Array, y_BHWC: jax.Array
   return total
 
 
+VGG_FILE = "torchvision's VGG-16 weights (vgg16-397923af.pth)"
+VGG_KEYS = tuple(f"features.{i}.{p}" for i in TORCH_CONV_INDICES for p in ("weight", "bias"))
+LIN_FILE = "the LPIPS package's VGG linear layers (weights/v0.1/vgg.pth)"
+LIN_KEYS = tuple(f"lin{l}.model.1.weight" for l in range(len(TAPS)))
+
+
 def convert_torch_files(vgg_pth: str, lin_pth: str, out: str) -> str:
-  """Reads the two PyTorch files (needs `torch`) and writes the .npz that `load_weights` reads."""
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise ImportError("convert-lpips reads PyTorch files: pip install torch (CPU is enough)") from e
-  for path in (vgg_pth, lin_pth):
-    if not os.path.isfile(path):
-      raise FileNotFoundError(f"{path} does not exist")
-  to_np = lambda sd: {k: v.detach().cpu().numpy() for k, v in sd.items()}
-  weights = from_torch_state_dicts(to_np(torch.load(vgg_pth, map_location="cpu")),
-                                   to_np(torch.load(lin_pth, map_location="cpu")))
+  """Reads the two PyTorch files (needs `torch`) and writes the .npz that `load_weights` reads, at `out` exactly.
+
+  Both files are read and checked before `out` is written (through a temporary file, so never half).
+  """
+  vgg = torch_files.load_state_dict(vgg_pth, VGG_FILE, VGG_KEYS)
+  lin = torch_files.load_state_dict(lin_pth, LIN_FILE, LIN_KEYS)
+  weights = from_torch_state_dicts(vgg, lin)
   check_weights(weights, f"{vgg_pth} + {lin_pth}")
-  np.savez(out, **weights)
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  tmp = f"{out}.tmp.{os.getpid()}"
+  with open(tmp, "wb") as f:
+    np.savez(f, **weights)
+  os.replace(tmp, out)
   return out

@@ -1,18 +1,26 @@
 """What every reader of released PyTorch checkpoints shares: numpy state dicts, the conv / norm / residual-block
 mappings of the VQGAN-style nets (`tokenizers/nets.py`), writing parameters into a module with shape checks, and
 saving the result as an ar-gen work directory.
+
+A converter reads and maps both of its files before it writes anything, and `removed_on_failure` deletes the work
+directories it created if a later step (a shape check) fails, so a failed conversion leaves no half output.
+Unfit files are ValueErrors naming the file, what it should be, and the missing keys (`ar_gen/torch_files.py`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any
+import shutil
+from typing import Any, Callable, Iterable, Iterator
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
+
+from ar_gen import torch_files
 
 StateDict = dict[str, np.ndarray]
 
@@ -56,20 +64,34 @@ def load_params(module: nnx.Module, params: dict, source: str) -> nnx.Module:
   return module
 
 
-def read_torch(path: str) -> StateDict:
-  """A PyTorch checkpoint as a numpy state dict (unwrapping the "model", "module" or "state_dict" key)."""
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"{path} does not exist")
+def read_torch(path: str, expected: str, required: Iterable[str] = ()) -> StateDict:
+  """A PyTorch checkpoint as a numpy state dict (see `ar_gen.torch_files.load_state_dict`); errors name `path`."""
+  return torch_files.load_state_dict(path, expected, required)
+
+
+def mapped(fn: Callable[[StateDict], Any], sd: StateDict, path: str, expected: str) -> Any:
+  """`fn(sd)`, with its failures on an unfit state dict raised as ValueErrors that name `path`.
+
+  A key that `fn` looks for and `sd` lacks is named; an unsupported variant or misshapen tensor keeps its message.
+  """
   try:
-    import torch  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise ImportError("reading PyTorch checkpoints needs PyTorch: pip install torch (the CPU build is enough)") from e
-  obj: Any = torch.load(path, map_location="cpu", weights_only=False)
-  for key in ("model", "module", "state_dict"):
-    if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
-      obj = obj[key]
-      break
-  return {k: v.detach().float().cpu().numpy() for k, v in obj.items() if hasattr(v, "detach")}
+    return fn(sd)
+  except KeyError as e:
+    raise ValueError(f"{path} is not {expected}: it lacks {e.args[0]}") from None
+  except (ValueError, IndexError) as e:
+    raise ValueError(f"{path} does not fit {expected}: {e}") from None
+
+
+@contextlib.contextmanager
+def removed_on_failure(*paths: str) -> Iterator[None]:
+  """Deletes those of `paths` that did not exist before the block if it raises: no half-written output stays."""
+  fresh = [p for p in paths if not os.path.exists(p)]
+  try:
+    yield
+  except BaseException:
+    for p in fresh:
+      shutil.rmtree(p, ignore_errors=True)
+    raise
 
 
 def save_workdir(config: ml_collections.ConfigDict, params: dict, workdir: str, source: str) -> str:

@@ -88,18 +88,45 @@ def gpt_params(sd: StateDict) -> dict:
           "output": {"kernel": t("output.weight")}}
 
 
+VQ_FILE = "LlamaGen's VQ tokenizer checkpoint (vq_ds16_c2i.pt)"
+VQ_KEYS = ("encoder.conv_in.weight", "encoder.conv_blocks.0.res.0.conv1.weight", "encoder.conv_out.weight",
+           "quant_conv.weight", "post_quant_conv.weight", "quantize.embedding.weight", "decoder.conv_out.weight")
+GPT_FILE = "a LlamaGen class-conditional GPT checkpoint (c2i_B_256.pt .. c2i_XXL_384.pt)"
+GPT_KEYS = ("cls_embedding.embedding_table.weight", "tok_embeddings.weight", "layers.0.attention.wqkv.weight",
+            "norm.weight", "output.weight")
+
+
+def check_size(sd: StateDict, size: str, path: str) -> None:
+  """Raises ValueError naming `path` if the GPT's depth and width are not those of LlamaGen's preset `size`."""
+  from ar_gen.models.next_token import PRESETS  # pylint: disable=g-import-not-at-top
+  depth, dim = _count(sd, "layers"), sd["tok_embeddings.weight"].shape[1]
+  if PRESETS[size][:2] != (depth, dim):
+    found = [name for name, preset in PRESETS.items() if preset[:2] == (depth, dim)]
+    raise ValueError(f"{path} holds a GPT of {depth} layers of width {dim} "
+                     f"({'size ' + found[0] if found else 'no LlamaGen size'}), not --size {size} "
+                     f"({PRESETS[size][0]} layers of width {PRESETS[size][1]})")
+
+
 def convert(vq_path: str, gpt_path: str, size: str, image_size: int, out: str) -> dict:
-  """Converts LlamaGen's VQ and c2i GPT checkpoints into `out/tokenizer` and `out/gpt` work directories."""
+  """Converts LlamaGen's VQ and c2i GPT checkpoints into `out/tokenizer` and `out/gpt` work directories.
+
+  Both files are read and mapped before anything is written; a failure after that removes what was written.
+  """
   from ar_gen.families.next_token import default_config as next_token_config  # pylint: disable=g-import-not-at-top
   from tokenizers.config import tokenizer_config  # pylint: disable=g-import-not-at-top
   data = dict(train="tfds:imagenet2012:train", eval="tfds:imagenet2012:validation", image_size=image_size,
               channels=3, resize="crop")
-  vq_sd, gpt_sd = common.read_torch(vq_path), common.read_torch(gpt_path)
+  vq_sd = common.read_torch(vq_path, VQ_FILE, VQ_KEYS)
+  gpt_sd = common.read_torch(gpt_path, GPT_FILE, GPT_KEYS)
+  tok_params = common.mapped(lambda sd: {"tokenizer": vq_params(sd)}, vq_sd, vq_path, VQ_FILE)
   tok_config = tokenizer_config("vq", **data)
-  tok_config.model.update(vq_model_config(vq_sd))
-  tok_dir = common.save_workdir(tok_config, {"tokenizer": vq_params(vq_sd)},
-                                os.path.abspath(os.path.join(out, "tokenizer")), vq_path)
-  gpt_config = next_token_config(tok_dir, **data)
-  gpt_config.model.update(size=size, num_classes=gpt_sd["cls_embedding.embedding_table.weight"].shape[0] - 1)
-  gpt_dir = common.save_workdir(gpt_config, gpt_params(gpt_sd), os.path.join(out, "gpt"), gpt_path)
+  tok_config.model.update(common.mapped(vq_model_config, vq_sd, vq_path, VQ_FILE))
+  model_params = common.mapped(gpt_params, gpt_sd, gpt_path, GPT_FILE)
+  check_size(gpt_sd, size, gpt_path)
+  tok_dir, gpt_dir = os.path.abspath(os.path.join(out, "tokenizer")), os.path.join(out, "gpt")
+  with common.removed_on_failure(out, tok_dir, gpt_dir):
+    common.save_workdir(tok_config, tok_params, tok_dir, vq_path)
+    gpt_config = next_token_config(tok_dir, **data)
+    gpt_config.model.update(size=size, num_classes=gpt_sd["cls_embedding.embedding_table.weight"].shape[0] - 1)
+    common.save_workdir(gpt_config, model_params, gpt_dir, gpt_path)
   return {"tokenizer": tok_dir, "gpt": gpt_dir}

@@ -127,24 +127,40 @@ def var_model_config(sd: StateDict) -> ml_collections.ConfigDict:
       class_dropout=0.0))
 
 
+VAE_FILE = "VAR's VQVAE checkpoint (vae_ch160v4096z32.pth)"
+VAE_KEYS = ("encoder.conv_in.weight", "encoder.down.0.block.0.conv1.weight", "encoder.conv_out.weight",
+            "quant_conv.weight", "post_quant_conv.weight", "quantize.embedding.weight", "decoder.conv_out.weight")
+VAR_FILE = "a VAR transformer checkpoint (var_d16.pth .. var_d30.pth)"
+VAR_KEYS = ("word_embed.weight", "class_emb.weight", "lvl_embed.weight", "pos_start", "pos_1LC",
+            "blocks.0.attn.mat_qkv.weight", "blocks.0.attn.scale_mul_1H11", "blocks.0.ffn.fc1.weight", "head.weight")
+
+
 def convert_state_dicts(vae_sd: StateDict, var_sd: StateDict, out: str, image_size: int = 256,
                         sources: tuple[str, str] = ("vae", "var")) -> dict:
-  """Writes `out/tokenizer` and `out/var` work directories holding the two state dicts' weights."""
+  """Writes `out/tokenizer` and `out/var` work directories holding the two state dicts' weights.
+
+  Both state dicts are mapped before anything is written; a failure after that removes what was written.
+  """
   from ar_gen.families.next_scale import default_config as next_scale_config  # pylint: disable=g-import-not-at-top
   from tokenizers.config import tokenizer_config  # pylint: disable=g-import-not-at-top
   data = dict(train="tfds:imagenet2012:train", eval="tfds:imagenet2012:validation", image_size=image_size,
               channels=3, resize="crop")
   tok_config = tokenizer_config("multiscale", **data)
-  tok_config.model.update(vae_model_config(vae_sd, var_scales(var_sd)))
-  tok_dir = common.save_workdir(tok_config, {"tokenizer": vae_params(vae_sd)},
-                                os.path.abspath(os.path.join(out, "tokenizer")), sources[0])
-  var_config = next_scale_config(tok_dir, **data)
-  var_config.model.update(var_model_config(var_sd))
-  var_dir = common.save_workdir(var_config, var_params(var_sd), os.path.join(out, "var"), sources[1])
+  tok_config.model.update(common.mapped(lambda sd: vae_model_config(sd, var_scales(var_sd)), vae_sd, sources[0],
+                                        VAE_FILE))
+  tok_params = common.mapped(lambda sd: {"tokenizer": vae_params(sd)}, vae_sd, sources[0], VAE_FILE)
+  model_config = common.mapped(var_model_config, var_sd, sources[1], VAR_FILE)
+  model_params = common.mapped(var_params, var_sd, sources[1], VAR_FILE)
+  tok_dir, var_dir = os.path.abspath(os.path.join(out, "tokenizer")), os.path.join(out, "var")
+  with common.removed_on_failure(out, tok_dir, var_dir):
+    common.save_workdir(tok_config, tok_params, tok_dir, sources[0])
+    var_config = next_scale_config(tok_dir, **data)
+    var_config.model.update(model_config)
+    common.save_workdir(var_config, model_params, var_dir, sources[1])
   return {"tokenizer": tok_dir, "var": var_dir}
 
 
 def convert(vae_path: str, var_path: str, out: str, image_size: int = 256) -> dict:
   """Converts VAR's VQVAE and VAR-d* checkpoints into `out/tokenizer` and `out/var` work directories."""
-  return convert_state_dicts(common.read_torch(vae_path), common.read_torch(var_path), out, image_size,
-                             (vae_path, var_path))
+  return convert_state_dicts(common.read_torch(vae_path, VAE_FILE, VAE_KEYS),
+                             common.read_torch(var_path, VAR_FILE, VAR_KEYS), out, image_size, (vae_path, var_path))

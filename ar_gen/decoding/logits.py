@@ -17,7 +17,7 @@ class SamplingConfig:
 
   cfg_scale: guided = uncond + scale * (cond - uncond); 1 disables guidance. cfg_schedule 'linear' ramps the scale
   from 1 at the first step to cfg_scale at the last. cfg_interval (lo, hi): guidance only on steps whose fraction
-  of the way through the sequence, step / num_steps, lies in [lo, hi).
+  of the way through the sequence, step / num_steps, lies in [lo, hi); lo = hi guides no step, lo > hi is refused.
   """
 
   temperature: float = 1.0
@@ -35,9 +35,9 @@ class SamplingConfig:
     if self.cfg_scale < 0:
       raise ValueError(f"cfg_scale must be >= 0 (1 = no guidance), got {self.cfg_scale}")
     interval = tuple(self.cfg_interval)
-    if len(interval) != 2 or not 0 <= interval[0] < interval[1] <= 1:
-      raise ValueError(f"cfg_interval must be LO,HI with 0 <= LO < HI <= 1 (the fraction of the steps that are "
-                       f"guided), got {','.join(map(str, interval))}")
+    if len(interval) != 2 or not 0 <= interval[0] <= interval[1] <= 1:
+      raise ValueError(f"cfg_interval must be LO,HI with 0 <= LO <= HI <= 1 (the fraction of the steps that are "
+                       f"guided; LO = HI guides none), got {','.join(map(str, interval))}")
 
   @property
   def guided(self) -> bool:

@@ -16,10 +16,12 @@ import jax
 import numpy as np
 from flax import nnx
 
+from ar_gen import torch_files
 from ar_gen.eval.inception import InceptionV3
 
 PTH_NAME = "pt_inception-2015-12-05-6726825d.pth"
 PTH_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + PTH_NAME
+PTH_FILE = f"pytorch-fid's FID Inception weights ({PTH_NAME}, from {PTH_URL})"
 DEFAULT_FILE = os.path.join("~", ".cache", "ar_gen", "inception_fid.npz")
 ENV_VAR = "AR_GEN_INCEPTION"
 BN_NAMES = {"scale": "weight", "bias": "bias", "mean": "running_mean", "var": "running_var"}
@@ -76,15 +78,12 @@ def from_torch(state_dict: Mapping[str, np.ndarray]) -> InceptionV3:
 
 def convert(pth: str, out: str) -> dict:
   """pytorch-fid's .pth -> an .npz (PyTorch names and layouts, float32), checked against the network first."""
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise ImportError("converting the .pth needs torch (the CPU build is enough): pip install torch") from e
-  if not os.path.exists(pth):
-    raise FileNotFoundError(f"{pth}: no such file (pytorch-fid's weights: {PTH_URL})")
-  state_dict = {k: v.numpy().astype(np.float32) for k, v in torch.load(pth, map_location="cpu").items()
+  state_dict = {k: v.astype(np.float32) for k, v in torch_files.load_state_dict(pth, PTH_FILE).items()
                 if not k.endswith("num_batches_tracked")}
-  from_torch(state_dict)  # validates names and shapes
+  try:
+    from_torch(state_dict)  # validates names and shapes
+  except ValueError as e:
+    raise ValueError(f"{pth}: {e}") from None
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   np.savez(out + ".tmp.npz", **state_dict)
   os.replace(out + ".tmp.npz", out)

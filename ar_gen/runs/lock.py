@@ -12,8 +12,6 @@ Multi-host jobs: process 0 takes the lock (`acquire_for_job`), and every process
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import logging
 import os
@@ -25,12 +23,12 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from ar_gen import filelock
 from ar_gen.errors import WorkdirLocked
 
 log = logging.getLogger("ar_gen.train")
 
 LOCK_FILE = "train.lock"
-_NO_FLOCK = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)
 
 
 def _me() -> dict:
@@ -72,15 +70,15 @@ class WorkdirLock:
   def acquire(self) -> "WorkdirLock":
     fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      locked = filelock.lock(fd, wait=False)
     except BlockingIOError:
       os.close(fd)
       raise WorkdirLocked(f"{os.path.dirname(self.path)} is being trained by {_describe(self._holder())} "
                           f"(lock {self.path}); wait for it to finish or stop it first") from None
-    except OSError as e:
-      if e.errno not in _NO_FLOCK:
-        os.close(fd)
-        raise
+    except OSError:
+      os.close(fd)
+      raise
+    if not locked:
       self._check_pid_lock()
     previous = self._holder()
     if previous and previous.get("pid") != os.getpid():
@@ -104,7 +102,7 @@ class WorkdirLock:
     if self._fd is None:
       return
     os.ftruncate(self._fd, 0)
-    fcntl.flock(self._fd, fcntl.LOCK_UN)
+    filelock.unlock(self._fd)
     os.close(self._fd)
     self._fd = None
 
