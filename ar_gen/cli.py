@@ -144,15 +144,15 @@ def _sample_arguments(p):
 
 
 def _interval(text: str | None, flag: str) -> tuple[float, float] | None:
-  """`LO,HI` with 0 <= LO <= HI <= 1."""
+  """`LO,HI` as two floats (their range is SamplingConfig's to check)."""
   if text is None:
     return None
   try:
     values = tuple(float(v) for v in text.split(","))
   except ValueError:
     values = ()
-  if len(values) != 2 or not 0 <= values[0] <= values[1] <= 1:
-    raise ValueError(f"{flag} takes LO,HI with 0 <= LO <= HI <= 1 (the guided fraction of the steps), got {text!r}")
+  if len(values) != 2:
+    raise ValueError(f"{flag} takes LO,HI (two numbers, the guided fraction of the steps), got {text!r}")
   return values
 
 
@@ -168,7 +168,8 @@ def _sample(args, overrides):
 
 # ------------------------------------------------------------------------------------------------- evaluation
 def _fid_arguments(p):
-  p.add_argument("--samples", nargs="+", required=True, help="sample sets: .npz (ADM), image folders, or dataset specs as in training "
+  p.add_argument("--samples", nargs="+", required=True,
+                 help="sample sets: .npz (ADM), image folders, or dataset specs as in training "
                  "(folder:PATH, tfds:NAME:SPLIT, bundled:mnist:SPLIT)")
   p.add_argument("--ref", required=True, help="reference: .npz (images or mu/sigma), folder or dataset spec")
   p.add_argument("--features", default="inception", help="inception, or classifier:DIR (a trained classifier)")
@@ -195,11 +196,12 @@ def _convert_llamagen_arguments(p):
   p.add_argument("--size", required=True, choices=("B", "L", "XL", "XXL"))
   p.add_argument("--image-size", type=int, default=256)
   p.add_argument("--out", required=True, help="writes OUT/tokenizer and OUT/gpt; sample with --workdir OUT/gpt")
+  _overwrite_flag(p, "OUT/tokenizer and OUT/gpt of an earlier conversion")
 
 
 def _convert_llamagen(args, overrides):
   from ar_gen.convert import llamagen  # pylint: disable=g-import-not-at-top
-  print(llamagen.convert(args.vq, args.gpt, args.size, args.image_size, args.out))
+  print(llamagen.convert(args.vq, args.gpt, args.size, args.image_size, args.out, overwrite=args.overwrite))
 
 
 def _convert_var_arguments(p):
@@ -207,32 +209,36 @@ def _convert_var_arguments(p):
   p.add_argument("--var", required=True, help="var_d16.pth (or d20, d24, d30)")
   p.add_argument("--image-size", type=int, default=256)
   p.add_argument("--out", required=True, help="writes OUT/tokenizer and OUT/var; sample with --workdir OUT/var")
+  _overwrite_flag(p, "OUT/tokenizer and OUT/var of an earlier conversion")
 
 
 def _convert_var(args, overrides):
   from ar_gen.convert import var  # pylint: disable=g-import-not-at-top
-  print(var.convert(args.vae, args.var, args.out, args.image_size))
+  print(var.convert(args.vae, args.var, args.out, args.image_size, overwrite=args.overwrite))
 
 
 def _convert_lpips_arguments(p):
   p.add_argument("vgg", help="torchvision's vgg16-397923af.pth")
   p.add_argument("lin", help="the LPIPS package's weights/v0.1/vgg.pth")
   p.add_argument("--out", required=True, help="output .npz")
+  _overwrite_flag(p, "an existing --out file")
 
 
 def _convert_lpips(args, overrides):
   from tokenizers import lpips  # pylint: disable=g-import-not-at-top
-  print(lpips.convert_torch_files(args.vgg, args.lin, args.out))
+  print(lpips.convert_torch_files(args.vgg, args.lin, args.out, overwrite=args.overwrite))
 
 
 def _convert_inception_arguments(p):
   p.add_argument("pth", help="pt_inception-2015-12-05-6726825d.pth")
   p.add_argument("--out", default=None, help="default: ~/.cache/ar_gen/inception_fid.npz, where `ar-gen fid` looks")
+  _overwrite_flag(p, "an existing --out file")
 
 
 def _convert_inception(args, overrides):
   from ar_gen.eval import inception_weights  # pylint: disable=g-import-not-at-top
-  print(inception_weights.convert(args.pth, args.out or os.path.expanduser(inception_weights.DEFAULT_FILE)))
+  print(inception_weights.convert(args.pth, args.out or os.path.expanduser(inception_weights.DEFAULT_FILE),
+                                  overwrite=args.overwrite))
 
 
 # ------------------------------------------------------------------------------------------------- bench, demo

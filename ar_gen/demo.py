@@ -184,9 +184,10 @@ def run(out: str = "runs/demo", quick: bool = False, stages: str = "default", ov
   families = {name: f for name, f in registered().items() if name in stages}
   tokenizers = {t: TOKENIZER_CONFIGS[t] for s in stages for t in STAGE_GROUPS.get(s, ())}
   tokenizers.update({f.demo_tokenizer: f.demo_tokenizer_config for f in families.values()})
-  results = (*tokenizers, *(["classifier"] if "classifier" in stages else []), *families, *(f"{name}_tokens" for name in families), "logs",
+  results = (*tokenizers, *(["classifier"] if "classifier" in stages else []), *families,
+             *(f"{name}_tokens" for name in families), "logs",
              "summary.json", "families.md")
-  outputs.claim_dir(out, results, overwrite)
+  outputs.claim_dir(out, results, overwrite).clear()
   jobs = Jobs(os.path.join(out, "logs"))
   for name, config_file in tokenizers.items():
     jobs.add(name, _train_args(config_file, workdir(name), quick))

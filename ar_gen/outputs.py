@@ -1,52 +1,72 @@
-"""Output paths of commands that write results (`ar-gen sample --out`, `extract-tokens --out`, `fid --out`):
-checked before any work starts, never replaced silently.
+"""Output paths of commands that write results (`sample`, `extract-tokens`, `fid`, `demo`, the converters):
+checked before any work starts, never replaced silently, cleared only just before the new results are written.
 
-`claim_dir(out, results, overwrite)` refuses a directory that already holds any of the named results (files or
-folders the command writes) unless `overwrite`, which then removes exactly those results (nothing else in the
-directory) so that no old file is left beside the new ones; a path that is an existing file is refused.
-`claim_file(path, overwrite)` is the same for one output file. Only process 0 removes anything.
+`claim_dir(out, results, overwrite)` checks, with no side effect, that `out` can take the named results (files or
+folders the command writes): a directory that already holds any of them is refused unless `overwrite`; a path
+that is a file, or a run's work directory (config.json, checkpoints/), is refused. It returns a `Claim`, whose
+`clear()` the command calls right before it writes: that removes exactly the results found (nothing else in the
+directory), so a command that fails before writing leaves the old results as they were, and old and new never
+mix. `claim_file(path, overwrite)` is the same check for one output file (written by the command through a
+temporary file). Only the primary process (process 0) removes anything.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 
-import jax
-
 from ar_gen.errors import OutputExists, UserError
 
+WORKDIR_MARKERS = ("config.json", "checkpoints")  # a run's work directory: never an output directory
 
-def claim_dir(out: str, results: tuple[str, ...], overwrite: bool = False, flag: str = "--out") -> str:
-  """Makes `out` ready to receive `results` (names inside it); returns its absolute path."""
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+  """An output directory and the earlier results in it that `clear` removes."""
+
+  path: str
+  present: tuple[str, ...]
+
+  def clear(self, primary: bool = True) -> str:
+    """Removes the earlier results (on the primary process) and creates the directory; returns its path."""
+    if primary:
+      for name in self.present:
+        path = os.path.join(self.path, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+          shutil.rmtree(path)
+        elif os.path.lexists(path):
+          os.remove(path)
+      os.makedirs(self.path, exist_ok=True)
+    return self.path
+
+
+def claim_dir(out: str, results: tuple[str, ...], overwrite: bool = False, flag: str = "--out") -> Claim:
+  """Checks that `out` may receive `results` (names inside it); see the module docstring."""
   out = os.path.abspath(out)
   if os.path.exists(out) and not os.path.isdir(out):
     raise UserError(f"{flag} {out} is an existing file, not a directory")
-  present = [name for name in results if os.path.lexists(os.path.join(out, name))]
+  markers = [m for m in WORKDIR_MARKERS if os.path.exists(os.path.join(out, m))]
+  if markers:
+    raise UserError(f"{flag} {out} is a run's work directory ({', '.join(markers)}); write into a folder of its "
+                    f"own, e.g. {os.path.join(out, 'samples')}")
+  present = tuple(name for name in results if os.path.lexists(os.path.join(out, name)))
   if present and not overwrite:
     raise OutputExists(f"{flag} {out} already holds results ({', '.join(present)}); pass --overwrite to replace "
                        "them, or choose another directory")
-  if jax.process_index() == 0:
-    for name in present:
-      path = os.path.join(out, name)
-      if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
-      else:
-        os.remove(path)
-    os.makedirs(out, exist_ok=True)
-  return out
+  return Claim(out, present)
 
 
 def claim_file(path: str, overwrite: bool = False, flag: str = "--out") -> str:
-  """Makes sure `path` can be written as a new result file (its folder exists); returns its absolute path."""
+  """Checks that `path` may be written as a result file; returns its absolute path."""
   path = os.path.abspath(path)
   if os.path.isdir(path):
     raise UserError(f"{flag} {path} is a directory; give a file name, e.g. {os.path.join(path, 'results.json')}")
   if os.path.exists(path) and not overwrite:
     raise OutputExists(f"{flag} {path} already exists; pass --overwrite to replace it, or choose another file")
   parent = os.path.dirname(path)
-  if os.path.exists(parent) and not os.path.isdir(parent):
+  while parent and not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if parent and not os.path.isdir(parent):
     raise UserError(f"{flag} {path}: {parent} is a file, not a directory")
-  if jax.process_index() == 0:
-    os.makedirs(parent, exist_ok=True)
   return path

@@ -350,3 +350,147 @@ def test_ctrl_c_is_one_line_and_status_130(monkeypatch, capsys):
 def test_debug_shows_the_traceback(tmp_path):
   with pytest.raises(Exception, match="does not exist"):
     cli.main(["train", "--config", str(tmp_path / "none.py"), "--workdir", str(tmp_path / "w"), "--debug"])
+
+
+# ------------------------------------------------------------------------------------------------- review cases
+def test_all_checkpoints_unreadable_moves_nothing(trained_vq_workdir, tmp_path, capsys):
+  workdir = copy_run(trained_vq_workdir, tmp_path)
+  for step in ("2", "4"):
+    for root, _, files in os.walk(os.path.join(workdir, "checkpoints", step, "state")):
+      for name in files:
+        if os.path.getsize(os.path.join(root, name)) > 100:
+          os.truncate(os.path.join(root, name), 50)
+  before = snapshot(workdir)
+  refused(capsys, ["train", *VQ_ARGS, "--workdir", workdir], "no readable checkpoint", "nothing was moved")
+  assert snapshot(workdir) == before and not os.path.exists(os.path.join(workdir, "checkpoints_unreadable"))
+
+
+def test_a_step_deleted_while_read_is_read_again_from_the_newest(trained_vq_workdir, tmp_path, monkeypatch):
+  from ar_gen.runs import checkpoint  # pylint: disable=g-import-not-at-top
+  from ar_gen.runs.run import Run  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  workdir = copy_run(trained_vq_workdir, tmp_path)
+  original, calls = checkpoint.Checkpointer._restore, []
+
+  def deleted_under_the_reader(self, abstract_state, step, with_data):
+    calls.append(step)
+    if len(calls) == 1:  # what a trainer keeping the last K does between our listing and our read
+      shutil.rmtree(self.step_directory(step))
+      raise FileNotFoundError(f"step {step} vanished")
+    return original(self, abstract_state, step, with_data)
+
+  monkeypatch.setattr(checkpoint.Checkpointer, "_restore", deleted_under_the_reader)
+  monkeypatch.setattr(checkpoint, "VANISH_WAIT_SECONDS", 0.0)
+  ckpt = checkpoint.Checkpointer(workdir, async_save=False, read_only=True)
+  target = checkpoint.restore_target(Run(json_config(workdir)).abstract_state(),
+                                     jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
+  try:
+    _, _, step = ckpt.restore(target, with_data=False)
+  finally:
+    ckpt.close()
+  assert calls == [4, 2] and step == 2
+
+
+def json_config(workdir):
+  from ar_gen import config as config_lib  # pylint: disable=g-import-not-at-top
+  return config_lib.load_workdir_config(workdir)
+
+
+def test_keeping_fewer_checkpoints_on_resume_needs_the_flag(trained_vq_workdir, tmp_path, capsys):
+  workdir = copy_run(trained_vq_workdir, tmp_path)
+  before = snapshot(workdir)
+  refused(capsys, ["train", *VQ_ARGS, "--workdir", workdir, "--config.keep_ckpts=1"], "keep_ckpts: 2 there, 1 now")
+  assert snapshot(workdir) == before
+
+
+def test_a_run_that_never_saved_may_restart_with_another_config(tmp_path):
+  workdir = str(tmp_path / "w")
+  with pytest.raises(FloatingPointError):  # dies at step 1, before its first checkpoint
+    from ar_gen.train import trainer  # pylint: disable=g-import-not-at-top
+    from tests.conftest import tiny_config  # pylint: disable=g-import-not-at-top
+    trainer.train(tiny_config("mnist_vq.py", "total_steps=2", "fault.inject_nan_at_step=1"), workdir)
+  assert cli.main(["train", *VQ_ARGS, "--workdir", workdir, "--config.total_steps=2",
+                   "--config.optimizer.lr=0.0005"]) == 0
+
+
+def test_overwrite_keeps_the_old_samples_when_the_command_fails_before_writing(trained_next_token_workdir, tmp_path,
+                                                                               capsys):
+  out = tmp_path / "s"
+  assert cli.main(["sample", "--workdir", trained_next_token_workdir, "--num-images", "2", "--out", str(out)]) == 0
+  before = snapshot(out)
+  workdir = copy_run(trained_next_token_workdir, tmp_path)
+  config = json.load(open(os.path.join(workdir, "config.json")))
+  config["model"]["dim"] = 48
+  json.dump(config, open(os.path.join(workdir, "config.json"), "w"))
+  refused(capsys, ["sample", "--workdir", workdir, "--num-images", "2", "--out", str(out), "--overwrite"],
+          "does not match this config")
+  assert snapshot(out) == before
+
+
+def test_sample_into_a_work_dir_is_refused(trained_next_token_workdir, tmp_path, capsys):
+  workdir = copy_run(trained_next_token_workdir, tmp_path)
+  before = snapshot(workdir)
+  refused(capsys, ["sample", "--workdir", workdir, "--num-images", "2", "--out", workdir, "--overwrite"],
+          "is a run's work directory")
+  assert snapshot(workdir) == before
+
+
+def test_demo_refuses_an_earlier_demo_without_overwrite(tmp_path):
+  from ar_gen import demo  # pylint: disable=g-import-not-at-top
+  from ar_gen.errors import OutputExists  # pylint: disable=g-import-not-at-top
+  (tmp_path / "summary.json").write_text("{}")
+  with pytest.raises(OutputExists, match="summary.json"):
+    demo.run(str(tmp_path), quick=True, stages="classifier")
+  assert (tmp_path / "summary.json").read_text() == "{}"
+
+
+def test_converters_refuse_an_earlier_conversion_before_reading(tmp_path, capsys):
+  (tmp_path / "out" / "tokenizer").mkdir(parents=True)
+  (tmp_path / "x.pt").write_bytes(b"not read")
+  refused(capsys, ["convert-llamagen", "--vq", str(tmp_path / "x.pt"), "--gpt", str(tmp_path / "x.pt"), "--size", "B",
+                   "--out", str(tmp_path / "out")], "already holds results (tokenizer)")
+  (tmp_path / "l.npz").write_bytes(b"old")
+  refused(capsys, ["convert-lpips", str(tmp_path / "x.pt"), str(tmp_path / "x.pt"), "--out", str(tmp_path / "l.npz")],
+          "already exists")
+  assert (tmp_path / "l.npz").read_bytes() == b"old"
+
+
+def test_torch_missing_is_one_line(tmp_path, monkeypatch):
+  from ar_gen import torch_files  # pylint: disable=g-import-not-at-top
+  from ar_gen.errors import UserError  # pylint: disable=g-import-not-at-top
+  monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
+  (tmp_path / "w.pt").write_bytes(b"PK\x03\x04 a zip archive, as torch.save writes")
+  with pytest.raises(UserError, match="pip install torch"):
+    torch_files.load_state_dict(str(tmp_path / "w.pt"), "weights")
+
+
+def test_lock_without_flock_checks_the_holder_pid(tmp_path, monkeypatch):
+  from ar_gen import filelock  # pylint: disable=g-import-not-at-top
+  from ar_gen.errors import WorkdirLocked  # pylint: disable=g-import-not-at-top
+  from ar_gen.runs import lock  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(filelock, "lock", lambda fd, wait: False)  # a file system without flock
+  monkeypatch.setattr(filelock, "unlock", lambda fd: pytest.fail("unlock of a lock that was never flocked"))
+  alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+  try:
+    (tmp_path / "train.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": alive.pid}))
+    with pytest.raises(WorkdirLocked, match=f"pid {alive.pid}"):
+      lock.WorkdirLock(str(tmp_path)).acquire()
+  finally:
+    alive.kill()
+    alive.wait()
+  held = lock.WorkdirLock(str(tmp_path)).acquire()  # the holder is dead now: taken over
+  assert json.loads((tmp_path / "train.lock").read_text())["pid"] == os.getpid()
+  held.release()
+  (tmp_path / "train.lock").write_text(json.dumps({"host": "another-host", "pid": 1}))
+  with pytest.raises(WorkdirLocked, match="another-host"):
+    lock.WorkdirLock(str(tmp_path)).acquire()
+
+
+def test_an_evaluator_that_would_fail_later_is_refused_up_front(trained_vq_workdir, tmp_path, capsys):
+  workdir = tmp_path / "ar"
+  refused(capsys, ["train", "--config", NEXT_TOKEN, "--workdir", str(workdir), *[f"--config.{o}" for o in AR_TINY],
+                   "--config.total_steps=1", f"--config.frozen.tokenizer={trained_vq_workdir}",
+                   f"--config.evals.sample_quality.features=classifier:{tmp_path / 'no_classifier'}",
+                   "--config.evals.sample_quality.every_steps=1"],
+          "evals.sample_quality.features", "no_classifier")
+  assert not os.path.exists(workdir / "checkpoints")

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ar_gen import torch_files
+from ar_gen import outputs, torch_files
 
 VGG16_LAYERS = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
 TAPS = (1, 3, 6, 9, 12)  # indices (among the 13 convolutions) whose ReLU outputs LPIPS compares
@@ -100,11 +100,13 @@ LIN_FILE = "the LPIPS package's VGG linear layers (weights/v0.1/vgg.pth)"
 LIN_KEYS = tuple(f"lin{l}.model.1.weight" for l in range(len(TAPS)))
 
 
-def convert_torch_files(vgg_pth: str, lin_pth: str, out: str) -> str:
+def convert_torch_files(vgg_pth: str, lin_pth: str, out: str, overwrite: bool = False) -> str:
   """Reads the two PyTorch files (needs `torch`) and writes the .npz that `load_weights` reads, at `out` exactly.
 
-  Both files are read and checked before `out` is written (through a temporary file, so never half).
+  Both files are read and checked before `out` is written (through a temporary file, so never half); an existing
+  `out` is refused unless `overwrite`.
   """
+  out = outputs.claim_file(out, overwrite)
   vgg = torch_files.load_state_dict(vgg_pth, VGG_FILE, VGG_KEYS)
   lin = torch_files.load_state_dict(lin_pth, LIN_FILE, LIN_KEYS)
   weights = from_torch_state_dicts(vgg, lin)

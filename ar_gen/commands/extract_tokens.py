@@ -24,18 +24,19 @@ from ar_gen.runs import frozen as frozen_lib
 
 def extract(tokenizer_workdir: str, spec: str, out: str, batch_size: int = 256, overwrite: bool = False) -> dict:
   """Encodes every image of dataset `spec` with the tokenizer's preprocessing; returns the meta data. An `out`
-  that already holds a token set is refused unless `overwrite` (`ar_gen.outputs`); meta.json is written last, so
-  a crash leaves no directory that reads as a token set."""
+  that already holds a token set is refused unless `overwrite` (`ar_gen.outputs`: removed once every input is
+  checked); meta.json is written last, so a crash leaves no directory that reads as a token set."""
   if batch_size < 1:
     raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
   sources.parse_spec(spec, "train")
-  outputs.claim_dir(out, (META, RECORDS), overwrite)
+  claim = outputs.claim_dir(out, (META, RECORDS), overwrite)
   tokenizer = frozen_lib.load("tokenizer", tokenizer_workdir)
   tokenizer.check_exports("tokenizer")
   layout = tokenizer.layout
   if layout.kind != "ids":
     raise ValueError(f"extract-tokens writes token ids; {tokenizer_workdir} gives {layout.describe()}")
   source = sources.get_source(spec, "train", tokenizer.config.data.get("data_dir") or None)
+  claim.clear()  # every input checked: the earlier token set goes now
   encode = jax.jit(lambda state, x: tokenizer.module(state).encode(x))
   tmp = os.path.join(out, RECORDS + ".tmp")
   writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1")
@@ -49,7 +50,8 @@ def extract(tokenizer_workdir: str, spec: str, out: str, batch_size: int = 256, 
   writer.close()
   os.replace(tmp, os.path.join(out, RECORDS))
   meta = {"layout": layout.to_json(), "grid": list(layout.grid), "codebook_size": layout.vocab_size,
-          "num_examples": count, "tokenizer": tokenizer.identity, "dataset": spec, "num_classes": sources.num_classes(source)}
+          "num_examples": count, "tokenizer": tokenizer.identity, "dataset": spec,
+          "num_classes": sources.num_classes(source)}
   with open(os.path.join(out, META + ".tmp"), "w") as f:
     json.dump(meta, f, indent=2)
   os.replace(os.path.join(out, META + ".tmp"), os.path.join(out, META))

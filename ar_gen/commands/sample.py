@@ -23,7 +23,7 @@ def sample(workdir: str, out: str, num_images: int, batch_size: int = 64, classe
            overwrite: bool = False, **sampling_overrides) -> dict:
   """Samples `num_images` images; writes OUT/samples.npz, OUT/images/*.png and OUT/grid.png. Every flag, the
   work directory's task and `out` are checked before the model is loaded; an `out` holding earlier samples is
-  refused unless `overwrite`, which removes them first (`ar_gen.outputs`)."""
+  refused unless `overwrite`, which removes them once the new images exist (`ar_gen.outputs`)."""
   if num_images < 1:
     raise ValueError(f"--num-images must be at least 1, got {num_images}")
   if batch_size < 1:
@@ -34,11 +34,12 @@ def sample(workdir: str, out: str, num_images: int, batch_size: int = 64, classe
                      f"{family_names()}")
   SamplingConfig.from_config(config.sample, **sampling_overrides)  # bad flags fail before the model loads
   parse_classes(classes, config.model.num_classes)
-  outputs.claim_dir(out, SAMPLE_RESULTS, overwrite)
+  claim = outputs.claim_dir(out, SAMPLE_RESULTS, overwrite)
   run, state, step = restore_run(workdir)
   cfg = run.task.sampling_config(**sampling_overrides)
   labels = labels_for(parse_classes(classes, run.config.model.num_classes), num_images)
   samples, seconds, compile_seconds = generate(run, state, labels, seed=seed, batch_size=batch_size, cfg=cfg)
+  claim.clear(primary=jax.process_index() == 0)  # the earlier samples go only now that the new ones exist
   write_samples(out, samples, labels, pngs=True)
   return {"num_images": num_images, "seconds": seconds, "images_per_second": num_images / seconds,
           "compile_seconds": compile_seconds, "step": step,

@@ -13,6 +13,7 @@ import os
 import ml_collections
 import numpy as np
 
+from ar_gen import outputs
 from ar_gen.convert import common
 
 StateDict = common.StateDict
@@ -107,11 +108,13 @@ def check_size(sd: StateDict, size: str, path: str) -> None:
                      f"({PRESETS[size][0]} layers of width {PRESETS[size][1]})")
 
 
-def convert(vq_path: str, gpt_path: str, size: str, image_size: int, out: str) -> dict:
+def convert(vq_path: str, gpt_path: str, size: str, image_size: int, out: str, overwrite: bool = False) -> dict:
   """Converts LlamaGen's VQ and c2i GPT checkpoints into `out/tokenizer` and `out/gpt` work directories.
 
-  Both files are read and mapped before anything is written; a failure after that removes what was written.
+  Both files are read and mapped before anything is written; a failure after that removes what was written. An
+  `out` that already holds them is refused unless `overwrite` (`ar_gen.outputs`).
   """
+  claim = outputs.claim_dir(out, ("tokenizer", "gpt"), overwrite)
   from ar_gen.families.next_token import default_config as next_token_config  # pylint: disable=g-import-not-at-top
   from tokenizers.config import tokenizer_config  # pylint: disable=g-import-not-at-top
   data = dict(train="tfds:imagenet2012:train", eval="tfds:imagenet2012:validation", image_size=image_size,
@@ -124,6 +127,7 @@ def convert(vq_path: str, gpt_path: str, size: str, image_size: int, out: str) -
   model_params = common.mapped(gpt_params, gpt_sd, gpt_path, GPT_FILE)
   check_size(gpt_sd, size, gpt_path)
   tok_dir, gpt_dir = os.path.abspath(os.path.join(out, "tokenizer")), os.path.join(out, "gpt")
+  claim.clear()
   with common.removed_on_failure(out, tok_dir, gpt_dir):
     common.save_workdir(tok_config, tok_params, tok_dir, vq_path)
     gpt_config = next_token_config(tok_dir, **data)

@@ -17,6 +17,7 @@ from typing import Sequence
 import ml_collections
 import numpy as np
 
+from ar_gen import outputs
 from ar_gen.convert import common
 from tokenizers.multiscale import VAR_SCALES
 
@@ -136,11 +137,13 @@ VAR_KEYS = ("word_embed.weight", "class_emb.weight", "lvl_embed.weight", "pos_st
 
 
 def convert_state_dicts(vae_sd: StateDict, var_sd: StateDict, out: str, image_size: int = 256,
-                        sources: tuple[str, str] = ("vae", "var")) -> dict:
+                        sources: tuple[str, str] = ("vae", "var"), overwrite: bool = False) -> dict:
   """Writes `out/tokenizer` and `out/var` work directories holding the two state dicts' weights.
 
-  Both state dicts are mapped before anything is written; a failure after that removes what was written.
+  Both state dicts are mapped before anything is written; a failure after that removes what was written. An
+  `out` that already holds them is refused unless `overwrite` (`ar_gen.outputs`).
   """
+  claim = outputs.claim_dir(out, ("tokenizer", "var"), overwrite)
   from ar_gen.families.next_scale import default_config as next_scale_config  # pylint: disable=g-import-not-at-top
   from tokenizers.config import tokenizer_config  # pylint: disable=g-import-not-at-top
   data = dict(train="tfds:imagenet2012:train", eval="tfds:imagenet2012:validation", image_size=image_size,
@@ -152,6 +155,7 @@ def convert_state_dicts(vae_sd: StateDict, var_sd: StateDict, out: str, image_si
   model_config = common.mapped(var_model_config, var_sd, sources[1], VAR_FILE)
   model_params = common.mapped(var_params, var_sd, sources[1], VAR_FILE)
   tok_dir, var_dir = os.path.abspath(os.path.join(out, "tokenizer")), os.path.join(out, "var")
+  claim.clear()
   with common.removed_on_failure(out, tok_dir, var_dir):
     common.save_workdir(tok_config, tok_params, tok_dir, sources[0])
     var_config = next_scale_config(tok_dir, **data)
@@ -160,7 +164,9 @@ def convert_state_dicts(vae_sd: StateDict, var_sd: StateDict, out: str, image_si
   return {"tokenizer": tok_dir, "var": var_dir}
 
 
-def convert(vae_path: str, var_path: str, out: str, image_size: int = 256) -> dict:
+def convert(vae_path: str, var_path: str, out: str, image_size: int = 256, overwrite: bool = False) -> dict:
   """Converts VAR's VQVAE and VAR-d* checkpoints into `out/tokenizer` and `out/var` work directories."""
+  outputs.claim_dir(out, ("tokenizer", "var"), overwrite)  # before the (slow) reads
   return convert_state_dicts(common.read_torch(vae_path, VAE_FILE, VAE_KEYS),
-                             common.read_torch(var_path, VAR_FILE, VAR_KEYS), out, image_size, (vae_path, var_path))
+                             common.read_torch(var_path, VAR_FILE, VAR_KEYS), out, image_size, (vae_path, var_path),
+                             overwrite)

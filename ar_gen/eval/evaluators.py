@@ -21,7 +21,7 @@ import time
 import ml_collections
 from jax.experimental import multihost_utils
 
-from ar_gen.eval import fid
+from ar_gen.eval import fid, image_sets
 from ar_gen.eval.generate import generate, labels_for, parse_classes, write_samples
 
 
@@ -34,9 +34,27 @@ class SampleQuality:
   workdir: str
   compiled: dict = dataclasses.field(default_factory=dict)  # the sampler, compiled once for every evaluation
 
-  def __post_init__(self):
-    if not self.section.ref:
-      raise ValueError(f"evals.{self.name}.ref is empty: set it to the reference images (e.g. bundled:mnist:test)")
+  def check(self, config: ml_collections.ConfigDict) -> None:
+    """Refuses, naming the key, what would fail at the first evaluation (maybe hours into the training); an
+    evaluator that is off (every_steps 0) is not checked."""
+    s, key = self.section, f"evals.{self.name}"
+    if s.every_steps <= 0:
+      return
+    if not s.ref:
+      raise ValueError(f"{key}.ref is empty: set it to the reference images (e.g. bundled:mnist:test)")
+    try:
+      image_sets.check_spec(s.ref)
+      parse_classes(s.classes, config.model.num_classes)
+    except (ValueError, FileNotFoundError) as e:
+      raise ValueError(f"{key}: {e}") from None
+    kind, _, directory = s.features.partition(":")
+    if kind == "classifier" and not os.path.isfile(os.path.join(directory, "config.json")):
+      raise FileNotFoundError(f"{key}.features={s.features!r}: {directory} is not a trained classifier's work "
+                              "directory (no config.json)")
+    if kind not in ("inception", "classifier"):
+      raise ValueError(f"{key}.features={s.features!r}: inception or classifier:DIR")
+    if min(s.num_images, s.batch_size, s.fid_batch_size) < 1:
+      raise ValueError(f"{key}: num_images, batch_size and fid_batch_size must be at least 1")
 
   def due(self, step: int, last_step: int) -> bool:
     every = self.section.every_steps
@@ -65,10 +83,13 @@ EVALUATORS = {"sample_quality": SampleQuality}
 
 
 def from_config(config: ml_collections.ConfigDict, workdir: str) -> list:
-  """The evaluators of `config.evals` (none if the config has no such section)."""
+  """The evaluators of `config.evals` (none if the config has no such section), each checked against the config
+  (the trainer builds them before its first step)."""
   evaluators = []
   for name, section in (config.get("evals") or {}).items():
     if section.get("kind") not in EVALUATORS:
       raise ValueError(f"evals.{name}.kind={section.get('kind')!r}: known kinds are {sorted(EVALUATORS)}")
-    evaluators.append(EVALUATORS[section.kind](name, section, workdir))
+    evaluator = EVALUATORS[section.kind](name, section, workdir)
+    evaluator.check(config)
+    evaluators.append(evaluator)
   return evaluators

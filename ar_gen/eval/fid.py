@@ -59,6 +59,7 @@ def _reference(ref: ImageSet, extractor: Extractor, batch_size: int, cache_dir: 
 
 def _write_json(result: dict, out: str) -> None:
   """Writes `out` atomically: a temporary file in its folder, then renamed over it."""
+  os.makedirs(os.path.dirname(out), exist_ok=True)
   tmp = f"{out}.tmp{os.getpid()}"
   try:
     with open(tmp, "w") as f:

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from ar_gen import torch_files
+from ar_gen import outputs, torch_files
 from ar_gen.eval.inception import InceptionV3
 
 PTH_NAME = "pt_inception-2015-12-05-6726825d.pth"
@@ -76,8 +76,10 @@ def from_torch(state_dict: Mapping[str, np.ndarray]) -> InceptionV3:
   return nnx.merge(graphdef, nnx.from_flat_state(leaves))
 
 
-def convert(pth: str, out: str) -> dict:
-  """pytorch-fid's .pth -> an .npz (PyTorch names and layouts, float32), checked against the network first."""
+def convert(pth: str, out: str, overwrite: bool = False) -> dict:
+  """pytorch-fid's .pth -> an .npz (PyTorch names and layouts, float32), checked against the network first; an
+  existing `out` is refused unless `overwrite`."""
+  out = outputs.claim_file(out, overwrite)
   state_dict = {k: v.astype(np.float32) for k, v in torch_files.load_state_dict(pth, PTH_FILE).items()
                 if not k.endswith("num_batches_tracked")}
   try:

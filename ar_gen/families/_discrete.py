@@ -45,7 +45,8 @@ class DiscreteTokenTask(TaskBase):
     super().check_source(source)
     meta = getattr(source, "meta", None)
     if meta is not None:
-      self.tokenizer.check_identity(meta.get("tokenizer"), f"data.train={self.config.data.train!r}")
+      recorded = meta.get("tokenizer") or {"workdir": meta.get("tokenizer_workdir"), "step": meta.get("tokenizer_step")}
+      self.tokenizer.check_identity(recorded, f"data.train={self.config.data.train!r}")
 
   def logits(self, model: nnx.Module, tokens_BL: jax.Array, labels_B: jax.Array, rng: jax.Array,
              frozen: Any) -> jax.Array:

@@ -5,8 +5,10 @@ What a restore can meet, and what it does:
 - a step that does not match the target (other array shapes or tree: the config changed): `CheckpointMismatch`,
   naming the differing arrays; nothing is touched, and no other step is tried (they would not match either);
 - a step that is listed but cannot be read (truncated or corrupt files): the previous step is restored instead,
-  with a warning. Only the trainer (`read_only=False`) moves the unreadable step aside to
-  `DIR/checkpoints_unreadable/STEP`, so that it can save that step again; readers never move or delete a file;
+  with a warning. Only the trainer (`read_only=False`), and only once an older step was read, moves the
+  unreadable steps aside to `DIR/checkpoints_unreadable/STEP`, so that it can save them again; if no step can be
+  read, nothing is moved. Readers never move or delete a file. An out-of-memory error is not unreadability: it
+  is raised as it is;
 - a step that a running trainer deleted while it was being read (it keeps only the last K): the newest steps are
   listed again and read.
 Orbax writes a step into a temporary directory and renames it when complete, so an interrupted save is never
@@ -22,6 +24,7 @@ import time
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
@@ -31,6 +34,20 @@ log = logging.getLogger("ar_gen.train")
 
 MAX_VANISHED = 8  # how often a reader re-lists after the trainer deleted the step it was reading
 VANISH_WAIT_SECONDS = 0.5
+
+
+def _agreed(value: int) -> int:
+  """Process 0's `value`, on every process."""
+  if jax.process_count() == 1:
+    return value
+  return int(multihost_utils.broadcast_one_to_all(np.int32(value)))
+
+
+def _everywhere(flag: bool) -> bool:
+  """Whether `flag` holds on every process."""
+  if jax.process_count() == 1:
+    return flag
+  return bool(np.all(multihost_utils.process_allgather(np.int32(flag))))
 
 
 def _retry_vanished(fn):
@@ -101,32 +118,61 @@ class Checkpointer:
 
   def restore(self, abstract_state: Any, step: int | None = None,
               with_data: bool = True) -> tuple[Any, dict | None, int]:
-    """Restores `step`, or else the newest readable step, into the structure and shardings of `abstract_state`."""
+    """Restores `step`, or else the newest readable step, into the structure and shardings of `abstract_state`.
+
+    With several processes, process 0 picks each step tried and a step counts as read only if every process read
+    it, so all restore the same one."""
     if step is not None:
       self._check_matches(step, abstract_state)
       return self._restore(abstract_state, step, with_data)
-    errors, vanished, tried = [], 0, set()
+    failed, vanished, tried = [], 0, set()
     while True:
       steps = [s for s in self.steps() if s not in tried]
-      if not steps:
+      step = _agreed(steps[0] if steps else -1)
+      if step < 0:
         break
-      step = steps[0]
       try:
         self._check_matches(step, abstract_state)
-        return self._restore(abstract_state, step, with_data)
+        result, error = self._restore(abstract_state, step, with_data), None
       except CheckpointMismatch:
         raise
-      except Exception as e:  # pylint: disable=broad-except  # any unreadable step: fall back to the previous
-        if self._vanished(step) and vanished < MAX_VANISHED:
-          vanished += 1  # deleted by the trainer (keep_ckpts) while read: list the steps again
-          log.info("checkpoint step %d was deleted while being read; reading the newest again", step)
-          continue
-        tried.add(step)
-        errors.append(f"step {step}: {type(e).__name__}: {str(e)[:300]}")
-        self._unreadable(step, e)
-    if not errors:
+      except Exception as e:  # pylint: disable=broad-except  # unreadable files: fall back to the previous step
+        if isinstance(e, MemoryError) or "RESOURCE_EXHAUSTED" in str(e):
+          raise  # the machine's fault, not the files'
+        result, error = None, e
+      if _everywhere(error is None):
+        self._set_aside([s for s, _ in failed])
+        return result
+      if _agreed(int(self._vanished(step))) and vanished < MAX_VANISHED:
+        vanished += 1  # deleted by the trainer (keep_ckpts) while read: list the steps again
+        log.info("checkpoint step %d was deleted while being read; reading the newest again", step)
+        continue
+      tried.add(step)
+      reason = f"{type(error).__name__}: {str(error)[:300]}" if error else "unreadable on another process"
+      failed.append((step, reason))
+      log.warning("checkpoint step %d in %s is unreadable (%s); trying the previous step", step, self.directory,
+                  reason[:200])
+    if not failed:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
-    raise ValueError(f"no readable checkpoint in {self.directory}:\n  " + "\n  ".join(errors))
+    raise ValueError(f"no readable checkpoint in {self.directory} (nothing was moved):\n  " +
+                     "\n  ".join(f"step {s}: {r}" for s, r in failed))
+
+  def _set_aside(self, steps: list[int]) -> None:
+    """The trainer moves unreadable steps newer than the one it restored to `checkpoints_unreadable/` (never over
+    an earlier set-aside copy), so that it can save those steps again; readers move nothing."""
+    if self.read_only or not steps:
+      return
+    if jax.process_index() == 0:
+      os.makedirs(self.unreadable_directory, exist_ok=True)
+      for step in steps:
+        target = os.path.join(self.unreadable_directory, str(step))
+        if os.path.exists(target):
+          target += time.strftime(".%Y%m%d-%H%M%S")
+        shutil.move(self.step_directory(step), target)
+        log.warning("moved the unreadable checkpoint step %d to %s", step, target)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"checkpoints {steps} set aside")
+    self.manager.reload()
 
   def _vanished(self, step: int) -> bool:
     """Whether `step` was deleted (by the trainer keeping the last K) rather than being unreadable; a reader
@@ -152,22 +198,6 @@ class Checkpointer:
       raise CheckpointMismatch(
           f"checkpoint step {step} in {self.directory} does not match this config (was config.json edited, or "
           "is this another run's work directory?):\n  " + "\n  ".join(differences))
-
-  def _unreadable(self, step: int, error: Exception) -> None:
-    reason = f"{type(error).__name__}: {str(error)[:200]}"
-    if self.read_only:
-      log.warning("checkpoint step %d in %s is unreadable (%s); trying the previous step", step, self.directory,
-                  reason)
-      return
-    if jax.process_index() == 0:
-      os.makedirs(self.unreadable_directory, exist_ok=True)
-      target = os.path.join(self.unreadable_directory, str(step))
-      shutil.rmtree(target, ignore_errors=True)
-      shutil.move(self.step_directory(step), target)
-    if jax.process_count() > 1:
-      multihost_utils.sync_global_devices(f"checkpoint step {step} set aside")
-    log.warning("checkpoint step %d in %s is unreadable (%s); moved to %s; trying the previous step", step,
-                self.directory, reason, self.unreadable_directory)
 
   def _restore(self, abstract_state: Any, step: int, with_data: bool) -> tuple[Any, dict | None, int]:
     items = {"state": ocp.args.StandardRestore(abstract_state)}

@@ -11,6 +11,7 @@ a tokenizer run, the model of an AR run); its state is an argument of the jitted
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from typing import Any
 
@@ -18,6 +19,8 @@ import ml_collections
 from flax import nnx
 
 from ar_gen import config as config_lib
+
+log = logging.getLogger("ar_gen.runs")
 
 
 @dataclasses.dataclass
@@ -46,10 +49,15 @@ class FrozenComponent:
   def check_identity(self, recorded: dict | None, what: str) -> None:
     """Raises naming both if `recorded` (an `identity` written by an earlier job, e.g. into a token set's
     meta.json) is not this component's weights."""
-    if not recorded or "fingerprint" not in recorded:
-      raise ValueError(f"{what} does not say which tokenizer made it (written by an older ar-gen?): extract it "
-                       f"again with `ar-gen extract-tokens --workdir {self.source} ...`")
     mine = self.identity
+    if recorded and "fingerprint" not in recorded and recorded.get("workdir"):  # written before fingerprints
+      if (os.path.abspath(recorded["workdir"]), recorded.get("step")) == (mine["workdir"], mine["step"]):
+        log.warning("%s names its tokenizer by path and step only (an older ar-gen); they match frozen.%s", what,
+                    self.name)
+        return
+    if not recorded or "fingerprint" not in recorded:
+      raise ValueError(f"{what} does not say which tokenizer made it, or names another one by path and step: "
+                       f"extract it again with `ar-gen extract-tokens --workdir {self.source} ...`")
     if (recorded["fingerprint"], recorded.get("step")) != (mine["fingerprint"], mine["step"]):
       raise ValueError(f"{what} was made by the tokenizer {recorded.get('workdir')} at step {recorded.get('step')} "
                        f"(config {recorded['fingerprint']}), but frozen.{self.name} is {mine['workdir']} at step "

@@ -58,6 +58,7 @@ class WorkdirLock:
   def __init__(self, workdir: str):
     self.path = os.path.join(workdir, LOCK_FILE)
     self._fd: int | None = None
+    self._flocked = False
 
   def _holder(self) -> dict | None:
     try:
@@ -79,14 +80,18 @@ class WorkdirLock:
       os.close(fd)
       raise
     if not locked:
-      self._check_pid_lock()
+      try:
+        self._check_pid_lock()
+      except WorkdirLocked:
+        os.close(fd)
+        raise
     previous = self._holder()
     if previous and previous.get("pid") != os.getpid():
       log.warning("taking over the lock of a trainer that is gone (%s) in %s", _describe(previous), self.path)
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(_me()).encode(), 0)
     os.fsync(fd)
-    self._fd = fd
+    self._fd, self._flocked = fd, locked
     return self
 
   def _check_pid_lock(self) -> None:
@@ -102,7 +107,8 @@ class WorkdirLock:
     if self._fd is None:
       return
     os.ftruncate(self._fd, 0)
-    filelock.unlock(self._fd)
+    if self._flocked:
+      filelock.unlock(self._fd)
     os.close(self._fd)
     self._fd = None
 
@@ -115,16 +121,16 @@ class WorkdirLock:
 
 def acquire_for_job(workdir: str) -> WorkdirLock | None:
   """Process 0 takes the work directory's lock; every process raises WorkdirLocked if it could not."""
-  lock, message = None, ""
+  lock, error = None, None
   if jax.process_index() == 0:
     try:
       lock = WorkdirLock(workdir).acquire()
-    except WorkdirLocked as e:
-      message = str(e)
+    except Exception as e:  # pylint: disable=broad-except  # any failure: the other processes must hear of it
+      error = e
   if jax.process_count() > 1:
-    ok = multihost_utils.broadcast_one_to_all(np.int32(lock is not None or jax.process_index() != 0))
-    if not int(ok):
-      raise WorkdirLocked(message or f"process 0 could not lock {workdir} (see its log for the holder)")
-  elif lock is None:
-    raise WorkdirLocked(message)
+    ok = multihost_utils.broadcast_one_to_all(np.int32(error is None))
+    if not int(ok) and error is None:
+      raise WorkdirLocked(f"process 0 could not lock {workdir} (see its log for why)")
+  if error is not None:
+    raise error
   return lock

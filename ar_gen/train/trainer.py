@@ -104,15 +104,31 @@ def _summarize(task: Task, sums: dict[str, np.ndarray], count: int) -> dict[str,
   return scalars
 
 
+def _is_real_change(key: str, old: Any, new: Any) -> bool:
+  """A change of what the run trains, or a smaller keep_ckpts (the next save would delete older checkpoints)."""
+  if key == "keep_ckpts":
+    return isinstance(old, int) and isinstance(new, int) and new < old
+  return not config_lib.is_runtime_key(key)
+
+
 def check_config_change(config: ml_collections.ConfigDict, workdir: str, allow: bool = False) -> bool:
-  """Compares `config` with the work directory's config.json (if any) before anything is written: a difference
-  outside `config_lib.RUNTIME_KEYS` is refused, naming the keys, unless `allow`. Returns whether it differs."""
+  """Compares `config` with the work directory's config.json before anything is written: if the directory has
+  checkpoints, a difference outside `config_lib.RUNTIME_KEYS` (or a smaller keep_ckpts) is refused, naming the
+  keys, unless `allow`. A run that never saved a checkpoint may start again with another config. Returns whether
+  the config differs in what it trains."""
   if not os.path.isfile(os.path.join(workdir, "config.json")):
     return False
   changes = config_lib.differing_keys(config_lib.load_workdir_config(workdir), config)
-  real = [c for c in changes if not config_lib.is_runtime_key(c[0])]
+  real = [c for c in changes if _is_real_change(*c)]
   for key, old, new in changes:
     log.info("config key %s: %r in %s/config.json, %r now", key, old, workdir, new)
+  reader = checkpoint.Checkpointer(workdir, async_save=False, read_only=True)
+  try:
+    has_checkpoint = reader.latest_step() is not None
+  finally:
+    reader.close()
+  if not has_checkpoint:
+    return False
   if real and not allow:
     shown = "; ".join(f"{k}: {old!r} there, {new!r} now" for k, old, new in real[:8])
     more = f" (and {len(real) - 8} more)" if len(real) > 8 else ""
@@ -163,6 +179,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: in
   # ---------------------------------------------------------------- setup and logging
   jax.config.update("jax_threefry_partitionable", True)
   changed = check_config_change(config, workdir, allow_config_change)
+  evaluators = evaluators_lib.from_config(config, workdir)  # checked before anything loads
   run = Run(config)
   task = run.task
 
@@ -214,7 +231,6 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: in
   logger = metrics_log.MetricLogger(workdir, config.total_steps, initial_step=start)
   sums, count, last, t0 = None, 0, {}, time.perf_counter()
   vis_every = config.get("vis_every_steps", 0)
-  evaluators = evaluators_lib.from_config(config, workdir)
   fault = config.get("fault") or {}
   with preemption.PreemptionGuard(fault.get("preemption_check_steps", 10)) as guard:
     try:
