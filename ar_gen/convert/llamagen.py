@@ -127,8 +127,8 @@ def convert(vq_path: str, gpt_path: str, size: str, image_size: int, out: str, o
   model_params = common.mapped(gpt_params, gpt_sd, gpt_path, GPT_FILE)
   check_size(gpt_sd, size, gpt_path)
   tok_dir, gpt_dir = os.path.abspath(os.path.join(out, "tokenizer")), os.path.join(out, "gpt")
-  claim.clear()
   with common.removed_on_failure(out, tok_dir, gpt_dir):
+    claim.clear()
     common.save_workdir(tok_config, tok_params, tok_dir, vq_path)
     gpt_config = next_token_config(tok_dir, **data)
     gpt_config.model.update(size=size, num_classes=gpt_sd["cls_embedding.embedding_table.weight"].shape[0] - 1)

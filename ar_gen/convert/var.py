@@ -155,8 +155,8 @@ def convert_state_dicts(vae_sd: StateDict, var_sd: StateDict, out: str, image_si
   model_config = common.mapped(var_model_config, var_sd, sources[1], VAR_FILE)
   model_params = common.mapped(var_params, var_sd, sources[1], VAR_FILE)
   tok_dir, var_dir = os.path.abspath(os.path.join(out, "tokenizer")), os.path.join(out, "var")
-  claim.clear()
   with common.removed_on_failure(out, tok_dir, var_dir):
+    claim.clear()
     common.save_workdir(tok_config, tok_params, tok_dir, sources[0])
     var_config = next_scale_config(tok_dir, **data)
     var_config.model.update(model_config)
