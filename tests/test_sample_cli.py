@@ -2,6 +2,7 @@
 
 import os
 
+import jax
 import numpy as np
 
 from ar_gen import cli
@@ -68,3 +69,15 @@ def test_extracted_tokens_train_exactly_like_tokens_on_the_fly(trained_vq_workdi
     trainer.train(config, workdir)
     losses.append([r["loss"] for r in metrics_log.read_metrics(workdir)])
   np.testing.assert_allclose(losses[0], losses[1], rtol=1e-6)
+
+
+def test_sampling_restores_only_the_model_weights(trained_vq_workdir, trained_next_token_workdir):
+  from ar_gen.runs.run import restore_run  # pylint: disable=g-import-not-at-top
+  _, state, _ = restore_run(trained_vq_workdir)  # a run with EMA: the EMA weights only
+  assert sorted(state) == ["ema", "rest", "step"]
+  _, full, _ = restore_run(trained_vq_workdir, full=True)
+  assert "opt_state" in full and "params" in full
+  for a, b in zip(jax.tree.leaves(state["ema"]), jax.tree.leaves(full["ema"])):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  _, state, _ = restore_run(trained_next_token_workdir)  # no EMA: the raw weights
+  assert sorted(state) == ["params", "rest", "step"]

@@ -14,7 +14,7 @@ from tests.conftest import tiny_config
 
 
 def _params(workdir):
-  _, state, step = restore_run(workdir)
+  _, state, step = restore_run(workdir, full=True)
   return jax.device_get(state["params"]), jax.device_get(state["ema"]), step
 
 

@@ -76,9 +76,12 @@ def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
   return {_path_name(p): tuple(leaf.shape) for p, leaf in flat if leaf is not None}
 
 
-def compare_shapes(saved: Any, target: Any, limit: int = 6) -> list[str]:
-  """Differences between a checkpoint's array metadata and a target state, as readable lines."""
+def compare_shapes(saved: Any, target: Any, limit: int = 6, parts: tuple[str, ...] | None = None) -> list[str]:
+  """Differences between a checkpoint's array metadata and a target state, as readable lines; with `parts`, only
+  those top-level entries of the checkpoint are compared (a partial restore)."""
   a, b = _shapes(saved), _shapes(target)
+  if parts is not None:
+    a = {k: v for k, v in a.items() if k.split(".")[0] in parts}
   lines = [f"{k}: {a.get(k, 'absent')} in the checkpoint, {b.get(k, 'absent')} for this config"
            for k in sorted(set(a) | set(b)) if a.get(k, "absent") != b.get(k, "absent")]
   return lines[:limit] + ([f"... and {len(lines) - limit} more"] if len(lines) > limit else [])
@@ -93,11 +96,13 @@ class Checkpointer:
       raise ValueError(f"keep_ckpts must be at least 1, got {keep}")
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
     self.read_only = read_only
+    self._partial = False
     self.manager = _retry_vanished(lambda: ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save,
                                              create=not read_only, read_only=read_only),
-        item_handlers={"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()}))
+        item_handlers={"state": ocp.PyTreeCheckpointHandler() if read_only else ocp.StandardCheckpointHandler(),
+                       "data": ocp.JsonCheckpointHandler()}))
 
   def steps(self) -> list[int]:
     """The committed steps, newest first, listed afresh (a trainer beside a reader saves and deletes)."""
@@ -116,12 +121,17 @@ class Checkpointer:
       items["data"] = ocp.args.JsonSave(data_state)
     self.manager.save(step, args=ocp.args.Composite(**items), force=force)
 
-  def restore(self, abstract_state: Any, step: int | None = None,
-              with_data: bool = True) -> tuple[Any, dict | None, int]:
-    """Restores `step`, or else the newest readable step, into the structure and shardings of `abstract_state`.
+  def restore(self, abstract_state: Any, step: int | None = None, with_data: bool = True,
+              partial: bool = False) -> tuple[Any, dict | None, int]:
+    """Restores `step`, or else the newest readable step, into the structure and shardings of `abstract_state`;
+    with `partial` (readers only), `abstract_state` names a subset of the saved top-level entries (e.g. no
+    optimizer state) and only those are read.
 
     With several processes, process 0 picks each step tried and a step counts as read only if every process read
     it, so all restore the same one."""
+    if partial and not self.read_only:
+      raise ValueError("a partial restore is for readers (read_only=True)")
+    self._partial = partial
     if step is not None:
       self._check_matches(step, abstract_state)
       return self._restore(abstract_state, step, with_data)
@@ -193,14 +203,20 @@ class Checkpointer:
     saved = self.manager.item_metadata(step)["state"]
     if saved is None:
       raise ValueError(f"checkpoint step {step} has no readable state metadata")
-    differences = compare_shapes(saved, abstract_state)
+    differences = compare_shapes(saved, abstract_state, parts=tuple(abstract_state) if self._partial else None)
     if differences:
       raise CheckpointMismatch(
           f"checkpoint step {step} in {self.directory} does not match this config (was config.json edited, or "
           "is this another run's work directory?):\n  " + "\n  ".join(differences))
 
   def _restore(self, abstract_state: Any, step: int, with_data: bool) -> tuple[Any, dict | None, int]:
-    items = {"state": ocp.args.StandardRestore(abstract_state)}
+    if self.read_only:
+      restore_args = jax.tree.map(
+          lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding, global_shape=a.shape, dtype=a.dtype), abstract_state)
+      items = {"state": ocp.args.PyTreeRestore(item=abstract_state, restore_args=restore_args,
+                                               partial_restore=self._partial)}
+    else:
+      items = {"state": ocp.args.StandardRestore(abstract_state)}
     if with_data and "data" in self.manager.item_metadata(step):
       items["data"] = ocp.args.JsonRestore()
     restored = self.manager.restore(step, args=ocp.args.Composite(**items))

@@ -55,15 +55,21 @@ class Run:
   def abstract_state(self) -> dict[str, Any]:
     return jax.eval_shape(self.init, jax.random.PRNGKey(0))
 
+  def model_parts(self) -> tuple[str, ...]:
+    """The entries of the train state that `model(state)` reads (the EMA weights if kept, else the raw ones)."""
+    return ("step", "rest", "ema" if self.use_ema else "params")
+
   def model(self, state: dict[str, Any], ema: bool = True) -> nnx.Module:
     """The module with the EMA weights (if kept and asked for) or the raw ones."""
     params = state["ema"] if ema and state.get("ema") is not None else state["params"]
     return nnx.merge(self.graphdef, params, state["rest"])
 
 
-def restore_run(workdir: str, step: int | None = None) -> tuple[Run, dict[str, Any], int]:
+def restore_run(workdir: str, step: int | None = None, full: bool = False) -> tuple[Run, dict[str, Any], int]:
   """Loads a work directory's config, frozen components and newest readable (or given) checkpoint: (run, state,
-  step). Read-only: a reader never moves or deletes a file, and reads safely beside a running trainer."""
+  step). Only what `run.model(state)` needs is read (`Run.model_parts`: no optimizer state, one copy of the
+  weights), unless `full`. Read-only: a reader never moves or deletes a file, and reads safely beside a running
+  trainer."""
   config = config_lib.load_workdir_config(workdir)
   run = Run(config)
   ckpt = checkpoint.Checkpointer(workdir, async_save=False, read_only=True)
@@ -72,8 +78,11 @@ def restore_run(workdir: str, step: int | None = None) -> tuple[Run, dict[str, A
       raise FileNotFoundError(f"{workdir} has no checkpoint under {ckpt.directory}: train it first with "
                               f"`ar-gen train --config ... --workdir {workdir}`")
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = checkpoint.restore_target(run.abstract_state(), device)
-    state, _, step = ckpt.restore(target, step=step, with_data=False)
+    abstract = run.abstract_state()
+    if not full:
+      abstract = {k: abstract[k] for k in run.model_parts()}
+    target = checkpoint.restore_target(abstract, device)
+    state, _, step = ckpt.restore(target, step=step, with_data=False, partial=not full)
   finally:
     ckpt.close()
   return run, state, step
