@@ -139,6 +139,10 @@ class Checkpointer:
     while True:
       steps = [s for s in self.steps() if s not in tried]
       step = _agreed(steps[0] if steps else -1)
+      if step < 0 and self.read_only and not failed and vanished < MAX_VANISHED:
+        vanished += 1  # a trainer keeping 1 checkpoint may be between deleting the old and committing the new
+        time.sleep(VANISH_WAIT_SECONDS)
+        continue
       if step < 0:
         break
       try:

@@ -10,6 +10,7 @@ training loop.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import jax
@@ -73,16 +74,22 @@ def restore_run(workdir: str, step: int | None = None, full: bool = False) -> tu
   config = config_lib.load_workdir_config(workdir)
   run = Run(config)
   ckpt = checkpoint.Checkpointer(workdir, async_save=False, read_only=True)
-  try:
-    if ckpt.latest_step() is None:
-      raise FileNotFoundError(f"{workdir} has no checkpoint under {ckpt.directory}: train it first with "
+  missing = FileNotFoundError(f"{workdir} has no checkpoint under {ckpt.directory}: train it first with "
                               f"`ar-gen train --config ... --workdir {workdir}`")
+  try:
+    if not os.path.isdir(ckpt.directory):
+      raise missing
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract = run.abstract_state()
     if not full:
       abstract = {k: abstract[k] for k in run.model_parts()}
     target = checkpoint.restore_target(abstract, device)
-    state, _, step = ckpt.restore(target, step=step, with_data=False, partial=not full)
+    try:  # a step listing that is empty for a moment (a trainer beside us) is retried inside
+      state, _, step = ckpt.restore(target, step=step, with_data=False, partial=not full)
+    except FileNotFoundError as e:
+      if str(e).startswith("no checkpoint in"):
+        raise missing from None
+      raise
   finally:
     ckpt.close()
   return run, state, step
