@@ -18,9 +18,7 @@ def lock(fd, wait: bool) -> bool:
   if locked, False where the file system has no flock. Raises BlockingIOError if held elsewhere and not `wait`."""
   try:
     fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-  except BlockingIOError:
-    raise
-  except OSError as e:
+  except OSError as e:  # BlockingIOError (held elsewhere) has another errno and is raised
     if e.errno not in NO_FLOCK:
       raise
     return False

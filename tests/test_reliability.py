@@ -372,12 +372,12 @@ def test_a_step_deleted_while_read_is_read_again_from_the_newest(trained_vq_work
   workdir = copy_run(trained_vq_workdir, tmp_path)
   original, calls = checkpoint.Checkpointer._restore, []
 
-  def deleted_under_the_reader(self, abstract_state, step, with_data):
+  def deleted_under_the_reader(self, abstract_state, step, with_data, partial=False):
     calls.append(step)
     if len(calls) == 1:  # what a trainer keeping the last K does between our listing and our read
       shutil.rmtree(self.step_directory(step))
       raise FileNotFoundError(f"step {step} vanished")
-    return original(self, abstract_state, step, with_data)
+    return original(self, abstract_state, step, with_data, partial)
 
   monkeypatch.setattr(checkpoint.Checkpointer, "_restore", deleted_under_the_reader)
   monkeypatch.setattr(checkpoint, "VANISH_WAIT_SECONDS", 0.0)

@@ -96,7 +96,6 @@ class Checkpointer:
       raise ValueError(f"keep_ckpts must be at least 1, got {keep}")
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
     self.read_only = read_only
-    self._partial = False
     self.manager = _retry_vanished(lambda: ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save,
@@ -131,10 +130,9 @@ class Checkpointer:
     it, so all restore the same one."""
     if partial and not self.read_only:
       raise ValueError("a partial restore is for readers (read_only=True)")
-    self._partial = partial
     if step is not None:
-      self._check_matches(step, abstract_state)
-      return self._restore(abstract_state, step, with_data)
+      self._check_matches(step, abstract_state, partial)
+      return self._restore(abstract_state, step, with_data, partial)
     failed, vanished, tried = [], 0, set()
     while True:
       steps = [s for s in self.steps() if s not in tried]
@@ -146,8 +144,8 @@ class Checkpointer:
       if step < 0:
         break
       try:
-        self._check_matches(step, abstract_state)
-        result, error = self._restore(abstract_state, step, with_data), None
+        self._check_matches(step, abstract_state, partial)
+        result, error = self._restore(abstract_state, step, with_data, partial), None
       except CheckpointMismatch:
         raise
       except Exception as e:  # pylint: disable=broad-except  # unreadable files: fall back to the previous step
@@ -202,23 +200,24 @@ class Checkpointer:
   def unreadable_directory(self) -> str:
     return self.directory + "_unreadable"
 
-  def _check_matches(self, step: int, abstract_state: Any) -> None:
+  def _check_matches(self, step: int, abstract_state: Any, partial: bool = False) -> None:
     """Raises CheckpointMismatch if the step's saved arrays differ from the target's (read from metadata only)."""
     saved = self.manager.item_metadata(step)["state"]
     if saved is None:
       raise ValueError(f"checkpoint step {step} has no readable state metadata")
-    differences = compare_shapes(saved, abstract_state, parts=tuple(abstract_state) if self._partial else None)
+    differences = compare_shapes(saved, abstract_state, parts=tuple(abstract_state) if partial else None)
     if differences:
       raise CheckpointMismatch(
           f"checkpoint step {step} in {self.directory} does not match this config (was config.json edited, or "
           "is this another run's work directory?):\n  " + "\n  ".join(differences))
 
-  def _restore(self, abstract_state: Any, step: int, with_data: bool) -> tuple[Any, dict | None, int]:
+  def _restore(self, abstract_state: Any, step: int, with_data: bool,
+               partial: bool = False) -> tuple[Any, dict | None, int]:
     if self.read_only:
       restore_args = jax.tree.map(
           lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding, global_shape=a.shape, dtype=a.dtype), abstract_state)
       items = {"state": ocp.args.PyTreeRestore(item=abstract_state, restore_args=restore_args,
-                                               partial_restore=self._partial)}
+                                               partial_restore=partial)}
     else:
       items = {"state": ocp.args.StandardRestore(abstract_state)}
     if with_data and "data" in self.manager.item_metadata(step):

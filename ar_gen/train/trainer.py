@@ -189,8 +189,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: in
   replicated = mesh_lib.replicated(mesh)
 
   # ---------------------------------------------------------------- input
-  task.check_source(pipeline.open_split(config.data, "train"))
-  train_iter = iter(pipeline.train_dataset(config.data, config.batch_size, config.seed))
+  source = pipeline.open_split(config.data, "train")
+  task.check_source(source)
+  train_iter = iter(pipeline.train_dataset(config.data, config.batch_size, config.seed, source=source))
   vis_batch = next(pipeline.eval_batches(config.data, config.get("vis_examples", 8)))
 
   # ---------------------------------------------------------------- model + optimizer, shape-first
