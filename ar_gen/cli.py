@@ -138,8 +138,11 @@ def _sample_arguments(p):
   p.add_argument("--top-k", type=int, default=None)
   p.add_argument("--top-p", type=float, default=None)
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--num-shards", type=int, default=1,
+                 help="split the sampling into this many independent jobs (merge with `ar-gen merge-samples`)")
+  p.add_argument("--shard-index", type=int, default=None, help="with --num-shards: this job's shard, 0 .. K-1")
   p.add_argument("--out", required=True)
-  _overwrite_flag(p, "earlier samples in OUT (samples.npz, grid.png, images/)")
+  _overwrite_flag(p, "earlier samples in OUT (samples.npz, grid.png, images/; or this shard's file)")
   _distributed_flags(p)
 
 
@@ -161,9 +164,20 @@ def _sample(args, overrides):
   interval = _interval(args.cfg_interval, "--cfg-interval")
   _initialize_distributed(args)
   result = sample.sample(args.workdir, args.out, args.num_images, args.batch_size, args.classes, args.seed,
-                         overwrite=args.overwrite, cfg_scale=args.cfg_scale, temperature=args.temperature,
+                         overwrite=args.overwrite, overrides=tuple(overrides), num_shards=args.num_shards,
+                         shard_index=args.shard_index, cfg_scale=args.cfg_scale, temperature=args.temperature,
                          top_k=args.top_k, top_p=args.top_p, cfg_schedule=args.cfg_schedule, cfg_interval=interval)
   print(result)
+
+
+def _merge_samples_arguments(p):
+  p.add_argument("--out", required=True, help="the --out of the sharded `ar-gen sample` jobs")
+  _overwrite_flag(p, "earlier merged samples in OUT")
+
+
+def _merge_samples(args, overrides):
+  from ar_gen.commands import sample  # pylint: disable=g-import-not-at-top
+  print(sample.merge(args.out, overwrite=args.overwrite))
 
 
 # ------------------------------------------------------------------------------------------------- evaluation
@@ -312,9 +326,13 @@ COMMANDS = (
     Command("eval-tokenizer", "PSNR, SSIM, codebook usage of a trained tokenizer", _eval_tokenizer_arguments,
             _eval_tokenizer),
     Command("sample", "class-conditional samples from a trained AR model of any family", _sample_arguments, _sample,
-            description="Writes OUT/samples.npz (arr_0 uint8 [N,H,W,C], arr_1 labels), OUT/images/*.png and "
-                        "OUT/grid.png. Sampling flags default to the run's config (section sample). Batches are "
-                        "sharded over every device of every process (same images as on one device)."),
+            overrides=True,
+            description="Writes OUT/samples.npz (arr_0 uint8 [N,H,W,C], arr_1 labels, in a shuffled order), "
+                        "OUT/images/*.png and OUT/grid.png. Sampling flags default to the run's config (section "
+                        "sample); --config.KEY=VALUE overrides the run's config (e.g. --config.model.attn_impl=xla). "
+                        "Batches are sharded over every device of every process (same images as on one device)."),
+    Command("merge-samples", "merge the shards of `ar-gen sample --num-shards K` into one samples.npz",
+            _merge_samples_arguments, _merge_samples),
     Command("extract-tokens", "encode a dataset once with a trained tokenizer (-> tokens:OUT)",
             _extract_tokens_arguments, _extract_tokens),
     Command("convert-llamagen", "LlamaGen's VQ + class-conditional GPT checkpoints -> work dirs",

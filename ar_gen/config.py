@@ -19,6 +19,7 @@ from typing import Any, Iterable
 
 import ml_collections
 
+from ar_gen import fileio
 from ar_gen.errors import UserError
 
 REQUIRED_KEYS = (
@@ -252,30 +253,28 @@ def load_config(spec: str, overrides: Iterable[str] = ()) -> ml_collections.Conf
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
   """Writes the resolved config to `workdir/config.json` and returns the path."""
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, "config.json")
-  with open(path + ".tmp", "w") as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-  os.replace(path + ".tmp", path)
-  return path
+  return fileio.write_text(fileio.join(workdir, "config.json"), config.to_json_best_effort(indent=2, sort_keys=True))
 
 
-def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
-  """Reads the resolved config that `ar-gen train` wrote to `workdir/config.json`."""
-  path = os.path.join(workdir, "config.json")
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
+def load_workdir_config(workdir: str, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
+  """Reads the resolved config that `ar-gen train` wrote to `workdir/config.json`, with `KEY=VALUE` overrides
+  (e.g. `model.attn_impl=xla` to sample with another kernel) applied and checked."""
+  path = fileio.join(workdir, "config.json")
+  if fileio.isfile(workdir):
     raise ConfigError(f"--workdir {workdir} is a file, not a work directory")
-  if not os.path.isfile(path):
+  if not fileio.isfile(path):
     raise ConfigError(f"{path} does not exist: is {workdir!r} the work directory of an `ar-gen train` run?")
   try:
-    with open(path) as f:
-      tree = json.load(f)
+    tree = json.loads(fileio.read_text(path))
   except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
     raise ConfigError(f"{path} is not a readable config ({type(e).__name__}: {e}); it is the resolved config that "
                       "`ar-gen train` writes: restore it from a copy or train again in a new work directory") from e
   if not isinstance(tree, dict) or "task" not in tree:
     raise ConfigError(f"{path} is not an ar-gen config (a JSON object with a 'task' key)")
   config = ml_collections.ConfigDict(_lists_to_tuples(tree))
+  if overrides:
+    apply_overrides(config, overrides)
+    validate(config, path)
   config.lock()
   return config
 

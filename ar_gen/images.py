@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
+import io
 
 import numpy as np
 from PIL import Image
 
+from ar_gen import fileio
 from ar_gen.data.preprocess import to_uint8
 
 
@@ -32,10 +33,8 @@ def make_grid(images_NHWC: np.ndarray, num_cols: int, pad: int = 2, pad_value: i
 
 def save_png(image_HWC: np.ndarray, path: str) -> str:
   """Writes a uint8 [H, W, 1 or 3] image atomically; returns the path."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   image = np.asarray(image_HWC)
   pil = Image.fromarray(image[:, :, 0] if image.shape[-1] == 1 else image)
-  tmp = path + ".tmp.png"
-  pil.save(tmp)
-  os.replace(tmp, path)
-  return path
+  buffer = io.BytesIO()
+  pil.save(buffer, format="PNG")
+  return fileio.write_bytes(path, buffer.getvalue())

@@ -13,9 +13,8 @@ temporary file). Only the primary process (process 0) removes anything.
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
 
+from ar_gen import fileio
 from ar_gen.errors import OutputExists, UserError
 
 WORKDIR_MARKERS = ("config.json", "checkpoints")  # a run's work directory: never an output directory
@@ -32,25 +31,22 @@ class Claim:
     """Removes the earlier results (on the primary process) and creates the directory; returns its path."""
     if primary:
       for name in self.present:
-        path = os.path.join(self.path, name)
-        if os.path.isdir(path) and not os.path.islink(path):
-          shutil.rmtree(path)
-        elif os.path.lexists(path):
-          os.remove(path)
-      os.makedirs(self.path, exist_ok=True)
+        if fileio.exists(fileio.join(self.path, name)):
+          fileio.remove(fileio.join(self.path, name))
+      fileio.makedirs(self.path)
     return self.path
 
 
 def claim_dir(out: str, results: tuple[str, ...], overwrite: bool = False, flag: str = "--out") -> Claim:
   """Checks that `out` may receive `results` (names inside it); see the module docstring."""
-  out = os.path.abspath(out)
-  if os.path.exists(out) and not os.path.isdir(out):
+  out = fileio.absolute(out)
+  if fileio.isfile(out):
     raise UserError(f"{flag} {out} is an existing file, not a directory")
-  markers = [m for m in WORKDIR_MARKERS if os.path.exists(os.path.join(out, m))]
+  markers = [m for m in WORKDIR_MARKERS if fileio.exists(fileio.join(out, m))]
   if markers:
     raise UserError(f"{flag} {out} is a run's work directory ({', '.join(markers)}); write into a folder of its "
-                    f"own, e.g. {os.path.join(out, 'samples')}")
-  present = tuple(name for name in results if os.path.lexists(os.path.join(out, name)))
+                    f"own, e.g. {fileio.join(out, 'samples')}")
+  present = tuple(name for name in results if fileio.exists(fileio.join(out, name)))
   if present and not overwrite:
     raise OutputExists(f"{flag} {out} already holds results ({', '.join(present)}); pass --overwrite to replace "
                        "them, or choose another directory")
@@ -59,14 +55,16 @@ def claim_dir(out: str, results: tuple[str, ...], overwrite: bool = False, flag:
 
 def claim_file(path: str, overwrite: bool = False, flag: str = "--out") -> str:
   """Checks that `path` may be written as a result file; returns its absolute path."""
-  path = os.path.abspath(path)
-  if os.path.isdir(path):
-    raise UserError(f"{flag} {path} is a directory; give a file name, e.g. {os.path.join(path, 'results.json')}")
-  if os.path.exists(path) and not overwrite:
+  path = fileio.absolute(path)
+  if fileio.isdir(path):
+    raise UserError(f"{flag} {path} is a directory; give a file name, e.g. {fileio.join(path, 'results.json')}")
+  if fileio.exists(path) and not overwrite:
     raise OutputExists(f"{flag} {path} already exists; pass --overwrite to replace it, or choose another file")
-  parent = os.path.dirname(path)
-  while parent and not os.path.exists(parent):
-    parent = os.path.dirname(parent)
-  if parent and not os.path.isdir(parent):
+  if fileio.is_url(path):
+    return path
+  parent = fileio.dirname(path)
+  while parent and not fileio.exists(parent):
+    parent = fileio.dirname(parent)
+  if parent and not fileio.isdir(parent):
     raise UserError(f"{flag} {path}: {parent} is a file, not a directory")
   return path

@@ -1,46 +1,125 @@
 """`ar-gen sample`: class-conditional images from a trained AR model of any registered family, written as
-ADM-style samples.npz, one PNG per image and a grid.
+ADM-style samples.npz, one PNG per image and a grid; `ar-gen merge-samples`: the shards of a sharded sampling
+merged into the same files.
 
-Labels: `--classes 0,3,7` or `all`; the N images are split into equal consecutive blocks, one per listed class;
-the grid shows one row per class (its first ten images). Generation is sharded over every device of every process
+Labels: `--classes 0,3,7` or `all`; the N images are split into equal consecutive blocks, one per listed class,
+and samples.npz holds them in a shuffled order (labels kept with their images; `generate.file_order`); the grid
+shows one row per class (its first ten images). Generation is sharded over every device of every process
 (`ar_gen.eval.generate`): the same flags give the same images on 1 device, on 8, or on 2 processes; process 0
 writes the files.
+
+Independent jobs (e.g. preemptible machines) split one sampling with `--num-shards K --shard-index I`: shard I
+computes batches I, I + K, ... and writes `OUT/shards/shard-I-of-K.npz`; once all K exist, `ar-gen merge-samples
+--out OUT` writes samples.npz, PNGs and the grid, identical to one job with the same flags. Each shard records
+the flags, work directory and checkpoint step it used, and the merge refuses shards that disagree.
+
+The model is restored without optimizer state, straight into a copy on every device (no single-device hop), with
+`--config.KEY=VALUE` overrides of the run's config (e.g. `model.attn_impl=xla`).
 """
 
 from __future__ import annotations
 
-import jax
+import json
 
-from ar_gen import outputs
+import jax
+import numpy as np
+
+from ar_gen import fileio, outputs
 from ar_gen.config import load_workdir_config
 from ar_gen.decoding.logits import SamplingConfig
-from ar_gen.eval.generate import SAMPLE_RESULTS, generate, labels_for, parse_classes, write_samples
+from ar_gen.errors import UserError
+from ar_gen.eval.generate import (SAMPLE_RESULTS, generate, labels_for, num_batches, parse_classes, sampling_mesh,
+                                  write_samples)
 from ar_gen.runs.run import restore_run
 from ar_gen.runs.task import family_names
 
+SHARDS = "shards"
+
+
+def shard_name(index: int, count: int) -> str:
+  return f"{SHARDS}/shard-{index:05d}-of-{count:05d}.npz"
+
+
+def _check_shards(num_shards: int, shard_index: int | None) -> None:
+  if num_shards < 1:
+    raise UserError(f"--num-shards must be at least 1, got {num_shards}")
+  if num_shards > 1 and shard_index is None:
+    raise UserError(f"--num-shards {num_shards} needs --shard-index (0 .. {num_shards - 1})")
+  if shard_index is not None and not 0 <= shard_index < num_shards:
+    raise UserError(f"--shard-index must lie in [0, {num_shards - 1}], got {shard_index}")
+
 
 def sample(workdir: str, out: str, num_images: int, batch_size: int = 64, classes: str = "all", seed: int = 0,
-           overwrite: bool = False, **sampling_overrides) -> dict:
-  """Samples `num_images` images; writes OUT/samples.npz, OUT/images/*.png and OUT/grid.png. Every flag, the
-  work directory's task and `out` are checked before the model is loaded; an `out` holding earlier samples is
-  refused unless `overwrite`, which removes them once the new images exist (`ar_gen.outputs`)."""
+           overwrite: bool = False, overrides: tuple[str, ...] = (), num_shards: int = 1,
+           shard_index: int | None = None, **sampling_overrides) -> dict:
+  """Samples `num_images` images (or one shard of them); writes OUT/samples.npz, OUT/images/*.png and OUT/grid.png
+  (a shard: OUT/shards/shard-I-of-K.npz). Every flag, the work directory's task and `out` are checked before the
+  model is loaded; an `out` holding earlier results is refused unless `overwrite`, which removes them once the new
+  images exist (`ar_gen.outputs`)."""
   if num_images < 1:
     raise ValueError(f"--num-images must be at least 1, got {num_images}")
   if batch_size < 1:
     raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
-  config = load_workdir_config(workdir)
+  _check_shards(num_shards, shard_index)
+  config = load_workdir_config(workdir, overrides)
   if config.task not in family_names():
     raise ValueError(f"{workdir} holds a {config.task!r} run; `ar-gen sample` needs one of the families "
                      f"{family_names()}")
   SamplingConfig.from_config(config.sample, **sampling_overrides)  # bad flags fail before the model loads
   parse_classes(classes, config.model.num_classes)
-  claim = outputs.claim_dir(out, SAMPLE_RESULTS, overwrite)
-  run, state, step = restore_run(workdir)
+  sharded = shard_index is not None
+  results = (shard_name(shard_index, num_shards),) if sharded else SAMPLE_RESULTS
+  claim = outputs.claim_dir(out, results, overwrite)
+  replicated = jax.sharding.NamedSharding(sampling_mesh(), jax.sharding.PartitionSpec())
+  run, state, step = restore_run(workdir, overrides=overrides, sharding=replicated)
   cfg = run.task.sampling_config(**sampling_overrides)
   labels = labels_for(parse_classes(classes, run.config.model.num_classes), num_images)
-  samples, seconds, compile_seconds = generate(run, state, labels, seed=seed, batch_size=batch_size, cfg=cfg)
-  claim.clear(primary=jax.process_index() == 0)  # the earlier samples go only now that the new ones exist
-  write_samples(out, samples, labels, pngs=True)
-  return {"num_images": num_images, "seconds": seconds, "images_per_second": num_images / seconds,
-          "compile_seconds": compile_seconds, "step": step,
-          "devices": jax.device_count(), "out": out}
+  batches = list(range(num_batches(num_images, batch_size)))[shard_index or 0::num_shards]
+  generated = generate(run, state, labels, seed=seed, batch_size=batch_size, cfg=cfg, batch_indices=batches)
+  claim.clear(primary=jax.process_index() == 0)  # the earlier results go only now that the new ones exist
+  if sharded:
+    index = np.concatenate([np.arange(b * batch_size, min((b + 1) * batch_size, num_images)) for b in batches])
+    meta = {"workdir": fileio.absolute(workdir), "step": step, "num_images": num_images, "batch_size": batch_size,
+            "classes": classes, "seed": seed, "sampling": repr(cfg), "overrides": list(overrides),
+            "num_shards": num_shards}
+    if jax.process_index() == 0:
+      fileio.save_npz(fileio.join(out, results[0]), images=generated.images, labels=labels[index], index=index,
+                      meta=np.asarray(json.dumps(meta, sort_keys=True)))
+  else:
+    write_samples(out, generated.images, labels, pngs=True, seed=seed)
+  count = len(generated.images)
+  return {"num_images": count, "seconds": generated.seconds, "images_per_second": count / generated.seconds,
+          "images_per_second_per_device": count / generated.seconds / jax.device_count(),
+          "compile_seconds": generated.compile_seconds, "step": step, "devices": jax.device_count(),
+          "out": fileio.join(out, results[0]) if sharded else fileio.absolute(out)}
+
+
+def merge(out: str, overwrite: bool = False) -> dict:
+  """Merges OUT/shards/*.npz (all K shards of one sampling) into OUT/samples.npz, OUT/images/ and OUT/grid.png."""
+  directory = fileio.join(out, SHARDS)
+  names = [n for n in fileio.listdir(directory) if n.endswith(".npz")] if fileio.isdir(directory) else []
+  if not names:
+    raise UserError(f"{directory} holds no shards: run `ar-gen sample ... --num-shards K --shard-index I --out {out}`"
+                    " for every I first")
+  shards = [fileio.load_npz(fileio.join(directory, n)) for n in names]
+  metas = [json.loads(str(s["meta"])) for s in shards]
+  count = metas[0]["num_shards"]
+  differing = sorted({k for m in metas for k in m if m.get(k) != metas[0].get(k)})
+  if differing:
+    raise UserError(f"the shards in {directory} come from different samplings (they differ in {differing}); "
+                    "sample them again with the same flags")
+  missing = sorted(set(shard_name(i, count).split("/")[1] for i in range(count)) - set(names))
+  if missing:
+    raise UserError(f"{directory} lacks {len(missing)} of {count} shards: {missing[:5]}")
+  claim = outputs.claim_dir(out, SAMPLE_RESULTS, overwrite)
+  num_images = metas[0]["num_images"]
+  index = np.concatenate([s["index"] for s in shards])
+  if sorted(index.tolist()) != list(range(num_images)):
+    raise UserError(f"the shards in {directory} do not cover images 0 .. {num_images - 1} exactly once")
+  images_NHWC = np.empty((num_images, *shards[0]["images"].shape[1:]), np.uint8)
+  labels_N = np.empty(num_images, np.int32)
+  for s in shards:
+    images_NHWC[s["index"]], labels_N[s["index"]] = s["images"], s["labels"]
+  claim.clear()
+  path = write_samples(out, images_NHWC, labels_N, pngs=True, seed=metas[0]["seed"])
+  return {"num_images": num_images, "shards": count, "out": path}

@@ -15,12 +15,12 @@ images/s (compilation excluded) and the evaluation's seconds.
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 
 import ml_collections
 from jax.experimental import multihost_utils
 
+from ar_gen import fileio
 from ar_gen.eval import fid, image_sets
 from ar_gen.eval.generate import generate, labels_for, parse_classes, write_samples
 
@@ -48,7 +48,7 @@ class SampleQuality:
     except (ValueError, FileNotFoundError) as e:
       raise ValueError(f"{key}: {e}") from None
     kind, _, directory = s.features.partition(":")
-    if kind == "classifier" and not os.path.isfile(os.path.join(directory, "config.json")):
+    if kind == "classifier" and not fileio.isfile(fileio.join(directory, "config.json")):
       raise FileNotFoundError(f"{key}.features={s.features!r}: {directory} is not a trained classifier's work "
                               "directory (no config.json)")
     if kind not in ("inception", "classifier"):
@@ -66,11 +66,11 @@ class SampleQuality:
     start = time.perf_counter()
     generated = generate(run, state, labels, seed=s.seed, batch_size=s.batch_size, progress=False,
                          cache=self.compiled)
-    out = os.path.join(self.workdir, "evals", f"{self.name}_{step:07d}")
-    path = write_samples(out, generated.images, labels)
+    out = fileio.join(self.workdir, "evals", f"{self.name}_{step:07d}")
+    path = write_samples(out, generated.images, labels, seed=s.seed)
     multihost_utils.sync_global_devices(f"evals/{self.name}/{step}")
     scores = fid.evaluate([path], s.ref, s.features, batch_size=s.fid_batch_size,
-                          cache_dir=os.path.join(self.workdir, "fid_cache"), out=os.path.join(out, "fid.json"),
+                          cache_dir=fileio.join(self.workdir, "fid_cache"), out=fileio.join(out, "fid.json"),
                           overwrite=True)  # a resumed run evaluates this step again
     row = scores["results"][0]
     result = {k: row[k] for k in ("fid", "precision", "recall", "accuracy") if row.get(k) is not None}

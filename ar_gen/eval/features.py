@@ -1,6 +1,7 @@
 """Feature extractors for `ar-gen fid`: jitted features and logits of uint8 images, sharded over devices.
 
-`--features inception` gives pool3 features (2048) and logits for IS, from pytorch-fid's network (`inception.py`);
+`--features inception` gives pool3 features (2048) and, for IS, the 1008 logits without the classifier's bias (as
+the Inception-score code of improved-gan and ADM's evaluator take them), from pytorch-fid's network (`inception.py`);
 `classifier:DIR` gives the penultimate layer and logits of an `ar-gen train`ed classifier, for data where Inception
 means nothing. Inception takes any size and grayscale images repeated to RGB: sizes may differ within a set (each
 size goes through the network as its own batches, whose input resize then matches pytorch-fid's per image). A
@@ -49,7 +50,9 @@ def inception_extractor(weights: str | None, image_size: int) -> Extractor:
   graphdef, state = nnx.split(inception_weights.load(weights))
 
   def fn(params, images_BHWC):
-    return nnx.merge(graphdef, params)(images_BHWC.astype(jnp.float32) / 255.0)
+    model = nnx.merge(graphdef, params)
+    pool3_BF, _ = model(images_BHWC.astype(jnp.float32) / 255.0)
+    return pool3_BF, pool3_BF @ model.fc.kernel.value  # unbiased logits [B, 1008]
 
   data = ml_collections.ConfigDict(dict(eval="", data_dir="", image_size=image_size, channels=3, resize="crop",
                                         random_flip=False, num_threads=4, prefetch=8))

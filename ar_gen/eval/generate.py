@@ -6,12 +6,16 @@ is one call of the family's `sample_images`, compiled once, its rows sharded ove
 processes (padded to a multiple of the device count with copies of the last label, dropped after), the model and
 frozen states replicated, the images gathered to every process. Batch b draws from `fold_in(PRNGKey(seed), b)`
 and random numbers are partitionable (a row's draws do not depend on the rows after it), so the images depend on
-the seed, the labels and the batch size, not on how many devices or processes share the work.
+the seed, the labels and the batch size, not on how many devices or processes share the work, nor on which
+subset of the batches a job computes (`batch_indices`: `ar-gen sample --num-shards`).
+
+`write_samples` stores the images in a shuffled order (a fixed permutation of the seed and N, the labels moved
+with their images): ADM's evaluator splits the Inception score in file order, so a class-sorted file would give a
+deflated IS there.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any, NamedTuple
 
@@ -21,7 +25,7 @@ import tqdm
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from ar_gen import images
+from ar_gen import fileio, images
 from ar_gen.data.preprocess import to_uint8
 from ar_gen.decoding.logits import SamplingConfig
 from ar_gen.runs.run import Run
@@ -58,17 +62,24 @@ def class_grid(samples_NHWC: np.ndarray, labels_N: np.ndarray, per_row: int = 10
 SAMPLE_RESULTS = ("samples.npz", "grid.png", "images")  # what write_samples puts in OUT
 
 
-def write_samples(out: str, samples_NHWC: np.ndarray, labels_N: np.ndarray, pngs: bool = False) -> str:
-  """OUT/samples.npz (ADM: arr_0 uint8 images, arr_1 labels), OUT/grid.png and, with `pngs`, OUT/images/*.png,
-  written by process 0; returns the npz path."""
-  path = os.path.join(out, "samples.npz")
+def file_order(num_images: int, seed: int) -> np.ndarray:
+  """The permutation of generated images (in label order) into their order in samples.npz."""
+  return np.random.default_rng([seed, num_images, 0x5A3B]).permutation(num_images)
+
+
+def write_samples(out: str, samples_NHWC: np.ndarray, labels_N: np.ndarray, pngs: bool = False,
+                  seed: int = 0) -> str:
+  """OUT/samples.npz (ADM: arr_0 uint8 images, arr_1 labels, in the shuffled `file_order`), OUT/grid.png (one row
+  per class) and, with `pngs`, OUT/images/NNNNNN_classC.png (N: the position in samples.npz), written by process
+  0; returns the npz path."""
+  path = fileio.join(out, "samples.npz")
   if jax.process_index() == 0:
-    os.makedirs(os.path.join(out, "images") if pngs else out, exist_ok=True)
-    np.savez(path, arr_0=samples_NHWC, arr_1=labels_N)
+    order = file_order(len(labels_N), seed)
+    fileio.save_npz(path, arr_0=samples_NHWC[order], arr_1=labels_N[order])
     if pngs:
-      for i, (image, label) in enumerate(zip(samples_NHWC, labels_N)):
-        images.save_png(image, os.path.join(out, "images", f"{i:06d}_class{label}.png"))
-    images.save_png(class_grid(samples_NHWC, labels_N), os.path.join(out, "grid.png"))
+      for i in tqdm.tqdm(range(len(order)), desc="png", unit="img", disable=len(order) < 1000):
+        images.save_png(samples_NHWC[order[i]], fileio.join(out, "images", f"{i:06d}_class{labels_N[order[i]]}.png"))
+    images.save_png(class_grid(samples_NHWC, labels_N), fileio.join(out, "grid.png"))
   return path
 
 
@@ -88,6 +99,8 @@ def _put(tree: Any, sharding: NamedSharding) -> Any:
   """Global arrays with `sharding` from host or single-device values identical on every process, or from global
   arrays of another sharding (a training state, whatever its mesh's device order)."""
   def put(x):
+    if isinstance(x, jax.Array) and x.sharding.is_equivalent_to(sharding, x.ndim):
+      return x
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
       return jax.device_put(x, sharding)
     x = np.asarray(x)
@@ -101,10 +114,16 @@ class Generated(NamedTuple):
   compile_seconds: float
 
 
+def num_batches(num_images: int, batch_size: int) -> int:
+  return -(-num_images // batch_size)
+
+
 def generate(run: Run, state: dict, labels_N: np.ndarray, *, seed: int = 0, batch_size: int = 64,
-             cfg: SamplingConfig | None = None, progress: bool = True, cache: dict | None = None) -> Generated:
-  """Images for class labels [N] on every process; `cache` (a dict the caller keeps) reuses the compiled sampler
-  across calls with the same settings (an in-training evaluator)."""
+             cfg: SamplingConfig | None = None, progress: bool = True, cache: dict | None = None,
+             batch_indices: list[int] | None = None) -> Generated:
+  """Images for class labels [N] on every process, or for the rows of the batches `batch_indices` only (in that
+  order); `cache` (a dict the caller keeps) reuses the compiled sampler across calls with the same settings (an
+  in-training evaluator)."""
   jax.config.update("jax_threefry_partitionable", True)
   task = run.task
   cfg = cfg or task.sampling_config()
@@ -137,8 +156,10 @@ def generate(run: Run, state: dict, labels_N: np.ndarray, *, seed: int = 0, batc
       cache[cache_key] = fn
   compile_seconds = time.perf_counter() - start
   outs, start = [], time.perf_counter()
-  bar = tqdm.tqdm(total=len(labels_N), unit="img", desc="sample", disable=not progress or jax.process_index() != 0)
-  for b in range(-(-len(labels_N) // batch_size)):
+  batch_indices = list(range(num_batches(len(labels_N), batch_size))) if batch_indices is None else batch_indices
+  total = sum(min(batch_size, len(labels_N) - b * batch_size) for b in batch_indices)
+  bar = tqdm.tqdm(total=total, unit="img", desc="sample", disable=not progress or jax.process_index() != 0)
+  for b in batch_indices:
     x = fn(model_state, frozen, batch_labels(b), jax.random.fold_in(key, b))
     count = min(batch_size, len(labels_N) - b * batch_size)
     outs.append(to_uint8(np.asarray(jax.device_get(x.addressable_data(0))))[:count])

@@ -1,14 +1,16 @@
 """Image sets for `ar-gen fid` (`--samples`, `--ref`): read into uint8 images, labels or precomputed statistics.
 
 An image set is one of:
-- `FILE.npz`, ADM style: images uint8 [N, H, W, C] in `arr_0` (integer labels, if any, in `arr_1`), or precomputed
-  statistics `mu` / `sigma` (FID only: IS, precision and recall need images);
+- `FILE.npz`, ADM style: images uint8 [N, H, W, C] in `arr_0` (integer labels, if any, in `arr_1`), precomputed
+  statistics `mu` / `sigma` (FID only: IS, precision and recall need images), or both (ADM's reference batches hold
+  statistics of the whole dataset and 10,000 of its images);
 - a folder of images (png, jpg, jpeg, bmp, webp; searched recursively, sorted). A file that cannot be decoded is
   skipped with a warning and counted in `skipped_files`; a folder without 2 readable images is an error;
 - a dataset spec, as training takes them: `folder:PATH[:SPLIT]` (one sub-folder of images per class, labelled by
   folder), `tfds:NAME:SPLIT` or `bundled:mnist:SPLIT`, read through the data pipeline at `--image-size`
   (Inception) or the classifier's own size and padding (classifier features). `tokens:DIR` is refused: tokens are
   not images.
+Files and folders are read through `ar_gen.fileio`, so an npz or an image folder may be a bucket URL (`gs://...`).
 Sizes may differ within a set; an image set needs at least 2 images (a covariance). Each set carries a
 `content_key` (a hash of its file bytes; for dataset specs, of the spec, data directory and preprocessing, and of a
 `folder:` spec's file bytes), which keys the reference cache. `check_spec` and `declared_labels` look at a set
@@ -17,19 +19,21 @@ without reading its images, so that `fid.evaluate` can refuse bad input before a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
 import json
 import logging
-import os
 import zipfile
+from typing import Iterator
 
 import ml_collections
 import numpy as np
 import tqdm
 from PIL import Image
 
+from ar_gen import fileio
 from ar_gen.data import folder, preprocess, sources
 from ar_gen.eval import fid_stats
 
@@ -41,7 +45,7 @@ NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile)  # what numpy r
 
 @dataclasses.dataclass
 class ImageSet:
-  """Images (a list: sizes may differ) with optional labels, or precomputed statistics only."""
+  """Images (a list: sizes may differ) with optional labels, precomputed statistics, or both."""
 
   name: str
   images: list[np.ndarray] | None = None
@@ -54,7 +58,7 @@ class ImageSet:
 def _hash_files(paths: list[str]) -> str:
   digest = hashlib.sha256()
   for path in paths:
-    with open(path, "rb") as f:
+    with fileio.open_file(path, "rb") as f:
       for chunk in iter(lambda: f.read(1 << 20), b""):
         digest.update(chunk)
   return digest.hexdigest()[:20]
@@ -67,14 +71,18 @@ def prepare_image(image: np.ndarray, data: ml_collections.ConfigDict) -> np.ndar
   return preprocess.to_uint8(record["image"])
 
 
-def _open_npz(path: str) -> np.lib.npyio.NpzFile:
-  try:
-    f = np.load(path)
-  except NPZ_ERRORS as e:
-    raise ValueError(f"{path}: not a readable .npz ({type(e).__name__}: {e})") from e
-  if not isinstance(f, np.lib.npyio.NpzFile):
-    raise ValueError(f"{path}: holds a single array {f.shape}, not an .npz archive (arr_0 images or mu / sigma)")
-  return f
+@contextlib.contextmanager
+def _open_npz(path: str) -> Iterator[np.lib.npyio.NpzFile]:
+  """The archive at `path`, its members read when asked for (an image set may be larger than memory twice)."""
+  with fileio.open_file(path, "rb") as fh:
+    try:
+      f = np.load(fh)
+    except NPZ_ERRORS as e:
+      raise ValueError(f"{path}: not a readable .npz ({type(e).__name__}: {e})") from e
+    if not isinstance(f, np.lib.npyio.NpzFile):
+      raise ValueError(f"{path}: holds a single array {f.shape}, not an .npz archive (arr_0 images or mu / sigma)")
+    with f:
+      yield f
 
 
 def _member(f: np.lib.npyio.NpzFile, path: str, key: str) -> np.ndarray:
@@ -93,16 +101,24 @@ def _checked_labels(path: str, labels: np.ndarray, count: int | None) -> np.ndar
   return labels
 
 
+def _npz_stats(f: np.lib.npyio.NpzFile, path: str) -> fid_stats.Stats | None:
+  """The file's `mu` / `sigma` (count unknown: -1), None when it has not both."""
+  if not {"mu", "sigma"} <= set(f.files):
+    return None
+  mu = np.asarray(_member(f, path, "mu"), np.float64)
+  sigma = np.asarray(_member(f, path, "sigma"), np.float64)
+  if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)):
+    raise ValueError(f"{path}: mu {mu.shape} and sigma {sigma.shape} are not [D] and [D, D]")
+  return fid_stats.Stats(mu, sigma, -1)
+
+
 def _load_npz(path: str) -> ImageSet:
   with _open_npz(path) as f:
-    if "mu" in f.files and "sigma" in f.files:
-      mu = np.asarray(_member(f, path, "mu"), np.float64)
-      sigma = np.asarray(_member(f, path, "sigma"), np.float64)
-      if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)):
-        raise ValueError(f"{path}: mu {mu.shape} and sigma {sigma.shape} are not [D] and [D, D]")
-      return ImageSet(path, stats=fid_stats.Stats(mu, sigma, -1), content_key=_hash_files([path]))
+    stats = _npz_stats(f, path)
     if "arr_0" not in f.files:
-      raise ValueError(f"{path}: expected images in arr_0 (ADM layout) or mu and sigma, found {f.files}")
+      if stats is None:
+        raise ValueError(f"{path}: expected images in arr_0 (ADM layout) or mu and sigma, found {f.files}")
+      return ImageSet(path, stats=stats, content_key=_hash_files([path]))
     images = _member(f, path, "arr_0")
     labels = _member(f, path, "arr_1") if "arr_1" in f.files else None
   if images.ndim == 3:
@@ -113,20 +129,18 @@ def _load_npz(path: str) -> ImageSet:
     raise ValueError(f"{path}: arr_0 holds {len(images)} images; statistics need at least 2")
   if labels is not None:
     labels = _checked_labels(path, labels, len(images))
-  return ImageSet(path, list(images), labels, content_key=_hash_files([path]))
+  return ImageSet(path, list(images), labels, stats, content_key=_hash_files([path]))
 
 
 def _load_folder(path: str) -> ImageSet:
-  files = sorted(os.path.join(root, name) for root, _, names in os.walk(path) for name in names
-                 if name.lower().endswith(IMAGE_EXTENSIONS))
+  files = sorted(file for file in fileio.walk_files(path) if file.lower().endswith(IMAGE_EXTENSIONS))
   if not files:
     raise ValueError(f"{path}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
   images, skipped = [], []
-  for file in tqdm.tqdm(files, desc=f"read {os.path.basename(path.rstrip('/'))}", unit="img", leave=False):
+  for file in tqdm.tqdm(files, desc=f"read {fileio.basename(path)}", unit="img", leave=False):
     try:
-      with open(file, "rb") as fh:
-        image = Image.open(io.BytesIO(fh.read()))
-        image.load()
+      image = Image.open(io.BytesIO(fileio.read_bytes(file)))
+      image.load()
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
       skipped.append(file)
       continue
@@ -143,7 +157,7 @@ def _load_folder(path: str) -> ImageSet:
 def _folder_files(spec: str) -> tuple[list[str], list[tuple[str, int]]]:
   """Class names and (file, label) pairs of a `folder:` spec, as the data pipeline lists them."""
   _, path, _ = sources.parse_spec(spec, "train")
-  return folder.scan_folder(os.path.abspath(path))
+  return folder.scan_folder(fileio.absolute(path))
 
 
 def _spec_key(spec: str, data: ml_collections.ConfigDict) -> str:
@@ -167,9 +181,9 @@ def _load_spec(spec: str, data: ml_collections.ConfigDict) -> ImageSet:
 
 
 def _kind(spec: str) -> str:
-  """The dataset kind of a `KIND:...` spec; '' for a path."""
+  """The dataset kind of a `KIND:...` spec; '' for a path or a URL."""
   kind, sep, _ = spec.partition(":")
-  return kind if sep else ""
+  return kind if sep and not fileio.is_url(spec) else ""
 
 
 def check_spec(spec: str) -> None:
@@ -181,10 +195,10 @@ def check_spec(spec: str) -> None:
                      "`ar-gen sample`")
   if kind == "folder":
     _folder_files(spec)
-  elif kind not in DATASET_KINDS and not os.path.isdir(spec):
+  elif kind not in DATASET_KINDS and not fileio.isdir(spec):
     if not spec.endswith(".npz"):
       raise FileNotFoundError(f"{spec}: not a folder, an .npz file or a folder:/tfds:/bundled: dataset spec")
-    if not os.path.isfile(spec):
+    if not fileio.isfile(spec):
       raise FileNotFoundError(f"{spec}: no such file")
 
 
@@ -197,10 +211,10 @@ def declared_labels(spec: str, data: ml_collections.ConfigDict) -> np.ndarray | 
   if kind in DATASET_KINDS:
     count = sources.num_classes(sources.get_source(spec, "test", data.get("data_dir") or None))
     return None if count is None else np.arange(count)
-  if os.path.isdir(spec):
+  if fileio.isdir(spec):
     return None
   with _open_npz(spec) as f:
-    if "arr_1" not in f.files or "arr_0" not in f.files or {"mu", "sigma"} <= set(f.files):
+    if "arr_1" not in f.files or "arr_0" not in f.files:
       return None
     return _checked_labels(spec, _member(f, spec, "arr_1"), None)
 
@@ -223,6 +237,6 @@ def load_image_set(spec: str, data: ml_collections.ConfigDict) -> ImageSet:
   check_spec(spec)
   if _kind(spec) in DATASET_KINDS:
     return _load_spec(spec, data)
-  if os.path.isdir(spec):
+  if fileio.isdir(spec):
     return _load_folder(spec)
   return _load_npz(spec)

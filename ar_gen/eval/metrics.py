@@ -3,6 +3,11 @@
 The Inception score is computed with numpy on the host from logits [N, K]; precision and recall (Kynkäänniemi et
 al. 2019) compare k-nearest-neighbour balls of features [N, F], with the pairwise distances jitted and computed in
 blocks of rows. FID itself is in `fid_stats.py`.
+
+Split order: the original Inception-score code (improved-gan) and ADM's evaluator split the rows in the order they
+come, which assumes shuffled samples; a class-sorted file (one class after another) puts few classes in each split
+and deflates the score. Here the score is a function of the set of rows, not of their order: the rows are first
+sorted by their content (`content_order`), then put in a fixed pseudo-random order (seed 0) and split.
 """
 
 from __future__ import annotations
@@ -12,17 +17,28 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def inception_score(logits_NK: np.ndarray, splits: int = 10) -> tuple[float, float]:
-  """exp(E_x KL(p(y|x) || p(y))) over `splits` equal parts: (mean, std).
+def content_order(rows_NK: np.ndarray) -> np.ndarray:
+  """Indices that sort rows by their content: by the row's maximum, ties broken by the row's bytes.
 
-  The rows are put in a fixed pseudo-random order (seed 0) before splitting: the standard code splits in file
-  order, which assumes shuffled samples; class-ordered sample files (as `ar-gen sample --classes all` writes)
-  would otherwise put one class in each split and score about 1.
+  The same rows in any order give the same sorted rows; a tiny change of one row moves it among its neighbours in
+  the sort instead of reshuffling everything (as a hash of the bytes would).
+  """
+  rows_NK = np.ascontiguousarray(rows_NK)
+  as_bytes = rows_NK.view(np.dtype((np.void, rows_NK.dtype.itemsize * rows_NK.shape[1]))).ravel()
+  return np.lexsort((as_bytes, rows_NK.max(axis=1)))
+
+
+def inception_score(logits_NK: np.ndarray, splits: int = 10) -> tuple[float, float]:
+  """exp(E_x KL(p(y|x) || p(y))) over `splits` equal parts: (mean, std), whatever the order of the rows.
+
+  The rows are sorted by content, put in a fixed pseudo-random order (seed 0) and split (see the module
+  docstring): a class-ordered sample file scores as its shuffled copies do.
   """
   if len(logits_NK) < splits:
     raise ValueError(f"the Inception score over {splits} splits needs at least {splits} images, got "
                      f"{len(logits_NK)}")
-  logits_NK = logits_NK[np.random.default_rng(0).permutation(len(logits_NK))]
+  order = content_order(logits_NK)[np.random.default_rng(0).permutation(len(logits_NK))]
+  logits_NK = logits_NK[order]
   logp = logits_NK - np.logaddexp.reduce(logits_NK, axis=1, keepdims=True)
   scores = []
   for part in np.array_split(logp, splits):

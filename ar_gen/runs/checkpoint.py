@@ -18,8 +18,6 @@ listed as a step. Readers open the directory read-only (`read_only=True`): they 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import time
 from typing import Any
 
@@ -28,6 +26,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
+from ar_gen import fileio
 from ar_gen.errors import UserError
 
 log = logging.getLogger("ar_gen.train")
@@ -94,10 +93,10 @@ class Checkpointer:
   def __init__(self, workdir: str, keep: int = 2, async_save: bool = True, read_only: bool = False):
     if keep < 1:
       raise ValueError(f"keep_ckpts must be at least 1, got {keep}")
-    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    self.directory = fileio.join(workdir, "checkpoints")
     self.read_only = read_only
     self.manager = _retry_vanished(lambda: ocp.CheckpointManager(
-        self.directory,
+        fileio.epath(self.directory),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save,
                                              create=not read_only, read_only=read_only),
         item_handlers={"state": ocp.PyTreeCheckpointHandler() if read_only else ocp.StandardCheckpointHandler(),
@@ -175,12 +174,12 @@ class Checkpointer:
     if self.read_only or not steps:
       return
     if jax.process_index() == 0:
-      os.makedirs(self.unreadable_directory, exist_ok=True)
+      fileio.makedirs(self.unreadable_directory)
       for step in steps:
-        target = os.path.join(self.unreadable_directory, str(step))
-        if os.path.exists(target):
+        target = fileio.join(self.unreadable_directory, str(step))
+        if fileio.exists(target):
           target += time.strftime(".%Y%m%d-%H%M%S")
-        shutil.move(self.step_directory(step), target)
+        fileio.move(self.step_directory(step), target)
         log.warning("moved the unreadable checkpoint step %d to %s", step, target)
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices(f"checkpoints {steps} set aside")
@@ -189,12 +188,12 @@ class Checkpointer:
   def _vanished(self, step: int) -> bool:
     """Whether `step` was deleted (by the trainer keeping the last K) rather than being unreadable; a reader
     gives a deletion in progress a moment to finish."""
-    if self.read_only and os.path.isdir(self.step_directory(step)):
+    if self.read_only and fileio.isdir(self.step_directory(step)):
       time.sleep(VANISH_WAIT_SECONDS)
-    return not os.path.isdir(self.step_directory(step))
+    return not fileio.isdir(self.step_directory(step))
 
   def step_directory(self, step: int) -> str:
-    return os.path.join(self.directory, str(step))
+    return fileio.join(self.directory, str(step))
 
   @property
   def unreadable_directory(self) -> str:

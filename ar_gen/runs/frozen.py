@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from typing import Any
 
 import ml_collections
 from flax import nnx
 
-from ar_gen import config as config_lib
+from ar_gen import config as config_lib, fileio
 
 log = logging.getLogger("ar_gen.runs")
 
@@ -43,7 +42,7 @@ class FrozenComponent:
   @property
   def identity(self) -> dict:
     """What names these weights: the source run's config fingerprint and step (and, for people, its path)."""
-    return {"workdir": os.path.abspath(self.source), "step": self.step,
+    return {"workdir": fileio.absolute(self.source), "step": self.step,
             "fingerprint": config_lib.fingerprint(self.config)}
 
   def check_identity(self, recorded: dict | None, what: str) -> None:
@@ -51,7 +50,7 @@ class FrozenComponent:
     meta.json) is not this component's weights."""
     mine = self.identity
     if recorded and "fingerprint" not in recorded and recorded.get("workdir"):  # written before fingerprints
-      if (os.path.abspath(recorded["workdir"]), recorded.get("step")) == (mine["workdir"], mine["step"]):
+      if (fileio.absolute(recorded["workdir"]), recorded.get("step")) == (mine["workdir"], mine["step"]):
         log.warning("%s names its tokenizer by path and step only (an older ar-gen); they match frozen.%s", what,
                     self.name)
         return
@@ -91,7 +90,7 @@ def _source_config(name: str, source: str) -> tuple[ml_collections.ConfigDict, b
   spec_file = source.partition(":")[0]
   if spec_file.endswith(".py"):
     return config_lib.load_config(source), False
-  if not os.path.isfile(os.path.join(source, "config.json")):
+  if not fileio.isfile(fileio.join(source, "config.json")):
     raise FileNotFoundError(f"frozen.{name}={source!r}: no config.json there (a trained work directory, or a "
                             "configs/X.py file for shapes only)")
   return config_lib.load_workdir_config(source), True

@@ -7,6 +7,11 @@ crash, a lost node), so a lock left behind by a dead trainer is taken over, with
 release the file is emptied, not deleted (deleting a flocked file lets two processes lock two different files).
 Where the file system has no flock (some network mounts), the holder's pid is checked instead: a lock of a live
 process, or of another host, is refused; one of a dead process on this host is taken over.
+A work directory in a bucket (`gs://...`) has no flock: there the holder record is the lock (`BucketLock`). The
+holder rewrites it every `HEARTBEAT_SECONDS` from a background thread; a record younger than `STALE_SECONDS` is
+refused, an older one (its trainer is gone) is taken over with a warning, and a released lock is an empty record.
+Two trainers started within the same few seconds on one bucket directory are not told apart (object stores offer
+no atomic test-and-set through this layer): start one job per work directory.
 Multi-host jobs: process 0 takes the lock (`acquire_for_job`), and every process learns whether it got it.
 """
 
@@ -17,18 +22,21 @@ import logging
 import os
 import socket
 import sys
+import threading
 import time
 
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from ar_gen import filelock
+from ar_gen import fileio, filelock
 from ar_gen.errors import WorkdirLocked
 
 log = logging.getLogger("ar_gen.train")
 
 LOCK_FILE = "train.lock"
+HEARTBEAT_SECONDS = 60.0
+STALE_SECONDS = 600.0
 
 
 def _me() -> dict:
@@ -119,12 +127,72 @@ class WorkdirLock:
     self.release()
 
 
-def acquire_for_job(workdir: str) -> WorkdirLock | None:
+class BucketLock:
+  """The lock of a work directory in a bucket: a holder record with a heartbeat (see the module docstring)."""
+
+  def __init__(self, workdir: str):
+    self.path = fileio.join(workdir, LOCK_FILE)
+    self._stop = threading.Event()
+    self._thread: threading.Thread | None = None
+    self._record = _me()
+
+  def _holder(self) -> dict | None:
+    try:
+      text = fileio.read_text(self.path).strip() if fileio.exists(self.path) else ""
+      return json.loads(text) if text else None
+    except (OSError, ValueError):
+      return None
+
+  def _beat(self) -> None:
+    fileio.write_json(self.path, {**self._record, "heartbeat": time.time()}, indent=None)
+
+  def acquire(self) -> "BucketLock":
+    holder = self._holder()
+    if holder:
+      age = time.time() - float(holder.get("heartbeat", 0))
+      if age < STALE_SECONDS:
+        raise WorkdirLocked(f"{fileio.dirname(self.path)} is being trained by {_describe(holder)} (lock "
+                            f"{self.path}, heartbeat {age:.0f} s ago); wait for it to finish or stop it first")
+      log.warning("taking over the lock of a trainer that is gone (%s; no heartbeat for %.0f s) in %s",
+                  _describe(holder), age, self.path)
+    self._beat()
+    self._thread = threading.Thread(target=self._heartbeat, name="ar-gen-lock-heartbeat", daemon=True)
+    self._thread.start()
+    return self
+
+  def _heartbeat(self) -> None:
+    while not self._stop.wait(HEARTBEAT_SECONDS):
+      try:
+        self._beat()
+      except Exception as e:  # pylint: disable=broad-except  # a failed heartbeat must not stop the training
+        log.warning("could not refresh the lock %s: %s", self.path, e)
+
+  def release(self) -> None:
+    if self._thread is None:
+      return
+    self._stop.set()
+    self._thread.join()
+    self._thread = None
+    fileio.write_text(self.path, "")
+
+  def __enter__(self) -> "BucketLock":
+    return self.acquire()
+
+  def __exit__(self, *exc) -> None:
+    self.release()
+
+
+def workdir_lock(workdir: str) -> WorkdirLock | BucketLock:
+  """The lock kind of `workdir`: a flock on a local (or mounted) disk, a heartbeat record in a bucket."""
+  return BucketLock(workdir) if fileio.is_url(workdir) else WorkdirLock(workdir)
+
+
+def acquire_for_job(workdir: str) -> WorkdirLock | BucketLock | None:
   """Process 0 takes the work directory's lock; every process raises WorkdirLocked if it could not."""
   lock, error = None, None
   if jax.process_index() == 0:
     try:
-      lock = WorkdirLock(workdir).acquire()
+      lock = workdir_lock(workdir).acquire()
     except Exception as e:  # pylint: disable=broad-except  # any failure: the other processes must hear of it
       error = e
   if jax.process_count() > 1:

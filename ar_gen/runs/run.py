@@ -10,7 +10,6 @@ training loop.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import jax
@@ -18,7 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from ar_gen import config as config_lib
+from ar_gen import config as config_lib, fileio
 from ar_gen.runs import checkpoint, frozen as frozen_lib, optim, sharding
 from ar_gen.runs.task import Task, get_task
 
@@ -66,24 +65,25 @@ class Run:
     return nnx.merge(self.graphdef, params, state["rest"])
 
 
-def restore_run(workdir: str, step: int | None = None, full: bool = False) -> tuple[Run, dict[str, Any], int]:
-  """Loads a work directory's config, frozen components and newest readable (or given) checkpoint: (run, state,
-  step). Only what `run.model(state)` needs is read (`Run.model_parts`: no optimizer state, one copy of the
-  weights), unless `full`. Read-only: a reader never moves or deletes a file, and reads safely beside a running
-  trainer."""
-  config = config_lib.load_workdir_config(workdir)
+def restore_run(workdir: str, step: int | None = None, full: bool = False, overrides: tuple[str, ...] = (),
+                sharding: jax.sharding.Sharding | None = None) -> tuple[Run, dict[str, Any], int]:
+  """Loads a work directory's config (with `KEY=VALUE` overrides), frozen components and newest readable (or
+  given) checkpoint: (run, state, step). Only what `run.model(state)` needs is read (`Run.model_parts`: no
+  optimizer state, one copy of the weights), unless `full`; each array is read straight into `sharding` (e.g.
+  replicated over a sampling mesh; default: the first local device). Read-only: a reader never moves or deletes
+  a file, and reads safely beside a running trainer."""
+  config = config_lib.load_workdir_config(workdir, overrides)
   run = Run(config)
   ckpt = checkpoint.Checkpointer(workdir, async_save=False, read_only=True)
   missing = FileNotFoundError(f"{workdir} has no checkpoint under {ckpt.directory}: train it first with "
                               f"`ar-gen train --config ... --workdir {workdir}`")
   try:
-    if not os.path.isdir(ckpt.directory):
+    if not fileio.isdir(ckpt.directory):
       raise missing
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract = run.abstract_state()
     if not full:
       abstract = {k: abstract[k] for k in run.model_parts()}
-    target = checkpoint.restore_target(abstract, device)
+    target = checkpoint.restore_target(abstract, sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
     try:  # a step listing that is empty for a moment (a trainer beside us) is retried inside
       state, _, step = ckpt.restore(target, step=step, with_data=False, partial=not full)
     except FileNotFoundError as e:

@@ -1,15 +1,56 @@
 """Where training numbers go: `DIR/metrics.jsonl` (one JSON object per logged step), TensorBoard under `DIR/tb/`,
 and a tqdm progress bar with steps/s and ETA. Only process 0 writes.
+
+`DIR` may be a bucket URL (`gs://...`): objects cannot be appended to, so there `metrics.jsonl` and the
+TensorBoard event file are rewritten whole at each logged step (through `ar_gen.fileio`, the layer every other
+file of a run goes through); on a local disk lines are appended.
 """
 
 from __future__ import annotations
 
+import io
 import json
-import os
 
 import jax
 import numpy as np
 import tqdm
+
+from ar_gen import fileio
+
+URL_SCHEMES = ("gs", "s3", "az")
+
+
+class _BucketEventFile:
+  """A TensorBoard event file in a bucket: written whole (every record so far) at each flush."""
+
+  def __init__(self, path: str):
+    self.path, self.buffer = path, io.BytesIO()
+
+  def write(self, data: bytes) -> None:
+    self.buffer.write(data)
+
+  def flush(self) -> None:
+    fileio.write_bytes(self.path, self.buffer.getvalue())
+
+  def close(self) -> None:
+    self.flush()
+
+
+class _BucketEventFiles:
+  """tensorboardX's writer factory for bucket URLs, through ar_gen.fileio (not google-cloud-storage)."""
+
+  def open(self, path: str) -> _BucketEventFile:
+    return _BucketEventFile(path)
+
+  def directory_check(self, path: str) -> None:
+    del path  # buckets need no directories
+
+
+def _summary_writer(logdir: str):
+  from tensorboardX import SummaryWriter, record_writer  # pylint: disable=g-import-not-at-top
+  for scheme in URL_SCHEMES:
+    record_writer.register_writer_factory(scheme, _BucketEventFiles())
+  return SummaryWriter(logdir)
 
 
 class MetricLogger:
@@ -17,30 +58,33 @@ class MetricLogger:
 
   def __init__(self, workdir: str, total_steps: int, initial_step: int = 0, enabled: bool | None = None):
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.path = fileio.join(workdir, "metrics.jsonl")
     self._writer = None
+    self._lines: list[str] = []
     if self.enabled:
-      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._writer = SummaryWriter(os.path.join(workdir, "tb"))
+      self._writer = _summary_writer(fileio.join(workdir, "tb"))
       self._truncate_after(initial_step)
     self.bar = tqdm.tqdm(total=total_steps, initial=initial_step, unit="step", dynamic_ncols=True,
                          disable=not self.enabled, mininterval=1.0)
 
   def _truncate_after(self, step: int) -> None:
     """Drops lines beyond `step` left by a run that died after its last checkpoint, so a resume logs them once."""
-    if not os.path.exists(self.path):
+    if not fileio.exists(self.path):
       return
-    with open(self.path) as f:
-      lines = [l for l in f if l.strip() and json.loads(l).get("step", 0) <= step]
-    with open(self.path, "w") as f:
-      f.writelines(lines)
+    lines = fileio.read_text(self.path).splitlines(keepends=True)
+    self._lines = [l for l in lines if l.strip() and json.loads(l).get("step", 0) <= step]
+    fileio.write_text(self.path, "".join(self._lines))
 
   def write(self, step: int, metrics: dict[str, float]) -> None:
     if not self.enabled:
       return
-    record = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
-    with open(self.path, "a") as f:
-      f.write(json.dumps(record) + "\n")
+    line = json.dumps({"step": int(step), **{k: float(v) for k, v in metrics.items()}}) + "\n"
+    self._lines.append(line)
+    if fileio.is_url(self.path):
+      fileio.write_text(self.path, "".join(self._lines))
+    else:
+      with open(self.path, "a") as f:
+        f.write(line)
     for key, value in metrics.items():
       self._writer.add_scalar(key, float(value), int(step))
     self._writer.flush()
@@ -62,5 +106,5 @@ class MetricLogger:
 
 def read_metrics(workdir: str) -> list[dict]:
   """The records of `workdir/metrics.jsonl`."""
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  text = fileio.read_text(fileio.join(workdir, "metrics.jsonl"))
+  return [json.loads(line) for line in text.splitlines() if line.strip()]

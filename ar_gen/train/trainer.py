@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
 import signal
 import time
 from typing import Any
@@ -31,7 +30,7 @@ import optax
 from flax import nnx
 
 from ar_gen import config as config_lib
-from ar_gen import images
+from ar_gen import fileio, images
 from ar_gen.data import pipeline
 from ar_gen.eval import evaluators as evaluators_lib
 from ar_gen.runs import checkpoint, lock as lock_lib, mesh as mesh_lib, optim, sharding
@@ -116,7 +115,7 @@ def check_config_change(config: ml_collections.ConfigDict, workdir: str, allow: 
   checkpoints, a difference outside `config_lib.RUNTIME_KEYS` (or a smaller keep_ckpts) is refused, naming the
   keys, unless `allow`. A run that never saved a checkpoint may start again with another config. Returns whether
   the config differs in what it trains."""
-  if not os.path.isfile(os.path.join(workdir, "config.json")):
+  if not fileio.isfile(fileio.join(workdir, "config.json")):
     return False
   changes = config_lib.differing_keys(config_lib.load_workdir_config(workdir), config)
   real = [c for c in changes if _is_real_change(*c)]
@@ -152,11 +151,12 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: int
   Nothing in the work directory is written before the lock is taken, the config compared and the checkpoint
   restored (or found absent), so a refused command leaves every file as it was.
   """
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
+  workdir = fileio.absolute(workdir)
+  if fileio.isfile(workdir):
     raise NotADirectoryError(f"--workdir {workdir} is a file, not a directory")
   if stop_after_steps is not None and stop_after_steps < 1:
     raise ValueError(f"--stop-after-steps must be at least 1, got {stop_after_steps}")
-  os.makedirs(workdir, exist_ok=True)
+  fileio.makedirs(workdir)
   lock = lock_lib.acquire_for_job(workdir)
   try:
     return _train(config, workdir, stop_after_steps, allow_config_change)
@@ -168,9 +168,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: int
 def _save_config(config: ml_collections.ConfigDict, workdir: str, changed: bool, start: int) -> None:
   if jax.process_index() != 0:
     return
-  path = os.path.join(workdir, "config.json")
+  path = fileio.join(workdir, "config.json")
   if changed:
-    shutil.copyfile(path, os.path.join(workdir, f"config.before_step_{start}.json"))
+    fileio.write_bytes(fileio.join(workdir, f"config.before_step_{start}.json"), fileio.read_bytes(path))
   config_lib.save_config(config, workdir)
 
 
@@ -224,7 +224,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: in
     rows = np.asarray(jax.device_get(jvis(state, vis_batch, frozen)))
     picture = images.make_grid(rows.reshape(-1, *rows.shape[2:]), num_cols=rows.shape[1])
     if jax.process_index() == 0:
-      images.save_png(picture, os.path.join(workdir, "images", f"{task.picture}_{step:07d}.png"))
+      images.save_png(picture, fileio.join(workdir, "images", f"{task.picture}_{step:07d}.png"))
       logger.write_image(step, task.picture, picture)
 
   # ---------------------------------------------------------------- loop

@@ -1,0 +1,189 @@
+"""One file layer for local paths and bucket URLs: `gs://`, `s3://`, `az://` (any scheme `etils.epath` reads).
+
+ar-gen reads and writes configs, metrics, checkpoints (Orbax, which uses epath and TensorStore itself), samples,
+FID caches and converted weights through these functions, so a work directory or an output may be
+`gs://BUCKET/...` as well as a local folder. Local paths go through `os` directly (made absolute, so a path is
+the same for every process of a job); URLs go through epath (gcsfs for `gs://` when TensorFlow is absent).
+
+Writes are whole-file and atomic: a local file is written beside itself and renamed over the target; an object
+in a bucket is created only when its upload completes. A reader never sees half a file either way.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tempfile
+from typing import Any, Iterator
+
+import numpy as np
+
+PathLike = str | os.PathLike
+
+
+def is_url(path: PathLike) -> bool:
+  """True for `scheme://...` paths (buckets), False for local ones."""
+  return "://" in os.fspath(path)
+
+
+def absolute(path: PathLike) -> str:
+  """`path` as a string every process reads alike: a URL unchanged, a local path made absolute."""
+  path = os.fspath(path)
+  return path.rstrip("/") if is_url(path) else os.path.abspath(os.path.expanduser(path))
+
+
+def epath(path: PathLike):
+  """The `etils.epath.Path` of `path` (what Orbax takes)."""
+  from etils import epath as epath_lib  # pylint: disable=g-import-not-at-top
+  return epath_lib.Path(absolute(path))
+
+
+def join(path: PathLike, *names: str) -> str:
+  """`path/name/...` for a local path or a URL."""
+  path = absolute(path)
+  return "/".join([path, *names]) if is_url(path) else os.path.join(path, *names)
+
+
+def basename(path: PathLike) -> str:
+  return absolute(path).rstrip("/").rsplit("/", 1)[-1]
+
+
+def dirname(path: PathLike) -> str:
+  path = absolute(path)
+  return path.rsplit("/", 1)[0] if is_url(path) else os.path.dirname(path)
+
+
+def exists(path: PathLike) -> bool:
+  return epath(path).exists() if is_url(path) else os.path.lexists(absolute(path))
+
+
+def isdir(path: PathLike) -> bool:
+  return epath(path).is_dir() if is_url(path) else os.path.isdir(absolute(path))
+
+
+def isfile(path: PathLike) -> bool:
+  return epath(path).is_file() if is_url(path) else os.path.isfile(absolute(path))
+
+
+def makedirs(path: PathLike) -> str:
+  """Creates `path` and its parents if needed (a bucket needs none: a no-op there); returns it."""
+  path = absolute(path)
+  if is_url(path):
+    epath(path).mkdir(parents=True, exist_ok=True)
+  else:
+    os.makedirs(path, exist_ok=True)
+  return path
+
+
+def listdir(path: PathLike) -> list[str]:
+  """Names in the directory `path`, sorted."""
+  if is_url(path):
+    return sorted(p.name for p in epath(path).iterdir())
+  return sorted(os.listdir(absolute(path)))
+
+
+def remove(path: PathLike) -> None:
+  """Deletes the file or directory tree `path` (not following a link)."""
+  if is_url(path):
+    p = epath(path)
+    p.rmtree() if p.is_dir() else p.unlink()
+    return
+  path = absolute(path)
+  if os.path.isdir(path) and not os.path.islink(path):
+    shutil.rmtree(path)
+  else:
+    os.remove(path)
+
+
+def move(source: PathLike, target: PathLike) -> None:
+  """Moves the file or directory tree `source` to `target` (a bucket has no rename: copied, then deleted)."""
+  if not (is_url(source) or is_url(target)):
+    shutil.move(absolute(source), absolute(target))
+    return
+  files = list(walk_files(source)) if isdir(source) else [absolute(source)]
+  prefix = absolute(source)
+  for file in files:
+    write_bytes(absolute(target) + file[len(prefix):], read_bytes(file))
+  remove(source)
+
+
+def size(path: PathLike) -> int:
+  return epath(path).stat().length if is_url(path) else os.path.getsize(absolute(path))
+
+
+def open_file(path: PathLike, mode: str = "rb"):
+  """An open file object for reading (`r`, `rb`); writers use `write_bytes` / `write_text` (atomic)."""
+  if any(c in mode for c in "wax+"):
+    raise ValueError(f"open_file reads; write {path} with write_bytes or write_text (mode {mode!r})")
+  return epath(path).open(mode) if is_url(path) else open(absolute(path), mode)
+
+
+def read_bytes(path: PathLike) -> bytes:
+  with open_file(path, "rb") as f:
+    return f.read()
+
+
+def read_text(path: PathLike) -> str:
+  return read_bytes(path).decode()
+
+
+def read_json(path: PathLike) -> Any:
+  return json.loads(read_text(path))
+
+
+def write_bytes(path: PathLike, data: bytes) -> str:
+  """Writes `data` to `path` atomically (parent created); returns the path."""
+  path = absolute(path)
+  makedirs(dirname(path))
+  if is_url(path):
+    with epath(path).open("wb") as f:
+      f.write(data)
+    return path
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+  return path
+
+
+def write_text(path: PathLike, text: str) -> str:
+  return write_bytes(path, text.encode())
+
+
+def write_json(path: PathLike, value: Any, indent: int | None = 2) -> str:
+  return write_text(path, json.dumps(value, indent=indent))
+
+
+def load_npz(path: PathLike) -> dict[str, np.ndarray]:
+  """All arrays of an `.npz` (or `.npy`: key `arr_0`) file, read whole; never unpickles."""
+  with open_file(path, "rb") as f:
+    data = f.read()
+  loaded = np.load(io.BytesIO(data), allow_pickle=False)
+  if isinstance(loaded, np.ndarray):
+    return {"arr_0": loaded}
+  with loaded:
+    return {k: loaded[k] for k in loaded.files}
+
+
+def save_npz(path: PathLike, compressed: bool = False, **arrays: np.ndarray) -> str:
+  """Writes `arrays` as an `.npz` atomically; returns the path."""
+  buffer = io.BytesIO()
+  (np.savez_compressed if compressed else np.savez)(buffer, **arrays)
+  return write_bytes(path, buffer.getvalue())
+
+
+def walk_files(path: PathLike) -> Iterator[str]:
+  """Every file below the directory `path`, sorted, as full paths."""
+  for name in listdir(path):
+    child = join(path, name)
+    if isdir(child):
+      yield from walk_files(child)
+    else:
+      yield child
