@@ -41,13 +41,17 @@ FAULT_HOOKS = {
 }
 
 
+IMAGENET_TRAIN_EXAMPLES = 1_281_167  # images in ImageNet-1k's train split (tfds imagenet2012:train)
+
+
 def num_steps(*, steps: int | None = None, epochs: float | None = None, examples: int | None = None,
               batch_size: int | None = None, dataset_size: int | None = None) -> int:
   """A training duration as optimizer steps, from exactly one of `steps`, `epochs` or `examples`.
 
-  An epoch is `dataset_size // batch_size` whole batches (VAR's count: 1,281,167 ImageNet images at batch 768 are
-  1668 steps), so `num_steps(epochs=200, batch_size=768, dataset_size=1_281_167) == 200 * 1668`; `examples`
-  rounds up to whole batches. The result is rounded down to a whole step.
+  An epoch is `dataset_size // batch_size` whole batches (a loader that drops the last partial batch, as LlamaGen's:
+  1,281,167 ImageNet images at batch 256 are 5004 steps), so `num_steps(epochs=300, batch_size=256,
+  dataset_size=IMAGENET_TRAIN_EXAMPLES) == 300 * 5004`; `examples` rounds up to whole batches. The result is
+  rounded down to a whole step.
   """
   given = {k: v for k, v in dict(steps=steps, epochs=epochs, examples=examples).items() if v is not None}
   if len(given) != 1:
@@ -151,8 +155,8 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
 
 
 # (key, smallest allowed value) of the integer keys every training config has
-MINIMUMS = (("total_steps", 1), ("batch_size", 1), ("log_every_steps", 1), ("ckpt_every_steps", 1),
-            ("keep_ckpts", 1), ("vis_every_steps", 0), ("vis_examples", 1))
+MINIMUMS = (("total_steps", 1), ("batch_size", 1), ("grad_accum_steps", 1), ("log_every_steps", 1),
+            ("ckpt_every_steps", 1), ("keep_ckpts", 1), ("vis_every_steps", 0), ("vis_examples", 1))
 
 
 def validate(config: ml_collections.ConfigDict, source: str = "config") -> None:
@@ -165,6 +169,9 @@ def validate(config: ml_collections.ConfigDict, source: str = "config") -> None:
     value = config.get(key, minimum)
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
       raise ConfigError(f"{source}: {key}={value!r} must be an integer >= {minimum}")
+  if config.batch_size % config.get("grad_accum_steps", 1):
+    raise ConfigError(f"{source}: batch_size={config.batch_size} must be a multiple of grad_accum_steps="
+                      f"{config.grad_accum_steps} (the batch is split into that many equal micro-batches)")
   if not 0.0 <= config.get("ema_decay", 0.0) < 1.0:
     raise ConfigError(f"{source}: ema_decay={config.ema_decay!r} must lie in [0, 1) (0 = no EMA)")
   classes = config.model.get("num_classes")
@@ -192,7 +199,7 @@ def leaves(config: ml_collections.ConfigDict) -> dict[str, Any]:
 # Keys a resumed run may change without changing what it trains: how often it logs, saves and evaluates, how it
 # reads data and lays out devices, sampling settings. Every other difference from a work directory's config.json
 # needs `ar-gen train --allow-config-change`; `fingerprint` ignores these keys.
-RUNTIME_KEYS = ("keep_ckpts", "log_every_steps", "ckpt_every_steps", "vis_every_steps", "vis_examples",
+RUNTIME_KEYS = ("grad_accum_steps", "keep_ckpts", "log_every_steps", "ckpt_every_steps", "vis_every_steps", "vis_examples",
                 "data.num_threads", "data.prefetch", "data.data_dir", "mesh.", "sharding.", "fault.", "evals.",
                 "sample.")
 
@@ -300,6 +307,7 @@ def base_config(**data) -> ml_collections.ConfigDict:
   c.vis_every_steps = 500
   c.vis_examples = 8
   c.ema_decay = 0.0
+  c.grad_accum_steps = 1  # split each batch into this many micro-batches, gradients summed (same update, less memory)
   c.data = ml_collections.ConfigDict(dict(
       train="", eval="", data_dir="", image_size=256, channels=3, resize="crop", random_flip=False,
       num_threads=4, prefetch=8))
@@ -310,7 +318,8 @@ def base_config(**data) -> ml_collections.ConfigDict:
   # how often the processes agree on a preemption notice; the tests' fault hooks join this group (FAULT_HOOKS)
   c.fault = ml_collections.ConfigDict(dict(preemption_check_steps=10))
   c.optimizer = ml_collections.ConfigDict(dict(
-      lr=1e-4, end_lr_factor=0.1, warmup_steps=100, b1=0.9, b2=0.95, weight_decay=0.0, grad_clip=1.0))
+      lr=1e-4, end_lr_factor=0.1, warmup_steps=100, schedule="cosine", hold_fraction=0.0, b1=0.9, b2=0.95,
+      weight_decay=0.0, grad_clip=1.0))
   c.model = ml_collections.ConfigDict()
   return c
 

@@ -23,6 +23,20 @@ import numpy as np
 PathLike = str | os.PathLike
 
 
+def _fresh_bucket_listings() -> None:
+  """gcsfs caches directory listings for ever by default; a reader beside a trainer (new checkpoints, shards of
+  other jobs) must list afresh."""
+  try:
+    import fsspec  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return
+  for scheme in ("gs", "gcs", "s3"):
+    fsspec.config.conf.setdefault(scheme, {}).setdefault("use_listings_cache", False)
+
+
+_fresh_bucket_listings()
+
+
 def is_url(path: PathLike) -> bool:
   """True for `scheme://...` paths (buckets), False for local ones."""
   return "://" in os.fspath(path)

@@ -51,25 +51,61 @@ def parameter_overview(params: Any) -> str:
   return "\n".join(["parameters:"] + lines + [f"  {'total':<24}{sum(rows.values()):>14,}"])
 
 
+def micro_batches(batch: Any, count: int) -> Any:
+  """[B, ...] leaves -> [count, B / count, ...]; micro-batch i holds rows i, i + count, ..., so each keeps the
+  batch's spread over the data-parallel devices."""
+  def split(x):
+    return jnp.swapaxes(x.reshape(x.shape[0] // count, count, *x.shape[1:]), 0, 1)
+  return jax.tree.map(split, batch)
+
+
+def _combine_micro(losses, metrics, extras):
+  """The micro-batches' outputs as one batch's: mean loss and scalar metrics (means), summed array metrics
+  (counts), extras joined along the batch axis."""
+  metrics = {k: v.mean(0) if v.ndim == 1 else v.sum(0) for k, v in metrics.items()}
+  extras = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]) if x.ndim > 1 else x[-1], extras)
+  return losses.mean(), metrics, extras
+
+
 def make_step(run: Run):
-  """The update step of a run: `step(state, batch, frozen) -> (new state, metrics)`, a pure function to jit."""
+  """The update step of a run: `step(state, batch, frozen) -> (new state, metrics)`, a pure function to jit.
+
+  With `config.grad_accum_steps = K` the batch is cut into K micro-batches (`micro_batches`), run one after the
+  other (a scan: the activations of one micro-batch at a time), their gradients averaged: for losses that are
+  means over examples, the same update as the whole batch at once (tests/test_trainer.py). Each micro-batch
+  draws its own random numbers (dropout), and state outside the parameters (e.g. codebook statistics) passes from
+  one micro-batch to the next."""
   config, task = run.config, run.task
   inject_nan_at = (config.get("fault") or {}).get("inject_nan_at_step", 0)
+  accum = config.get("grad_accum_steps", 1)
 
   def step_fn(state: dict[str, Any], batch: dict[str, jax.Array], frozen: Any = None):
     step = state["step"]
     rng = jax.random.fold_in(state["rng"], step)
     batch = task.prepare(batch, frozen)  # inside the step, outside the differentiated function
 
-    def loss_fn(params, rest):
+    def loss_fn(params, rest, batch, rng):
       model = nnx.merge(run.graphdef, params, jax.tree.map(jnp.asarray, rest))  # fresh Variables in this trace
       loss, metrics, extras = task.loss(model, batch, rng, step, frozen)
       if inject_nan_at:  # fault injection for tests of the non-finite guard
         loss = jnp.where(step + 1 == inject_nan_at, jnp.nan, loss)
       return loss, (metrics, extras, nnx.state(model, nnx.Not(nnx.Param)))
 
-    (loss, (metrics, extras, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"],
-                                                                                      state["rest"])
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    if accum == 1:
+      (loss, (metrics, extras, rest)), grads = grad_fn(state["params"], state["rest"], batch, rng)
+    else:
+      def micro_step(carry, xs):
+        rest, grad_sum = carry
+        micro, i = xs
+        (loss, (metrics, extras, rest)), grads = grad_fn(state["params"], rest, micro, jax.random.fold_in(rng, i))
+        return (rest, jax.tree.map(jnp.add, grad_sum, grads)), (loss, metrics, extras)
+
+      zeros = jax.tree.map(jnp.zeros_like, state["params"])
+      (rest, grad_sum), outs = jax.lax.scan(micro_step, (state["rest"], zeros),
+                                            (micro_batches(batch, accum), jnp.arange(accum)))
+      grads = jax.tree.map(lambda g: g / accum, grad_sum)
+      loss, metrics, extras = _combine_micro(*outs)
     updates, opt_state = run.tx.update(grads, state["opt_state"], state["params"])
     model = nnx.merge(run.graphdef, optax.apply_updates(state["params"], updates), rest)
     metrics.update(task.post_update(model, extras, jax.random.fold_in(rng, 1), step))
