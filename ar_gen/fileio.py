@@ -123,6 +123,51 @@ def move(source: PathLike, target: PathLike) -> None:
   remove(source)
 
 
+CHUNK_BYTES = 64 << 20
+
+
+def copy_file(source: PathLike, target: PathLike) -> str:
+  """Copies one file, streamed in chunks (either side local or a URL); the target appears whole or not at all."""
+  target = absolute(target)
+  makedirs(dirname(target))
+  with open_file(source, "rb") as src, (epath(target).open("wb") if is_url(target) else _LocalWriter(target)) as dst:
+    while chunk := src.read(CHUNK_BYTES):
+      dst.write(chunk)
+  return target
+
+
+class _LocalWriter:
+  """A local file written beside itself and renamed over the target on a clean close."""
+
+  def __init__(self, target: str):
+    self.target = target
+    fd, self.tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=f".{os.path.basename(target)}.")
+    self.file = os.fdopen(fd, "wb")
+
+  def __enter__(self):
+    return self.file
+
+  def __exit__(self, kind, *_):
+    self.file.close()
+    if kind is None:
+      os.replace(self.tmp, self.target)
+    else:
+      os.remove(self.tmp)
+
+
+def local_copy(path: PathLike, cache_dir: PathLike | None = None) -> str:
+  """A local path with `path`'s content: `path` itself if local, else a copy cached under `cache_dir` (default
+  ~/.cache/ar_gen/files), kept while the remote file's size is unchanged (for readers that need a local file)."""
+  if not is_url(path):
+    return absolute(path)
+  import hashlib  # pylint: disable=g-import-not-at-top
+  root = absolute(cache_dir or os.path.join("~", ".cache", "ar_gen", "files"))
+  local = os.path.join(root, hashlib.sha1(absolute(path).encode()).hexdigest()[:16], basename(path))
+  if not (os.path.isfile(local) and os.path.getsize(local) == size(path)):
+    copy_file(path, local)
+  return local
+
+
 def size(path: PathLike) -> int:
   return epath(path).stat().length if is_url(path) else os.path.getsize(absolute(path))
 

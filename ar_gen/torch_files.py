@@ -19,6 +19,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from ar_gen import fileio
 from ar_gen.errors import UserError
 
 WRAPPER_KEYS = ("model", "module", "state_dict")  # where training scripts nest the weights
@@ -60,6 +61,10 @@ def _reason(error: Exception, is_zip: bool) -> str:
 
 
 def _load(path: str, expected: str) -> Any:
+  if fileio.is_url(path):
+    if not fileio.isfile(path):
+      raise FileNotFoundError(f"{path}: no such file (expected {expected})")
+    path = fileio.local_copy(path)  # torch.load reads local files
   is_zip = _check_file(path, expected)
   torch = _import_torch()
   allow = getattr(torch.serialization, "safe_globals", None)

@@ -69,3 +69,16 @@ def test_bucket_lock_refuses_a_live_trainer_and_takes_over_a_dead_one(bucket, tr
   fileio.write_json(fileio.join(workdir, lock_lib.LOCK_FILE), {**holder, "heartbeat": stale})
   trainer.train(config, workdir)
   assert json.loads(fileio.read_text(fileio.join(workdir, "config.json")))["total_steps"] == 1
+
+
+def test_bucket_token_set_reads_like_a_local_one(bucket, trained_vq_workdir, tmp_path, monkeypatch):
+  from ar_gen.data import sources  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv("HOME", str(tmp_path / "home"))  # fileio.local_copy's cache
+  for out in (f"{bucket}/tokens", str(tmp_path / "tokens")):
+    assert cli.main(["extract-tokens", "--workdir", trained_vq_workdir, "--data", "bundled:mnist:test",
+                     "--out", out, "--batch-size", "250"]) == 0
+  there, here = sources.get_source(f"tokens:{bucket}/tokens"), sources.get_source(f"tokens:{tmp_path / 'tokens'}")
+  assert len(there) == len(here) == 500 and there.meta["tokenizer"] == here.meta["tokenizer"]
+  for i in (0, 499):
+    np.testing.assert_array_equal(there[i]["tokens"], here[i]["tokens"])
+    assert there[i]["label"] == here[i]["label"]

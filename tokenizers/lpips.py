@@ -10,13 +10,11 @@ over channels, inputs in [-1, 1] shifted and scaled as LPIPS does.
 
 from __future__ import annotations
 
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ar_gen import outputs, torch_files
+from ar_gen import fileio, outputs, torch_files
 
 VGG16_LAYERS = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
 TAPS = (1, 3, 6, 9, 12)  # indices (among the 13 convolutions) whose ReLU outputs LPIPS compares
@@ -53,11 +51,10 @@ def check_weights(weights: dict[str, np.ndarray], source: str) -> None:
 
 def load_weights(path: str) -> dict[str, jax.Array]:
   """Loads a converted LPIPS .npz; errors name the file."""
-  if not os.path.isfile(path):
+  if not fileio.isfile(path):
     raise FileNotFoundError(f"LPIPS weights {path!r} do not exist; make them with `ar-gen convert-lpips`")
   try:
-    with np.load(path) as f:
-      weights = {k: f[k] for k in f.files}
+    weights = fileio.load_npz(path)
   except Exception as e:  # a corrupt or non-npz file
     raise ValueError(f"LPIPS weights {path!r} are not a readable .npz file: {e}") from e
   check_weights(weights, path)
@@ -111,9 +108,4 @@ def convert_torch_files(vgg_pth: str, lin_pth: str, out: str, overwrite: bool = 
   lin = torch_files.load_state_dict(lin_pth, LIN_FILE, LIN_KEYS)
   weights = from_torch_state_dicts(vgg, lin)
   check_weights(weights, f"{vgg_pth} + {lin_pth}")
-  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  tmp = f"{out}.tmp.{os.getpid()}"
-  with open(tmp, "wb") as f:
-    np.savez(f, **weights)
-  os.replace(tmp, out)
-  return out
+  return fileio.save_npz(out, **{k: np.asarray(v) for k, v in weights.items()})

@@ -7,8 +7,8 @@ layout, so readers never re-derive it.
 
 from __future__ import annotations
 
-import json
 import os
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +16,7 @@ import numpy as np
 import tqdm
 from array_record.python import array_record_module
 
-from ar_gen import outputs
+from ar_gen import fileio, outputs
 from ar_gen.data import pipeline, sources
 from ar_gen.data.tokens import META, RECORDS
 from ar_gen.runs import frozen as frozen_lib
@@ -38,7 +38,8 @@ def extract(tokenizer_workdir: str, spec: str, out: str, batch_size: int = 256, 
   source = sources.get_source(spec, "train", tokenizer.config.data.get("data_dir") or None)
   claim.clear()  # every input checked: the earlier token set goes now
   encode = jax.jit(lambda state, x: tokenizer.module(state).encode(x))
-  tmp = os.path.join(out, RECORDS + ".tmp")
+  local_dir = tempfile.mkdtemp(prefix=".tmp-tokens-", dir=None if fileio.is_url(out) else fileio.makedirs(out))
+  tmp = os.path.join(local_dir, RECORDS)  # array_record writes local files: copied into `out` when complete
   writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1")
   count = 0
   for batch in tqdm.tqdm(pipeline.eval_batches(tokenizer.config.data, batch_size, source=source),
@@ -48,11 +49,14 @@ def extract(tokenizer_workdir: str, spec: str, out: str, batch_size: int = 256, 
       writer.write(np.concatenate([row, [np.int32(label)]]).astype(np.int32).tobytes())
     count += len(tokens)
   writer.close()
-  os.replace(tmp, os.path.join(out, RECORDS))
+  if fileio.is_url(out):
+    fileio.copy_file(tmp, fileio.join(out, RECORDS))
+    os.remove(tmp)
+  else:
+    os.replace(tmp, fileio.join(out, RECORDS))
+  os.rmdir(local_dir)
   meta = {"layout": layout.to_json(), "grid": list(layout.grid), "codebook_size": layout.vocab_size,
           "num_examples": count, "tokenizer": tokenizer.identity, "dataset": spec,
           "num_classes": sources.num_classes(source)}
-  with open(os.path.join(out, META + ".tmp"), "w") as f:
-    json.dump(meta, f, indent=2)
-  os.replace(os.path.join(out, META + ".tmp"), os.path.join(out, META))
+  fileio.write_json(fileio.join(out, META), meta)
   return meta

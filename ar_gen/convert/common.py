@@ -10,8 +10,6 @@ Unfit files are ValueErrors naming the file, what it should be, and the missing 
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 from typing import Any, Callable, Iterable, Iterator
 
 import jax
@@ -20,7 +18,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from ar_gen import torch_files
+from ar_gen import fileio, torch_files
 
 StateDict = dict[str, np.ndarray]
 
@@ -85,12 +83,13 @@ def mapped(fn: Callable[[StateDict], Any], sd: StateDict, path: str, expected: s
 @contextlib.contextmanager
 def removed_on_failure(*paths: str) -> Iterator[None]:
   """Deletes those of `paths` that did not exist before the block if it raises: no half-written output stays."""
-  fresh = [p for p in paths if not os.path.exists(p)]
+  fresh = [p for p in paths if not fileio.exists(p)]
   try:
     yield
   except BaseException:
     for p in fresh:
-      shutil.rmtree(p, ignore_errors=True)
+      if fileio.exists(p):
+        fileio.remove(p)
     raise
 
 

@@ -8,12 +8,10 @@ outputs of the official code without PyTorch (`tests/test_convert_llamagen.py`);
 
 from __future__ import annotations
 
-import os
-
 import ml_collections
 import numpy as np
 
-from ar_gen import outputs
+from ar_gen import fileio, outputs
 from ar_gen.convert import common
 
 StateDict = common.StateDict
@@ -126,7 +124,7 @@ def convert(vq_path: str, gpt_path: str, size: str, image_size: int, out: str, o
   tok_config.model.update(common.mapped(vq_model_config, vq_sd, vq_path, VQ_FILE))
   model_params = common.mapped(gpt_params, gpt_sd, gpt_path, GPT_FILE)
   check_size(gpt_sd, size, gpt_path)
-  tok_dir, gpt_dir = os.path.abspath(os.path.join(out, "tokenizer")), os.path.join(out, "gpt")
+  tok_dir, gpt_dir = fileio.join(out, "tokenizer"), fileio.join(out, "gpt")
   with common.removed_on_failure(out, tok_dir, gpt_dir):
     claim.clear()
     common.save_workdir(tok_config, tok_params, tok_dir, vq_path)

@@ -11,13 +11,12 @@ top-k 900, top-p 0.96).
 
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 import ml_collections
 import numpy as np
 
-from ar_gen import outputs
+from ar_gen import fileio, outputs
 from ar_gen.convert import common
 from tokenizers.multiscale import VAR_SCALES
 
@@ -154,7 +153,7 @@ def convert_state_dicts(vae_sd: StateDict, var_sd: StateDict, out: str, image_si
   tok_params = common.mapped(lambda sd: {"tokenizer": vae_params(sd)}, vae_sd, sources[0], VAE_FILE)
   model_config = common.mapped(var_model_config, var_sd, sources[1], VAR_FILE)
   model_params = common.mapped(var_params, var_sd, sources[1], VAR_FILE)
-  tok_dir, var_dir = os.path.abspath(os.path.join(out, "tokenizer")), os.path.join(out, "var")
+  tok_dir, var_dir = fileio.join(out, "tokenizer"), fileio.join(out, "var")
   with common.removed_on_failure(out, tok_dir, var_dir):
     claim.clear()
     common.save_workdir(tok_config, tok_params, tok_dir, sources[0])

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from ar_gen import outputs, torch_files
+from ar_gen import fileio, outputs, torch_files
 from ar_gen.eval.inception import InceptionV3
 
 PTH_NAME = "pt_inception-2015-12-05-6726825d.pth"
@@ -86,16 +86,14 @@ def convert(pth: str, out: str, overwrite: bool = False) -> dict:
     from_torch(state_dict)  # validates names and shapes
   except ValueError as e:
     raise ValueError(f"{pth}: {e}") from None
-  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  np.savez(out + ".tmp.npz", **state_dict)
-  os.replace(out + ".tmp.npz", out)
+  fileio.save_npz(out, **state_dict)
   return {"out": out, "arrays": len(state_dict), "parameters": int(sum(v.size for v in state_dict.values()))}
 
 
 def find(path: str | None = None) -> str:
   """The converted weights: `path`, else $AR_GEN_INCEPTION, else ~/.cache/ar_gen/inception_fid.npz."""
   candidate = path or os.environ.get(ENV_VAR) or os.path.expanduser(DEFAULT_FILE)
-  if not os.path.exists(candidate):
+  if not fileio.exists(candidate):
     raise FileNotFoundError(
         f"FID Inception weights not found at {candidate} (looked at --inception, ${ENV_VAR}, {DEFAULT_FILE}). "
         f"Download pytorch-fid's {PTH_NAME} from {PTH_URL} and convert it once: "
@@ -107,8 +105,7 @@ def load(path: str | None = None) -> InceptionV3:
   """The FID Inception from converted weights (see `find` for where they are looked for)."""
   file = find(path)
   try:
-    with np.load(file) as f:
-      state_dict = {k: f[k] for k in f.files}
+    state_dict = fileio.load_npz(file)
   except (OSError, ValueError) as e:
     raise ValueError(f"{file}: not a readable .npz of converted Inception weights ({e})") from e
   return from_torch(state_dict)
