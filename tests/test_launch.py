@@ -98,3 +98,29 @@ def test_compile_without_libtpu_says_what_to_install(capsys):
   assert "needs libtpu: pip install -e '.[tpu]'" in capsys.readouterr().err
   assert cli.main(["compile", "--config", os.path.join(CONFIGS, "mnist_vq.py"), "--topology", "v9-16"]) == 2
   assert "--topology must look like" in capsys.readouterr().err
+
+
+def _fake(path, name, body):
+  path.mkdir(parents=True, exist_ok=True)
+  script = path / name
+  script.write_text(f"#!/bin/sh\n{body}\n")
+  script.chmod(0o755)
+
+
+@pytest.mark.parametrize("new_python", [True, False])
+def test_tpu_venv_uses_a_python_of_at_least_3_11_else_installs_one(tmp_path, new_python):
+  sys.path.insert(0, os.path.join(REPO, "launch"))
+  import tpu  # pylint: disable=g-import-not-at-top
+  bin_dir, log = tmp_path / "bin", tmp_path / "log"
+  # python3 is too old (its version check fails); python3.12, where present, is new enough
+  _fake(bin_dir, "python3", f'case "$1" in -c) exit 1;; *) echo "python3 $*" >> {log};; esac')
+  if new_python:
+    _fake(bin_dir, "python3.12", f'case "$1" in -c) exit 0;; *) echo "python3.12 $*" >> {log};; esac')
+  _fake(tmp_path / "home" / ".local" / "bin", "uv", f'echo "uv $*" >> {log}')
+  env = {"PATH": str(bin_dir), "HOME": str(tmp_path / "home")}  # only the fakes: no python of this machine
+  subprocess.run(["/bin/bash", "-c", tpu.venv_command()], check=True, env=env, cwd=tmp_path)
+  lines = log.read_text().splitlines()
+  if new_python:
+    assert lines == ["python3.12 -m venv .venv"]
+  else:
+    assert lines == ["python3 -m pip install -q --user uv", "uv venv --seed --python 3.11 .venv"]
