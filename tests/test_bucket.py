@@ -82,3 +82,15 @@ def test_bucket_token_set_reads_like_a_local_one(bucket, trained_vq_workdir, tmp
   for i in (0, 499):
     np.testing.assert_array_equal(there[i]["tokens"], here[i]["tokens"])
     assert there[i]["label"] == here[i]["label"]
+
+
+def test_bucket_tokenizer_run_evaluates_into_the_bucket(bucket, trained_vq_workdir):
+  from ar_gen.eval import tokenizer_eval  # pylint: disable=g-import-not-at-top
+  from tests.conftest import tiny_config  # pylint: disable=g-import-not-at-top
+  workdir = f"{bucket}/runs/vq"
+  trainer.train(tiny_config("mnist_vq.py", "total_steps=4", "ckpt_every_steps=2", "ema_decay=0.9"), workdir)
+  there = tokenizer_eval.evaluate(workdir, max_examples=50, batch_size=50)
+  here = tokenizer_eval.evaluate(trained_vq_workdir, max_examples=50, batch_size=50)
+  assert there["psnr"] == pytest.approx(here["psnr"], rel=1e-6)
+  assert fileio.read_json(fileio.join(workdir, "eval.json"))["psnr"] == there["psnr"]
+  assert fileio.isfile(fileio.join(workdir, "images", "eval_recon.png"))

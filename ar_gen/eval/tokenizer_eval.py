@@ -12,9 +12,6 @@ decoding from the first k + 1 maps only (the progressive preview; the last entry
 
 from __future__ import annotations
 
-import json
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,7 +20,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ar_gen import config as config_lib
-from ar_gen import images
+from ar_gen import fileio, images
 from ar_gen.data import pipeline
 from ar_gen.runs.run import restore_run
 from tokenizers import losses
@@ -91,12 +88,11 @@ def evaluate(workdir: str, max_examples: int | None = None, batch_size: int = 10
   if num_scales:
     result["psnr_by_scales"] = np.mean(_all_processes(rows(by_scales, (num_scales,))), axis=0).tolist()
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "eval.json"), "w") as f:
-      json.dump(result, f, indent=2)
+    fileio.write_json(fileio.join(workdir, "eval.json"), result)
     grid = images.make_grid(np.stack(originals + recons), num_cols=len(originals))
-    images.save_png(grid, os.path.join(workdir, "images", "eval_recon.png"))
+    images.save_png(grid, fileio.join(workdir, "images", "eval_recon.png"))
     if num_scales:  # one row per image: the original, then decodings from 1 .. K scales
       rows = [np.concatenate([o[None], p]) for o, p in zip(originals, previews)]
       images.save_png(images.make_grid(np.concatenate(rows), num_cols=num_scales + 1),
-                      os.path.join(workdir, "images", "eval_scales.png"))
+                      fileio.join(workdir, "images", "eval_scales.png"))
   return result
