@@ -1,6 +1,11 @@
 """A local Google Cloud Storage server (`gcp-storage-emulator`, in memory) that ar-gen reaches through the same
 code as a real bucket: `gs://` URLs through etils.epath + gcsfs, and Orbax's arrays through TensorStore's GCS
-driver, both pointed at the server by their documented environment variables."""
+driver, both pointed at the server by their documented environment variables.
+
+One gap of the emulator is filled here: its media downloads lack the `x-goog-generation` header that real GCS
+sends and TensorStore reads (without it, reads of Orbax's OCDBT files failed now and then with "Malformed
+StorageGeneration"); `_send_generation_headers` adds it.
+"""
 
 import contextlib
 import logging
@@ -15,10 +20,31 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+def _send_generation_headers(monkeypatch) -> None:
+  from gcp_storage_emulator import server  # pylint: disable=g-import-not-at-top
+  from gcp_storage_emulator.handlers import objects  # pylint: disable=g-import-not-at-top
+  download = objects.download
+
+  def with_generation(request, response, storage, *args, **kwargs):
+    try:
+      obj = storage.get_file_obj(request.params["bucket_name"], request.params["object_id"])
+      response["x-goog-generation"] = str(obj["generation"])
+      response["x-goog-metageneration"] = str(obj.get("metageneration", "1"))
+    except Exception:  # pylint: disable=broad-except  # absent object: `download` answers 404
+      pass
+    return download(request, response, storage, *args, **kwargs)
+
+  monkeypatch.setattr(objects, "download", with_generation)  # the JSON API's alt=media path
+  handlers = tuple((route[0], {m: with_generation if h is download else h for m, h in route[1].items()},
+                    *route[2:]) for route in server.HANDLERS)
+  monkeypatch.setattr(server, "HANDLERS", handlers)  # the download endpoints
+
+
 @contextlib.contextmanager
 def fake_bucket(monkeypatch):
   """Yields `gs://BUCKET`, served locally for the duration."""
   from gcp_storage_emulator.server import create_server  # pylint: disable=g-import-not-at-top
+  _send_generation_headers(monkeypatch)
   port = _free_port()
   server = create_server("localhost", port, in_memory=True, default_bucket=BUCKET)
   server.start()

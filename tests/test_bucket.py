@@ -56,6 +56,20 @@ def test_bucket_sampling_equals_local_sampling(bucket, bucket_run, trained_next_
   assert cli.main(["sample", "--workdir", bucket_run, *SAMPLE, "--out", f"{bucket}/samples"]) == 2
   assert "--overwrite" in capsys.readouterr().err
 
+  # FID of the bucket's samples against the same images on local disk, in the features of a classifier trained
+  # in the bucket; reference cache and results in the bucket too
+  from ar_gen import config as config_lib  # pylint: disable=g-import-not-at-top
+  from tests.conftest import CONFIGS  # pylint: disable=g-import-not-at-top
+  classifier = f"{bucket}/runs/classifier"
+  trainer.train(config_lib.load_config(f"{CONFIGS}/mnist_classifier.py", ["total_steps=5", "data.image_size=16"]),
+                classifier)
+  assert cli.main(["fid", "--samples", f"{bucket}/samples/samples.npz", "--ref", str(tmp_path / "samples.npz"),
+                   "--features", f"classifier:{classifier}", "--cache-dir", f"{bucket}/fid_cache",
+                   "--out", f"{bucket}/fid.json"]) == 0, capsys.readouterr().err
+  row = fileio.read_json(f"{bucket}/fid.json")["results"][0]
+  assert row["count"] == 4 and abs(row["fid"]) < 1e-3 and row["precision"] == row["recall"] == 1.0
+  assert len(fileio.listdir(f"{bucket}/fid_cache")) == 1
+
 
 def test_bucket_lock_refuses_a_live_trainer_and_takes_over_a_dead_one(bucket, trained_vq_workdir):
   workdir = f"{bucket}/runs/locked"
