@@ -99,3 +99,19 @@ def test_grad_accum_steps_must_divide_the_batch():
   from ar_gen import config as config_lib  # pylint: disable=g-import-not-at-top
   with pytest.raises(config_lib.ConfigError, match="multiple of grad_accum_steps"):
     tiny_config("mnist_vq.py", "grad_accum_steps=3")
+
+
+def test_bf16_compute_keeps_float32_weights_ema_and_optimizer_state(trained_vq_workdir, tmp_path):
+  from tests.conftest import tiny_ar_config  # pylint: disable=g-import-not-at-top
+  losses, states = {}, {}
+  for name in ("float32", "bfloat16"):
+    workdir = str(tmp_path / name)
+    trainer.train(tiny_ar_config("mnist_next_token.py", trained_vq_workdir, f"model.dtype={name}",
+                                 "ema_decay=0.99", "vis_every_steps=0"), workdir)
+    losses[name] = [m["loss"] for m in metrics_log.read_metrics(workdir)]
+    states[name] = restore_run(workdir, full=True)[1]
+  np.testing.assert_allclose(losses["bfloat16"], losses["float32"], rtol=2e-2)  # the same model, coarser sums
+  assert losses["bfloat16"] != losses["float32"]  # bf16 was in effect
+  for part in ("params", "ema", "opt_state"):
+    assert {leaf.dtype for leaf in jax.tree.leaves(states["bfloat16"][part])} <= {np.dtype("float32"),
+                                                                                   np.dtype("int32")}, part
