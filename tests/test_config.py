@@ -61,7 +61,7 @@ def test_resolved_config_round_trips_through_json(tmp_path):
 
 def test_num_steps_from_steps_epochs_or_examples():
   assert config_lib.num_steps(steps=500) == 500
-  assert config_lib.num_steps(epochs=200, batch_size=768, dataset_size=1_281_167) == 200 * 1668  # VAR-d16
+  assert config_lib.num_steps(epochs=200, batch_size=768, dataset_size=1_281_167) == 200 * 1668  # floor(N / B) per epoch
   assert config_lib.num_steps(epochs=0.5, batch_size=10, dataset_size=105) == 5  # whole batches per epoch
   assert config_lib.num_steps(examples=1001, batch_size=10) == 101  # rounded up to whole batches
   with pytest.raises(config_lib.ConfigError, match="exactly one of"):

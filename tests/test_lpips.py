@@ -81,8 +81,20 @@ def test_lpips_term_enters_the_tokenizer_loss(weights_file):
   batch = {"image": jax.random.uniform(jax.random.PRNGKey(1), (8, 16, 16, 1), minval=-1, maxval=1),
            "label": np.zeros(8, np.int32)}
   losses = []
-  for path in ("", weights_file):
-    run = Run(tiny_config("mnist_vq.py", f"loss.lpips_path={path}"))
+  for overrides in ((), (f"loss.lpips_path={weights_file}", "loss.lpips_weight=1.0")):
+    run = Run(tiny_config("mnist_vq.py", *overrides))
     _, metrics = jax.jit(trainer.make_step(run))(jax.jit(run.init)(jax.random.PRNGKey(0)), batch)
     losses.append(float(metrics["rec_loss"]))
   assert losses[1] > losses[0]
+
+
+def test_lpips_weight_without_weights_file_is_refused_before_the_workdir_is_written(tmp_path):
+  from ar_gen.config import ConfigError  # pylint: disable=g-import-not-at-top
+  from ar_gen.train import trainer  # pylint: disable=g-import-not-at-top
+  from tests.conftest import tiny_config  # pylint: disable=g-import-not-at-top
+  for overrides, message in (((), "ar-gen convert-lpips"),
+                             ((f"loss.lpips_path={tmp_path / 'missing.npz'}",), "missing.npz")):
+    workdir = tmp_path / "run"
+    with pytest.raises((ConfigError, FileNotFoundError), match=message):
+      trainer.train(tiny_config("mnist_vq.py", "loss.lpips_weight=1.0", *overrides), str(workdir))
+    assert not (workdir / "config.json").exists()

@@ -11,8 +11,9 @@ def tokenizer_config(quantizer: str = "vq", **data) -> ml_collections.ConfigDict
 
   model: `quantizer` (vq, lfq, multiscale) and its own section `model.<quantizer>` only (its keys and defaults:
   `tokenizers/<quantizer>.py::default_config`), encoder/decoder widths, projection kernel. loss:
-  reconstruction (l1 | l2), MS-SSIM, LPIPS (when lpips_path names converted weights), PatchGAN (off when
-  disc_weight=0).
+  reconstruction (l1 | l2), MS-SSIM, LPIPS (weight 1.0 as LlamaGen's: training then needs the weights from `ar-gen
+  convert-lpips` in lpips_path; lpips_weight=0 turns it off), PatchGAN (off when disc_weight=0; VQGAN's adaptive
+  weight unless disc_adaptive_weight=False).
   """
   if quantizer not in QUANTIZERS:
     raise ValueError(f"quantizer must be one of {sorted(QUANTIZERS)}, got {quantizer!r}")
@@ -24,13 +25,13 @@ def tokenizer_config(quantizer: str = "vq", **data) -> ml_collections.ConfigDict
   c.model[quantizer] = QUANTIZERS[quantizer].default_config()
   c.loss = ml_collections.ConfigDict(dict(
       rec="l2", rec_weight=1.0, ms_ssim_weight=0.0, lpips_path="", lpips_weight=1.0, disc_weight=0.0, disc_start=20000,
-      disc_channels=64, disc_layers=3))
+      disc_adaptive_weight=True, disc_channels=64, disc_layers=3))
   return c
 
 
 def mnist_tokenizer_config(quantizer: str, steps: int, runlocal: bool) -> ml_collections.ConfigDict:
   """The CPU-sized MNIST setting shared by configs/mnist_vq.py, mnist_lfq.py and mnist_var_tok.py: 32x32 digits
-  -> an 8x8 latent."""
+  -> an 8x8 latent, no LPIPS."""
   c = tokenizer_config(quantizer, train="bundled:mnist:train", eval="bundled:mnist:test", image_size=32, channels=1,
                        resize="pad", num_threads=2)
   c.total_steps = 5 if runlocal else steps
@@ -39,7 +40,7 @@ def mnist_tokenizer_config(quantizer: str, steps: int, runlocal: bool) -> ml_col
   c.ckpt_every_steps = c.vis_every_steps = 500
   c.optimizer.update(lr=2e-3, warmup_steps=50, end_lr_factor=0.05)
   c.model.update(channels=16, channel_mult=(1, 2, 2), num_res_blocks=1, z_channels=64, attention=False)
-  c.loss.update(rec="l2", ms_ssim_weight=0.0)
+  c.loss.update(rec="l2", ms_ssim_weight=0.0, lpips_weight=0.0)
   return c
 
 
@@ -55,7 +56,8 @@ def imagenet_tokenizer_config(quantizer: str, total_steps: int, batch_size: int,
 
 
 def shrink_for_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """The `:runlocal` variant of a large config: same structure, one step of a narrow model on 64x64 images."""
+  """The `:runlocal` variant of a large config: same structure, one step of a narrow model on 64x64 images; LPIPS
+  off unless the config names its weights (a smoke run has no VGG weights to read)."""
   c.total_steps = 1
   c.batch_size = 2
   c.log_every_steps = c.ckpt_every_steps = c.vis_every_steps = 1
@@ -63,4 +65,6 @@ def shrink_for_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDi
   c.data.update(image_size=64, num_threads=1)
   c.model.update(channels=16, num_res_blocks=1)
   c.loss.update(disc_channels=8, disc_start=0)
+  if not c.loss.lpips_path:
+    c.loss.lpips_weight = 0.0
   return c

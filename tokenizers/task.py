@@ -1,10 +1,12 @@
-"""The tokenizer training task: reconstruction + quantizer losses, optional MS-SSIM and PatchGAN terms.
+"""The tokenizer training task: reconstruction + quantizer losses, optional MS-SSIM, LPIPS and PatchGAN terms.
 
-Loss = rec_weight * L1|L2 + ms_ssim_weight * (1 - MS-SSIM) + lpips_weight * LPIPS (if lpips_path) + quantizer loss
+Loss = rec_weight * L1|L2 + ms_ssim_weight * (1 - MS-SSIM) + lpips_weight * LPIPS + quantizer loss
        + [step >= disc_start] * (adaptive_weight * disc_weight * hinge G loss + hinge D loss).
-Generator and discriminator are trained by one backward pass: the G term sees the discriminator's parameters
-through stop_gradient and the D term sees the reconstruction through stop_gradient, so each part's gradient is
-exactly its own loss's. The adaptive weight is VQGAN's ratio of gradient norms at the decoder's output kernel.
+LPIPS is on when lpips_weight > 0, and then needs the converted weights `lpips_path` (`ar-gen convert-lpips`): a
+missing file is an error, never a silently dropped term. Generator and discriminator are trained by one backward
+pass: the G term sees the discriminator's parameters through stop_gradient and the D term sees the reconstruction
+through stop_gradient, so each part's gradient is exactly its own loss's. The adaptive weight is VQGAN's ratio of
+gradient norms at the decoder's output kernel (`disc_adaptive_weight`; 1 when off, as in LlamaGen).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from ar_gen.config import ConfigError
 from tokenizers import losses, lpips
 from tokenizers.discriminator import PatchDiscriminator
 from tokenizers.model import Tokenizer, build_tokenizer, dtype
@@ -40,6 +43,21 @@ def _apply_conv(conv: nnx.Conv, features: jax.Array, kernel: jax.Array) -> jax.A
 def perplexity(hist_K: np.ndarray) -> float:
   p = hist_K / max(hist_K.sum(), 1)
   return float(np.exp(-np.sum(p * np.log(np.where(p > 0, p, 1.0)))))
+
+
+def check_lpips(lc: ml_collections.ConfigDict) -> str:
+  """The LPIPS weights file of a loss section that names one or weighs LPIPS; a weight without a file, or a file
+  with weight 0, is a ConfigError that says the fix."""
+  if lc.lpips_weight <= 0:
+    raise ConfigError(f"loss.lpips_path={lc.lpips_path!r} is set but loss.lpips_weight={lc.lpips_weight}: pass "
+                      "--config.loss.lpips_weight=W (LlamaGen's is 1.0) to add the LPIPS term")
+  if not lc.lpips_path:
+    raise ConfigError(
+        f"loss.lpips_weight={lc.lpips_weight} needs LPIPS weights in loss.lpips_path, and none can be downloaded at "
+        "run time: convert torchvision's VGG-16 and the LPIPS package's linear layers once with `ar-gen "
+        "convert-lpips vgg16-397923af.pth vgg.pth --out lpips.npz` and pass --config.loss.lpips_path=lpips.npz "
+        "(or --config.loss.lpips_weight=0 to train without LPIPS)")
+  return lc.lpips_path
 
 
 class TokenizerTask:
@@ -67,8 +85,16 @@ class TokenizerTask:
     return model.tokenizer
 
   def check_source(self, source: Any) -> None:
-    """Any image dataset will do: a tokenizer ignores labels."""
+    """Any image dataset will do (a tokenizer ignores labels); the LPIPS weights the loss needs are read now, so
+    a missing or bad file fails before the work directory is written or a step runs."""
     del source
+    self._load_lpips()
+
+  def _load_lpips(self):
+    lc = self.loss_config
+    if (lc.lpips_weight > 0 or lc.lpips_path) and self._lpips is None:
+      self._lpips = lpips.load_weights(check_lpips(lc))
+    return self._lpips
 
   def prepare(self, batch: dict[str, jax.Array], frozen: Any) -> dict[str, jax.Array]:
     del frozen
@@ -79,10 +105,8 @@ class TokenizerTask:
     nll = lc.rec_weight * REC_LOSSES[lc.rec](x_rec.astype(jnp.float32), x)
     if lc.ms_ssim_weight > 0:
       nll = nll + lc.ms_ssim_weight * (1.0 - jnp.mean(losses.ms_ssim(x_rec, x)))
-    if lc.lpips_path:
-      if self._lpips is None:
-        self._lpips = lpips.load_weights(lc.lpips_path)
-      nll = nll + lc.lpips_weight * jnp.mean(lpips.distance(self._lpips, x_rec, x))
+    if lc.lpips_weight > 0 or lc.lpips_path:
+      nll = nll + lc.lpips_weight * jnp.mean(lpips.distance(self._load_lpips(), x_rec, x))
     return nll
 
   def loss(self, model: TokenizerWithDiscriminator, batch: dict, rng: jax.Array, step: jax.Array, frozen: Any):
@@ -104,7 +128,8 @@ class TokenizerTask:
       kernel = conv_out.kernel[...]
       g_of = lambda k: losses.hinge_g_loss(frozen(_apply_conv(conv_out, feats, k)))
       nll_of = lambda k: self._nll(x, _apply_conv(conv_out, feats, k))
-      weight = losses.adaptive_weight(jax.grad(nll_of)(kernel), jax.grad(g_of)(kernel))
+      weight = (losses.adaptive_weight(jax.grad(nll_of)(kernel), jax.grad(g_of)(kernel))
+                if lc.disc_adaptive_weight else jnp.float32(1.0))
       g_loss = losses.hinge_g_loss(frozen(x_rec))
       d_loss = losses.hinge_d_loss(disc(x), disc(jax.lax.stop_gradient(x_rec)))
       on = (step >= lc.disc_start).astype(jnp.float32)

@@ -17,7 +17,7 @@ import ml_collections
 from flax import nnx
 
 from ar_gen.conditioning import null_class_labels
-from ar_gen.config import ConfigError, base_config, num_steps, parse_arg
+from ar_gen.config import IMAGENET_TRAIN_EXAMPLES, ConfigError, base_config, parse_arg
 from ar_gen.families._discrete import DiscreteTokenTask
 from ar_gen.families._registry import BenchSpec, Family
 from ar_gen.layout import TokenLayout
@@ -69,6 +69,7 @@ def default_config(tokenizer_workdir: str, **data) -> ml_collections.ConfigDict:
 
   frozen.tokenizer: the work directory of a tokenizer with a residual quantizer (model.quantizer='multiscale').
   model: VAR's `depth` d (width 64 d and d heads unless `dim` / `num_heads` are set), MLP ratio, class dropout,
+  drop-path rate of the last block (`drop_path`), the AdaLN gates' init scale (`adaln_gate_init`, VAR's `alng`),
   attention implementation. sample: VAR's defaults: guidance ramped linearly over the scales (`cfg_scale` 1 +
   VAR's cfg), top-k 900, top-p 0.96.
   """
@@ -76,37 +77,52 @@ def default_config(tokenizer_workdir: str, **data) -> ml_collections.ConfigDict:
   c.task = "next_scale"
   c.frozen = ml_collections.ConfigDict(dict(tokenizer=tokenizer_workdir))
   c.model = ml_collections.ConfigDict(dict(
-      depth=16, dim=0, num_heads=0, mlp_ratio=4.0, num_classes=1000, class_dropout=0.1, attn_impl="auto",
-      norm_eps=1e-6, dtype="float32", param_dtype="float32"))
+      depth=16, dim=0, num_heads=0, mlp_ratio=4.0, num_classes=1000, class_dropout=0.1, drop_path=0.0,
+      adaln_gate_init=1e-5, attn_impl="auto", norm_eps=1e-6, dtype="float32", param_dtype="float32"))
   c.sample = ml_collections.ConfigDict(dict(
       temperature=1.0, top_k=900, top_p=0.96, cfg_scale=2.5, cfg_schedule="linear", cfg_interval=(0.0, 1.0)))
-  c.optimizer.update(lr=8e-5 * 768 / 256, weight_decay=0.05, b1=0.9, b2=0.95)
+  c.optimizer.update(lr=1e-4 * 768 / 256, weight_decay=0.05, b1=0.9, b2=0.95)  # VAR's defaults: --tblr 1e-4, --bs 768
   return c
 
 
-# VAR's recipe per depth: ImageNet epochs at batch 768 (1,281,167 // 768 = 1668 steps per epoch, `num_steps`).
-VAR_EPOCHS = {16: 200, 20: 250, 24: 350, 30: 350}
-IMAGENET_TRAIN_EXAMPLES = 1_281_167  # tfds imagenet2012 train
+# VAR's recipe per depth, from the training commands of its README (README.md:133-143, FoundationVision/VAR@78b9539):
+# global batch (--bs), base lr per 256 images (--tblr), epochs (--ep), final lr ratio (--wpe), init scale of the AdaLN
+# gates (--alng). d30's --twde=0.08 (weight decay ramped from 0.05 to 0.08) is not followed: docs/recipes.md.
+VAR_RECIPES = {
+    16: dict(batch_size=768, base_lr=1e-4, epochs=200, end_lr_factor=0.1, adaln_gate_init=1e-3),
+    20: dict(batch_size=768, base_lr=1e-4, epochs=250, end_lr_factor=0.1, adaln_gate_init=1e-3),
+    24: dict(batch_size=768, base_lr=8e-5, epochs=350, end_lr_factor=0.01, adaln_gate_init=1e-4),
+    30: dict(batch_size=1024, base_lr=8e-5, epochs=350, end_lr_factor=0.01, adaln_gate_init=1e-5),
+}
+
+
+def var_steps_per_epoch(batch_size: int) -> int:
+  """VAR's iterations per epoch: its sampler fills the last batch, so ceil(N / B) (utils/data_sampler.py:75)."""
+  return -(-IMAGENET_TRAIN_EXAMPLES // batch_size)
 
 
 def imagenet_var_config(arg=None) -> ml_collections.ConfigDict:
-  """VAR-d`depth` on ImageNet 256 (configs/imagenet256_var.py:depth=N, N in VAR_EPOCHS): batch 768, AdamW (0.9,
-  0.95), lr 8e-5 per 256 images, weight decay 0.05, grad clip 2, warmup 2% of training, bf16 compute, FSDP over all
-  devices for d24+."""
+  """VAR-d`depth` on ImageNet 256 (configs/imagenet256_var.py:depth=N, N in VAR_RECIPES), VAR's recipe: AdamW (0.9,
+  0.95), weight decay 0.05, lr = base lr x batch / 256, warmup 2% of training, then the lr held 5% and decayed
+  linearly to `end_lr_factor` (VAR's `lin0`), grad clip 2, class dropout 0.1, drop-path 0.1 d / 24, no flips, no EMA;
+  bf16 compute (VAR: fp16), FSDP over all devices for d24+. What differs from VAR's code: docs/recipes.md."""
   arg = parse_arg(arg, depth=None, runlocal=False, tokenizer="runs/imagenet256_var_tok")
   depth = arg.depth
-  if not (isinstance(depth, int) and not isinstance(depth, bool) and depth in VAR_EPOCHS):
-    raise ConfigError(f"imagenet256_var.py needs :depth=N with N one of VAR's depths {sorted(VAR_EPOCHS)}, "
+  if not (isinstance(depth, int) and not isinstance(depth, bool) and depth in VAR_RECIPES):
+    raise ConfigError(f"imagenet256_var.py needs :depth=N with N one of VAR's depths {sorted(VAR_RECIPES)}, "
                       f"got {'no depth' if depth is None else f'depth={depth!r}'}")
+  recipe = VAR_RECIPES[depth]
   c = default_config(arg.tokenizer, train="tfds:imagenet2012:train", eval="tfds:imagenet2012:validation",
-                        image_size=256, channels=3, resize="crop", random_flip=True)
-  c.batch_size = 768
-  c.total_steps = num_steps(epochs=VAR_EPOCHS[depth], batch_size=c.batch_size, dataset_size=IMAGENET_TRAIN_EXAMPLES)
+                     image_size=256, channels=3, resize="crop", random_flip=False)
+  c.batch_size = recipe["batch_size"]
+  c.total_steps = recipe["epochs"] * var_steps_per_epoch(c.batch_size)
   c.log_every_steps = 100
   c.ckpt_every_steps = c.vis_every_steps = 5000
-  c.optimizer.update(lr=8e-5 * c.batch_size / 256, warmup_steps=c.total_steps // 50, end_lr_factor=0.0,
-                     weight_decay=0.05, b1=0.9, b2=0.95, grad_clip=2.0)
-  c.model.update(depth=depth, num_classes=1000, class_dropout=0.1, dtype="bfloat16")
+  c.optimizer.update(lr=recipe["base_lr"] * c.batch_size / 256, warmup_steps=c.total_steps // 50, schedule="linear",
+                     hold_fraction=0.05, end_lr_factor=recipe["end_lr_factor"], weight_decay=0.05, b1=0.9, b2=0.95,
+                     grad_clip=2.0)
+  c.model.update(depth=depth, num_classes=1000, class_dropout=0.1, drop_path=0.1 * depth / 24,
+                 adaln_gate_init=recipe["adaln_gate_init"], dtype="bfloat16")
   if depth >= 24:
     c.mesh.update(data=1, fsdp=-1)
   if arg.runlocal:

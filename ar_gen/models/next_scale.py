@@ -11,7 +11,9 @@ position embedding and its scale's level embedding.
 Blocks are VAR's: AdaLN conditioning on the class (a linear map of silu(class embedding) gives the shift, scale
 and gate of both sublayers), l2-normalised queries and keys with a learned per-head scale, query and value
 biases, a GELU MLP of width 4 * dim; an AdaLN head before the output layer. Class dropout replaces labels by the
-null class `num_classes` (classifier-free guidance).
+null class `num_classes` (classifier-free guidance). In training, drop-path (stochastic depth) drops each block's
+attention and MLP branches per example, with VAR's rate rising linearly from 0 at the first block to `drop_path` at
+the last.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import ml_collections
 from flax import nnx
 
 from ar_gen.layout import TokenLayout
-from ar_gen.nn.layers import logical
+from ar_gen.nn.layers import dropout, logical
 from ar_gen.nn.transformer import Attention, Cache, Transformer
 from tokenizers.model import dtype
 
@@ -45,32 +47,37 @@ def modulate(x: jax.Array, shift: jax.Array, scale: jax.Array, eps: float) -> ja
 
 
 class AdaLNBlock(nnx.Module):
-  """x + gate1 * attn(modulate(x)); then + gate2 * mlp(modulate(x)), modulation from the class condition."""
+  """x + gate1 * attn(modulate(x)); then + gate2 * mlp(modulate(x)), modulation from the class condition; each
+  branch drop-pathed at rate `drop_path` when the call gets a key `rng`."""
 
   def __init__(self, dim: int, num_heads: int, *, mlp_ratio: float, norm_eps: float, attn_impl: str,
-               rngs: nnx.Rngs, init_std: float, depth: int, dtype=jnp.float32, param_dtype=jnp.float32):
+               rngs: nnx.Rngs, init_std: float, depth: int, drop_path: float = 0.0, gate_init: float = 1e-5,
+               dtype=jnp.float32, param_dtype=jnp.float32):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     init = nnx.initializers.truncated_normal(init_std)
     hidden = round(dim * mlp_ratio)
-    self.dim, self.norm_eps = dim, norm_eps
+    self.dim, self.norm_eps, self.drop_path = dim, norm_eps, drop_path
     self.attention = Attention(dim, num_heads, num_heads, qk_l2norm=True, biases=True, attn_impl=attn_impl,
                                init_std=init_std, **kw)
     self.fc1 = nnx.Linear(dim, hidden, kernel_init=logical(init, "embed", "mlp"), **kw)
     self.fc2 = nnx.Linear(hidden, dim, kernel_init=logical(init, "mlp", "embed"), **kw)
     self.ada_lin = nnx.Linear(dim, 6 * dim, kernel_init=logical(init, "embed", "mlp"), **kw)
-    # VAR's initialisation: residual outputs shrunk with depth, gates near zero, modulation halved.
+    # VAR's initialisation: residual outputs shrunk with depth, gates scaled by `gate_init` (VAR's `alng`),
+    # the other modulations halved (`aln`).
     self.attention.wo.kernel[...] /= math.sqrt(2 * depth)
     self.fc2.kernel[...] /= math.sqrt(2 * depth)
-    self.ada_lin.kernel[...] = self.ada_lin.kernel[...] * jnp.repeat(jnp.asarray([1e-5, 1e-5, .5, .5, .5, .5]), dim)
+    scales = jnp.asarray([gate_init, gate_init, .5, .5, .5, .5])
+    self.ada_lin.kernel[...] = self.ada_lin.kernel[...] * jnp.repeat(scales, dim)
 
-  def __call__(self, x_BLC, rope_BLP2, q_groups_BL, cache=None, index=0, *, cond_BD):
+  def __call__(self, x_BLC, rope_BLP2, q_groups_BL, cache=None, index=0, *, cond_BD, rng=None):
+    attn_key, mlp_key = (None, None) if rng is None else (jax.random.fold_in(rng, 0), jax.random.fold_in(rng, 1))
     mod = self.ada_lin(nnx.silu(cond_BD))[:, None].astype(x_BLC.dtype)
     gate1, gate2, scale1, scale2, shift1, shift2 = jnp.split(mod, 6, axis=-1)
     y, new_cache = self.attention(modulate(x_BLC, shift1, scale1, self.norm_eps), rope_BLP2, q_groups_BL, cache,
                                   index)
-    x_BLC = x_BLC + y * gate1
+    x_BLC = x_BLC + dropout(y * gate1, self.drop_path, attn_key, per_example=True)
     h = self.fc2(nnx.gelu(self.fc1(modulate(x_BLC, shift2, scale2, self.norm_eps)), approximate=True))
-    return x_BLC + h * gate2, new_cache
+    return x_BLC + dropout(h * gate2, self.drop_path, mlp_key, per_example=True), new_cache
 
 
 class NextScaleModel(nnx.Module):
@@ -78,7 +85,8 @@ class NextScaleModel(nnx.Module):
 
   def __init__(self, layout: TokenLayout, code_dim: int, num_classes: int, depth: int, dim: int,
                num_heads: int, *, mlp_ratio: float = 4.0, class_dropout: float = 0.1, norm_eps: float = 1e-6,
-               attn_impl: str = "auto", rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32):
+               drop_path: float = 0.0, adaln_gate_init: float = 1e-5, attn_impl: str = "auto", rngs: nnx.Rngs,
+               dtype=jnp.float32, param_dtype=jnp.float32):
     if layout.group_by != "map" or layout.kind != "ids":
       raise ValueError(f"the next-scale model needs a layout of token-id maps, one AR step per map; got "
                        f"{layout.describe()} (a one-map grid is the next-token family's: task next_token)")
@@ -95,8 +103,9 @@ class NextScaleModel(nnx.Module):
     self.pos = nnx.Param(init(rngs.params(), (self.num_tokens, dim), param_dtype))
     self.transformer = Transformer(
         depth, dim, num_heads, attn_impl=attn_impl, rngs=rngs, dtype=dtype, param_dtype=param_dtype,
-        make_block=lambda _: AdaLNBlock(dim, num_heads, mlp_ratio=mlp_ratio, norm_eps=norm_eps, attn_impl=attn_impl,
-                                        init_std=init_std, depth=depth, **kw))
+        make_block=lambda i: AdaLNBlock(dim, num_heads, mlp_ratio=mlp_ratio, norm_eps=norm_eps, attn_impl=attn_impl,
+                                        init_std=init_std, depth=depth, drop_path=drop_path * i / max(depth - 1, 1),
+                                        gate_init=adaln_gate_init, **kw))
     self.head_ada = nnx.Linear(dim, 2 * dim, kernel_init=logical(init, "embed", "mlp"), **kw)
     self.head = nnx.Linear(dim, layout.vocab_size, kernel_init=logical(init, "embed", "vocab"), **kw)
     self.head_ada.kernel[...] *= 0.5
@@ -140,7 +149,8 @@ class NextScaleModel(nnx.Module):
     h_BLC = jnp.concatenate([self.first_inputs(cond_BD), self.word_embed(inputs_BlD.astype(self.dtype))
                              + self._position(first, self.num_tokens)], axis=1)
     groups_BL = jnp.broadcast_to(self.groups, (b, self.num_tokens))
-    h_BLC, _ = self.transformer(h_BLC, None, groups_BL, cond_BD=cond_BD)
+    block_rng = jax.random.fold_in(rng, 1) if train and rng is not None else None
+    h_BLC, _ = self.transformer(h_BLC, None, groups_BL, rng=block_rng, cond_BD=cond_BD)
     return self._head(h_BLC, cond_BD)
 
   def init_cache(self, batch: int) -> Cache:
@@ -165,4 +175,6 @@ def build_next_scale(m: ml_collections.ConfigDict, layout: TokenLayout, code_dim
   depth, dim, heads = var_size(m)
   return NextScaleModel(layout, code_dim, m.num_classes, depth, dim, heads, mlp_ratio=m.mlp_ratio,
                         class_dropout=m.class_dropout, norm_eps=m.norm_eps, attn_impl=m.attn_impl, rngs=rngs,
+                        # training-only keys, absent from configs written before they existed
+                        drop_path=m.get("drop_path", 0.0), adaln_gate_init=m.get("adaln_gate_init", 1e-5),
                         dtype=dtype(m.dtype), param_dtype=dtype(m.param_dtype))

@@ -3,7 +3,8 @@
 Layout (DESIGN.md, `TokenLayout.raster`): the sequence is [class embedding, token_0, ..., token_{N-2}]; position
 p predicts token p, and its group id is p, so the group mask is the causal mask. Positions carry 2-D RoPE of the
 token they hold; the class prefix gets LlamaGen's all-zero table. Class dropout replaces labels by the null class
-`num_classes` (classifier-free guidance); token dropout drops input embeddings.
+`num_classes` (classifier-free guidance); token dropout drops input embeddings; `dropout` drops the outputs of each
+block's attention and MLP branches (LlamaGen's resid / FFN dropout). All three act in training only.
 
 The model implements the sampler's step contract (`ar_gen.decoding.driver.Steps`) itself: the condition is
 {"label": [B]} (null: `num_classes`), the carry is the next position's input embedding [B, 1, C].
@@ -18,13 +19,14 @@ from flax import nnx
 
 from ar_gen.conditioning import null_class_labels
 from ar_gen.layout import TokenLayout
-from ar_gen.nn.layers import RMSNorm, logical, swiglu_hidden
+from ar_gen.nn.layers import RMSNorm, dropout as dropout_fn, logical, swiglu_hidden
 from ar_gen.nn.rope import rope_2d_table
 from ar_gen.nn.transformer import Cache, Transformer
 from tokenizers.model import dtype
 
-# LlamaGen's class-conditional sizes: (depth, dim, heads).
-PRESETS = {"B": (12, 768, 12), "L": (24, 1024, 16), "XL": (36, 1280, 20), "XXL": (48, 1536, 24)}
+# LlamaGen's class-conditional sizes: (depth, dim, heads) (autoregressive/models/gpt.py, GPT_B .. GPT_3B).
+PRESETS = {"B": (12, 768, 12), "L": (24, 1024, 16), "XL": (36, 1280, 20), "XXL": (48, 1536, 24),
+           "3B": (24, 3200, 32)}
 
 
 class NextTokenModel(nnx.Module):
@@ -32,7 +34,7 @@ class NextTokenModel(nnx.Module):
 
   def __init__(self, layout: TokenLayout, num_classes: int, depth: int, dim: int,
                num_heads: int, *, num_kv_heads: int | None = None, class_dropout: float = 0.1,
-               token_dropout: float = 0.0, mlp_hidden: int | None = None, qk_norm: bool = False,
+               token_dropout: float = 0.0, dropout: float = 0.0, mlp_hidden: int | None = None, qk_norm: bool = False,
                attn_impl: str = "auto", rope_base: float = 10000.0, norm_eps: float = 1e-5, rngs: nnx.Rngs,
                dtype=jnp.float32, param_dtype=jnp.float32):
     if len(layout.maps) != 1 or layout.kind != "ids":
@@ -49,7 +51,7 @@ class NextTokenModel(nnx.Module):
     self.tok_embeddings = nnx.Embed(vocab_size, dim, embedding_init=logical(init, "vocab", "embed"), dtype=dtype,
                                     param_dtype=param_dtype, rngs=rngs)
     self.transformer = Transformer(depth, dim, num_heads, num_kv_heads, mlp_hidden=mlp_hidden, qk_norm=qk_norm,
-                                   attn_impl=attn_impl,
+                                   attn_impl=attn_impl, dropout=dropout,
                                    norm_eps=norm_eps, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
     self.norm = RMSNorm(dim, norm_eps, param_dtype=param_dtype)
     self.output = nnx.Linear(dim, vocab_size, use_bias=False,
@@ -78,12 +80,12 @@ class NextTokenModel(nnx.Module):
       labels_B = jnp.where(drop, self.num_classes, labels_B)
     h_BLC = jnp.concatenate([self.cls_embedding(labels_B)[:, None], self.tok_embeddings(tokens_BN[:, :-1])], axis=1)
     if train and self.token_dropout > 0:
-      keep = jax.random.bernoulli(jax.random.fold_in(rng, 1), 1 - self.token_dropout, h_BLC.shape)
-      h_BLC = jnp.where(keep, h_BLC / (1 - self.token_dropout), 0).astype(h_BLC.dtype)
+      h_BLC = dropout_fn(h_BLC, self.token_dropout, jax.random.fold_in(rng, 1))
     groups_BL = jnp.broadcast_to(self.groups[:n], (b, n))
     table = self.rope_table()[:n]
     rope = jnp.broadcast_to(table, (b, *table.shape))
-    h_BLC, _ = self.transformer(h_BLC, rope, groups_BL)
+    block_rng = jax.random.fold_in(rng, 2) if train and rng is not None else None
+    h_BLC, _ = self.transformer(h_BLC, rope, groups_BL, rng=block_rng)
     return self._head(h_BLC)
 
   def init_cache(self, batch: int) -> Cache:
@@ -122,6 +124,7 @@ def build_next_token(m: ml_collections.ConfigDict, layout: TokenLayout, rngs: nn
   depth, dim, heads = PRESETS[m.size] if m.size != "custom" else (m.depth, m.dim, m.num_heads)
   return NextTokenModel(layout, m.num_classes, depth, dim, heads, num_kv_heads=m.num_kv_heads or None,
                         class_dropout=m.class_dropout, token_dropout=m.token_dropout,
+                        dropout=m.get("dropout", 0.0),  # absent from configs written before it existed
                         mlp_hidden=swiglu_hidden(dim, m.mlp_multiple_of), qk_norm=m.qk_norm,
                         attn_impl=m.attn_impl, rope_base=m.rope_base, norm_eps=m.norm_eps, rngs=rngs,
                         dtype=dtype(m.dtype), param_dtype=dtype(m.param_dtype))

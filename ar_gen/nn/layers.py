@@ -1,4 +1,5 @@
-"""Norms and MLPs of the transformer: RMSNorm (computed in float32), l2 normalisation, the SwiGLU feed-forward."""
+"""Norms and MLPs of the transformer: RMSNorm (computed in float32), l2 normalisation, the SwiGLU feed-forward;
+dropout and drop-path (stochastic depth) as functions of an explicit key."""
 
 from __future__ import annotations
 
@@ -15,6 +16,19 @@ def logical(init, *names: str | None):
 def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-6) -> jax.Array:
   """x / max(|x|, eps) along `axis`."""
   return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=axis, keepdims=True), eps * eps))
+
+
+def dropout(x: jax.Array, rate: float, rng: jax.Array | None, *, per_example: bool = False) -> jax.Array:
+  """Inverted dropout: zeroes elements of `x` with probability `rate` and scales the rest by 1 / (1 - rate).
+
+  `per_example`: one draw per leading index (drop-path / stochastic depth: a whole residual branch of an example).
+  Identity when `rate` is 0 or `rng` is None (evaluation and sampling pass no key).
+  """
+  if rng is None or rate <= 0:
+    return x
+  shape = (x.shape[0],) + (1,) * (x.ndim - 1) if per_example else x.shape
+  keep = jax.random.bernoulli(rng, 1 - rate, shape)
+  return jnp.where(keep, x / (1 - rate), 0).astype(x.dtype)
 
 
 def swiglu_hidden(dim: int, multiple_of: int = 256, multiplier: float | None = None) -> int:

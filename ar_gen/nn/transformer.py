@@ -18,7 +18,7 @@ from flax import nnx
 from ar_gen.kernels import dispatch
 from ar_gen.kernels import mask as masks
 from ar_gen.kernels.flash_attention import round_up
-from ar_gen.nn.layers import RMSNorm, SwiGLU, l2_normalize, logical, swiglu_hidden
+from ar_gen.nn.layers import RMSNorm, SwiGLU, dropout, l2_normalize, logical, swiglu_hidden
 from ar_gen.nn.rope import apply_rope
 
 Cache = dict[str, jax.Array | list[jax.Array]]
@@ -87,40 +87,44 @@ class Attention(nnx.Module):
 
 
 class Block(nnx.Module):
-  """x + attn(norm(x)); then + mlp(norm(x))."""
+  """x + drop(attn(norm(x))); then + drop(mlp(norm(x))): `dropout` on both branch outputs in training (LlamaGen's
+  resid and FFN dropout), applied only when the call gets a key `rng`."""
 
   def __init__(self, dim: int, num_heads: int, num_kv_heads: int, *, mlp_hidden: int, qk_norm: bool,
-               attn_impl: str, norm_eps: float, rngs: nnx.Rngs, init_std: float = 0.02, dtype=jnp.float32,
-               param_dtype=jnp.float32):
+               attn_impl: str, norm_eps: float, rngs: nnx.Rngs, init_std: float = 0.02, dropout: float = 0.0,
+               dtype=jnp.float32, param_dtype=jnp.float32):
+    self.dropout = dropout
     self.attention = Attention(dim, num_heads, num_kv_heads, qk_norm=qk_norm, attn_impl=attn_impl, rngs=rngs,
                                init_std=init_std, dtype=dtype, param_dtype=param_dtype)
     self.feed_forward = SwiGLU(dim, mlp_hidden, rngs=rngs, init_std=init_std, dtype=dtype, param_dtype=param_dtype)
     self.attention_norm = RMSNorm(dim, norm_eps, param_dtype=param_dtype)
     self.ffn_norm = RMSNorm(dim, norm_eps, param_dtype=param_dtype)
 
-  def __call__(self, x_BLC, rope_BLP2, q_groups_BL, cache=None, index=0):
+  def __call__(self, x_BLC, rope_BLP2, q_groups_BL, cache=None, index=0, rng=None):
+    attn_key, ffn_key = (None, None) if rng is None else (jax.random.fold_in(rng, 0), jax.random.fold_in(rng, 1))
     y, new_cache = self.attention(self.attention_norm(x_BLC), rope_BLP2, q_groups_BL, cache, index)
-    h = x_BLC + y
-    return h + self.feed_forward(self.ffn_norm(h)), new_cache
+    h = x_BLC + dropout(y, self.dropout, attn_key)
+    return h + dropout(self.feed_forward(self.ffn_norm(h)), self.dropout, ffn_key), new_cache
 
 
 class Transformer(nnx.Module):
   """A stack of blocks; `__call__` runs them with or without a KV cache.
 
   The blocks are LLaMA's (`Block`) unless `make_block(index)` builds another kind with the same call signature
-  plus keyword arguments that `__call__` passes through (e.g. the next-scale model's AdaLN condition).
+  plus keyword arguments that `__call__` passes through (e.g. the next-scale model's AdaLN condition). A training
+  call passes a key `rng`; layer i gets `rng=fold_in(rng, i)` (its dropout / drop-path draws), and none without it.
   """
 
   def __init__(self, depth: int, dim: int, num_heads: int, num_kv_heads: int | None = None, *,
                mlp_hidden: int | None = None, qk_norm: bool = False, attn_impl: str = "auto", norm_eps: float = 1e-5,
-               rngs: nnx.Rngs, init_std: float = 0.02, dtype=jnp.float32, param_dtype=jnp.float32,
-               make_block: Callable[[int], nnx.Module] | None = None):
+               rngs: nnx.Rngs, init_std: float = 0.02, dropout: float = 0.0, dtype=jnp.float32,
+               param_dtype=jnp.float32, make_block: Callable[[int], nnx.Module] | None = None):
     num_kv_heads = num_kv_heads or num_heads
     self.num_kv_heads, self.head_dim, self.dtype, self.attn_impl = num_kv_heads, dim // num_heads, dtype, attn_impl
     if make_block is None:
       make_block = lambda _: Block(dim, num_heads, num_kv_heads, mlp_hidden=mlp_hidden or swiglu_hidden(dim),
                                    qk_norm=qk_norm, attn_impl=attn_impl, norm_eps=norm_eps, rngs=rngs,
-                                   init_std=init_std, dtype=dtype, param_dtype=param_dtype)
+                                   init_std=init_std, dropout=dropout, dtype=dtype, param_dtype=param_dtype)
     self.layers = nnx.List([make_block(i) for i in range(depth)])
 
   def init_cache(self, batch: int, groups_S: jax.Array) -> Cache:
@@ -137,12 +141,13 @@ class Transformer(nnx.Module):
             "groups": jnp.broadcast_to(groups_S, (batch, groups_S.shape[0]))}
 
   def __call__(self, h_BLC: jax.Array, rope_BLP2: jax.Array | None, q_groups_BL: jax.Array,
-               cache: Cache | None = None, index: jax.Array | int = 0,
+               cache: Cache | None = None, index: jax.Array | int = 0, rng: jax.Array | None = None,
                **block_kwargs) -> tuple[jax.Array, Cache | None]:
     ks, vs = [], []
     for i, layer in enumerate(self.layers):
       layer_cache = None if cache is None else (cache["k"][i], cache["v"][i], cache["groups"])
-      h_BLC, new = layer(h_BLC, rope_BLP2, q_groups_BL, layer_cache, index, **block_kwargs)
+      kwargs = block_kwargs if rng is None else {**block_kwargs, "rng": jax.random.fold_in(rng, i)}
+      h_BLC, new = layer(h_BLC, rope_BLP2, q_groups_BL, layer_cache, index, **kwargs)
       if new is not None:
         ks.append(new[0]), vs.append(new[1])
     if cache is None:
