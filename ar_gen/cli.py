@@ -98,6 +98,23 @@ def _compile(args, overrides):
       json.dump(result, f, indent=2)
 
 
+# ------------------------------------------------------------------------------------------------- data
+def _prepare_imagenet_arguments(p):
+  p.add_argument("--input", required=True, help="folder with ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar, "
+                 "or with train/nXXXXXXXX/*.JPEG and val/nXXXXXXXX/*.JPEG")
+  p.add_argument("--data-dir", required=True, help="TFDS data dir to write imagenet2012 into (a local path or a "
+                 "bucket URL); train on it with --config.data.data_dir=DIR")
+  p.add_argument("--splits", default="train,validation", help="comma-separated: train, validation")
+  p.add_argument("--workers", type=int, default=os.cpu_count(), help="processes writing shards")
+  _overwrite_flag(p, "a prepared imagenet2012 in DIR")
+
+
+def _prepare_imagenet(args, overrides):
+  from ar_gen.data import imagenet  # pylint: disable=g-import-not-at-top
+  print(imagenet.prepare(args.input, args.data_dir, tuple(s for s in args.splits.split(",") if s),
+                         workers=args.workers, overwrite=args.overwrite))
+
+
 # ------------------------------------------------------------------------------------------------- tokenizers
 def _eval_tokenizer_arguments(p):
   p.add_argument("--workdir", required=True)
@@ -185,7 +202,8 @@ def _fid_arguments(p):
   p.add_argument("--samples", nargs="+", required=True,
                  help="sample sets: .npz (ADM), image folders, or dataset specs as in training "
                  "(folder:PATH, tfds:NAME:SPLIT, bundled:mnist:SPLIT)")
-  p.add_argument("--ref", required=True, help="reference: .npz (images or mu/sigma), folder or dataset spec")
+  p.add_argument("--ref", required=True, help="reference: .npz (images, mu/sigma, or both as ADM's reference "
+                 "batches: FID from its mu/sigma, precision/recall from its images), folder or dataset spec")
   p.add_argument("--features", default="inception", help="inception, or classifier:DIR (a trained classifier)")
   p.add_argument("--inception", default=None, help="converted Inception weights (else $AR_GEN_INCEPTION, ~/.cache)")
   p.add_argument("--image-size", type=int, default=256, help="size dataset specs are read at (Inception)")
@@ -323,6 +341,11 @@ COMMANDS = (
             "memory per device", _compile_arguments, _compile, overrides=True,
             description="A TPU topology needs libtpu: pip install -e '.[tpu]'. Frozen components need only "
                         "their config (no checkpoint)."),
+    Command("prepare-imagenet", "ImageNet's archives or folders -> tfds:imagenet2012 as array_record (no "
+            "TensorFlow)", _prepare_imagenet_arguments, _prepare_imagenet,
+            description="Writes DIR/imagenet2012/<TFDS's version>/ as TFDS's imagenet2012 builder does, in "
+                        "parallel; a rerun keeps the shards an interrupted run finished (--overwrite starts afresh; "
+                        "docs/data.md)."),
     Command("eval-tokenizer", "PSNR, SSIM, codebook usage of a trained tokenizer", _eval_tokenizer_arguments,
             _eval_tokenizer),
     Command("sample", "class-conditional samples from a trained AR model of any family", _sample_arguments, _sample,

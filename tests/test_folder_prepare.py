@@ -122,6 +122,11 @@ def test_an_unprepared_tfds_dataset_fails_at_once_without_the_network(tmp_path, 
   assert not os.listdir(tmp_path)
 
 
+def test_unprepared_imagenet_names_the_command_that_prepares_it_without_tensorflow(tmp_path):
+  with pytest.raises(FileNotFoundError, match=f"ar-gen prepare-imagenet --input .* --data-dir {tmp_path}"):
+    sources.get_source("tfds:imagenet2012:train", data_dir=str(tmp_path))
+
+
 def test_a_tfds_dataset_folder_without_the_split_is_named(tmp_path):
   (tmp_path / "cifar10").mkdir()
   with pytest.raises(FileNotFoundError, match=r"tfds:cifar10:test is not prepared.*TFDS could not open it"):

@@ -92,9 +92,14 @@ def _not_prepared(name: str, split: str, data_dir: str, error: Exception) -> str
     why = f"TFDS could not open it from {folder} ({type(error).__name__}: {str(error).strip().splitlines()[0]})"
   else:
     why = f"{folder} does not exist"
+  if base == "imagenet2012":
+    how = (f"`ar-gen prepare-imagenet --input DIR_WITH_THE_ILSVRC2012_TARS --data-dir {data_dir}` (no TensorFlow "
+           "needed; docs/data.md)")
+  else:
+    how = (f"`tfds build {name} --data_dir={data_dir} --file_format=array_record` (manual-download datasets also "
+           "need --manual_dir)")
   return (f"tfds:{name}:{split} is not prepared in data_dir={data_dir}: {why}. ar-gen reads TFDS datasets as "
-          f"array_record and never downloads them; prepare it once with `tfds build {name} --data_dir={data_dir} "
-          "--file_format=array_record` (manual-download datasets such as imagenet2012 also need --manual_dir)")
+          f"array_record and never downloads them; prepare it once with {how}")
 
 
 def parse_spec(spec: str, default_split: str) -> tuple[str, str, str]:
