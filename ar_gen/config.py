@@ -199,7 +199,7 @@ def leaves(config: ml_collections.ConfigDict) -> dict[str, Any]:
 # Keys a resumed run may change without changing what it trains: how often it logs, saves and evaluates, how it
 # reads data and lays out devices, sampling settings. Every other difference from a work directory's config.json
 # needs `ar-gen train --allow-config-change`; `fingerprint` ignores these keys.
-RUNTIME_KEYS = ("grad_accum_steps", "keep_ckpts", "log_every_steps", "ckpt_every_steps", "vis_every_steps", "vis_examples",
+RUNTIME_KEYS = ("keep_ckpts", "log_every_steps", "ckpt_every_steps", "vis_every_steps", "vis_examples",
                 "data.num_threads", "data.prefetch", "data.data_dir", "mesh.", "sharding.", "fault.", "evals.",
                 "sample.")
 

@@ -11,6 +11,7 @@ in a bucket is created only when its upload completes. A reader never sees half 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -130,10 +131,29 @@ def copy_file(source: PathLike, target: PathLike) -> str:
   """Copies one file, streamed in chunks (either side local or a URL); the target appears whole or not at all."""
   target = absolute(target)
   makedirs(dirname(target))
-  with open_file(source, "rb") as src, (epath(target).open("wb") if is_url(target) else _LocalWriter(target)) as dst:
+  with open_file(source, "rb") as src, (_bucket_writer(target) if is_url(target) else _LocalWriter(target)) as dst:
     while chunk := src.read(CHUNK_BYTES):
       dst.write(chunk)
   return target
+
+
+@contextlib.contextmanager
+def _bucket_writer(path: str) -> Iterator[Any]:
+  """An object upload that is committed only if the block ends normally (an fsspec file commits on close even
+  after an exception: there the upload is discarded)."""
+  f = epath(path).open("wb")
+  try:
+    yield f
+  except BaseException:
+    discard = getattr(f, "discard", None)
+    if discard is not None:
+      discard()
+    else:
+      f.close()
+      if exists(path):
+        remove(path)
+    raise
+  f.close()
 
 
 class _LocalWriter:
@@ -155,16 +175,30 @@ class _LocalWriter:
       os.remove(self.tmp)
 
 
+def _object_stamp(path: str) -> dict[str, str]:
+  """What identifies an object's content: its size and the store's version fields (GCS generation and crc32c,
+  S3 ETag, modification times)."""
+  import fsspec  # pylint: disable=g-import-not-at-top
+  fs, key = fsspec.core.url_to_fs(absolute(path))
+  info = fs.info(key)
+  fields = ("size", "generation", "crc32c", "md5Hash", "ETag", "mtime", "updated", "LastModified")
+  return {k: str(info[k]) for k in fields if info.get(k) is not None}
+
+
 def local_copy(path: PathLike, cache_dir: PathLike | None = None) -> str:
   """A local path with `path`'s content: `path` itself if local, else a copy cached under `cache_dir` (default
-  ~/.cache/ar_gen/files), kept while the remote file's size is unchanged (for readers that need a local file)."""
+  ~/.cache/ar_gen/files), kept while the remote object's size and version (`_object_stamp`) are those it was
+  copied at (for readers that need a local file)."""
   if not is_url(path):
     return absolute(path)
   import hashlib  # pylint: disable=g-import-not-at-top
   root = absolute(cache_dir or os.path.join("~", ".cache", "ar_gen", "files"))
   local = os.path.join(root, hashlib.sha1(absolute(path).encode()).hexdigest()[:16], basename(path))
-  if not (os.path.isfile(local) and os.path.getsize(local) == size(path)):
+  stamp = _object_stamp(path)
+  if not (os.path.isfile(local) and os.path.isfile(local + ".source.json")
+          and read_json(local + ".source.json") == stamp):
     copy_file(path, local)
+    write_json(local + ".source.json", stamp)
   return local
 
 
@@ -197,7 +231,7 @@ def write_bytes(path: PathLike, data: bytes) -> str:
   path = absolute(path)
   makedirs(dirname(path))
   if is_url(path):
-    with epath(path).open("wb") as f:
+    with _bucket_writer(path) as f:
       f.write(data)
     return path
   fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=f".{os.path.basename(path)}.", suffix=".tmp")

@@ -1,7 +1,10 @@
 """Open-MAGVIT2's LFQ tokenizer on ImageNet 256x256: 18 sign bits per token (2^18 codes), downsample 16.
 
-  ar-gen train --config configs/imagenet256_lfq.py --workdir gs://BUCKET/runs/lfq18     # accelerators
-  ar-gen train --config configs/imagenet256_lfq.py:runlocal --workdir /tmp/lfq18      # CPU smoke run
+  ar-gen train --config configs/imagenet256_lfq.py --workdir gs://BUCKET/runs/lfq18 \
+      --config.loss.lpips_path=gs://BUCKET/lpips.npz                                      # accelerators
+  ar-gen train --config configs/imagenet256_lfq.py:runlocal --workdir /tmp/lfq18      # CPU smoke run (no LPIPS)
+
+LPIPS (weight 1.0, as Open-MAGVIT2's perceptual loss) needs the weights of `ar-gen convert-lpips`.
 
 The entropy loss is exact for all 2^18 codes without an N x 2^18 matrix (tokenizers/lfq.py).
 """

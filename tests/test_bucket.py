@@ -108,3 +108,27 @@ def test_bucket_tokenizer_run_evaluates_into_the_bucket(bucket, trained_vq_workd
   assert there["psnr"] == pytest.approx(here["psnr"], rel=1e-6)
   assert fileio.read_json(fileio.join(workdir, "eval.json"))["psnr"] == there["psnr"]
   assert fileio.isfile(fileio.join(workdir, "images", "eval_recon.png"))
+
+
+def test_bucket_local_copy_follows_a_rewritten_object_and_failed_uploads_leave_nothing(bucket, tmp_path):
+  path = f"{bucket}/files/records.bin"
+  fileio.write_bytes(path, b"A" * 64)
+  first = fileio.local_copy(path, tmp_path)
+  assert open(first, "rb").read() == b"A" * 64
+  fileio.write_bytes(path, b"B" * 64)  # the same size, another generation
+  assert open(fileio.local_copy(path, tmp_path), "rb").read() == b"B" * 64
+  with pytest.raises(RuntimeError):
+    with fileio._bucket_writer(f"{bucket}/files/half.bin") as f:  # pylint: disable=protected-access
+      f.write(b"x" * 1000)
+      raise RuntimeError("killed midway")
+  assert not fileio.exists(f"{bucket}/files/half.bin")
+
+
+def test_bucket_lock_taken_over_is_not_cleared_by_its_old_holder(bucket):
+  workdir = f"{bucket}/runs/stalled"
+  old = lock_lib.BucketLock(workdir).acquire()
+  new_holder = {"host": "newhost", "pid": 2, "started": "now", "command": "ar-gen train", "token": "other",
+                "heartbeat": time.time()}
+  fileio.write_json(fileio.join(workdir, lock_lib.LOCK_FILE), new_holder)  # as a takeover after a long stall
+  old.release()
+  assert json.loads(fileio.read_text(fileio.join(workdir, lock_lib.LOCK_FILE)))["host"] == "newhost"

@@ -196,6 +196,18 @@ def test_a_prepared_dataset_is_refused_unless_overwrite(fake, tmp_path, capsys):
   assert code == 0 and "'shards_written': 1" in out
 
 
+def test_splits_prepared_one_at_a_time_are_both_kept(fake, tmp_path, capsys):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  for split in ("validation", "train"):
+    assert _prepare(capsys, fake[0] / "archives", tmp_path, "--splits", split, "--workers", "1")[0] == 0
+  for split, count in (("train", len(SYNSETS) * PER_CLASS), ("validation", len(_validation_synsets()))):
+    assert len(tfds.data_source("imagenet2012", split=split, data_dir=str(tmp_path))) == count
+  code, _, err = _prepare(capsys, fake[0] / "archives", tmp_path, "--splits", "train", "--workers", "1")
+  assert code == 2 and "split(s) train" in err
+  assert _prepare(capsys, fake[0] / "archives", tmp_path, "--splits", "train", "--workers", "1", "--overwrite")[0] == 0
+  assert len(tfds.data_source("imagenet2012", split="validation", data_dir=str(tmp_path))) > 0  # kept
+
+
 def test_a_corrupt_member_of_a_class_tar_is_named(tmp_path, capsys):
   inner = io.BytesIO()
   with tarfile.open(fileobj=inner, mode="w") as tar:

@@ -93,3 +93,8 @@ def test_sampling_restore_reads_no_optimizer_state_into_every_device(trained_nex
   assert sorted(state) == ["params", "rest", "step"]  # no opt_state, no second copy of the weights
   for leaf in jax.tree.leaves(state["params"]):
     assert leaf.sharding.is_equivalent_to(replicated, leaf.ndim) and len(leaf.addressable_shards) == mesh.size
+
+
+def test_more_shards_than_batches_are_refused(trained_next_token_workdir, tmp_path, capsys):
+  assert _sample(trained_next_token_workdir, tmp_path, "--num-shards", "4", "--shard-index", "0") == 2
+  assert "more than the 3 batches" in capsys.readouterr().err

@@ -56,7 +56,8 @@ def check_lpips(lc: ml_collections.ConfigDict) -> str:
         f"loss.lpips_weight={lc.lpips_weight} needs LPIPS weights in loss.lpips_path, and none can be downloaded at "
         "run time: convert torchvision's VGG-16 and the LPIPS package's linear layers once with `ar-gen "
         "convert-lpips vgg16-397923af.pth vgg.pth --out lpips.npz` and pass --config.loss.lpips_path=lpips.npz "
-        "(or --config.loss.lpips_weight=0 to train without LPIPS)")
+        "(or --config.loss.lpips_weight=0 to train without LPIPS; a run started before ar-gen required LPIPS "
+        "weights trained without LPIPS: continue it with --config.loss.lpips_weight=0 --allow-config-change)")
   return lc.lpips_path
 
 

@@ -22,6 +22,21 @@ from ar_gen.data.tokens import META, RECORDS
 from ar_gen.runs import frozen as frozen_lib
 
 
+def _write_records(tokenizer, source, batch_size: int, path: str) -> int:
+  """Encodes every image of `source` into the array_record file `path`; returns the count."""
+  encode = jax.jit(lambda state, x: tokenizer.module(state).encode(x))
+  writer = array_record_module.ArrayRecordWriter(path, "group_size:1")
+  count = 0
+  for batch in tqdm.tqdm(pipeline.eval_batches(tokenizer.config.data, batch_size, source=source),
+                         desc="extract-tokens", unit="batch"):
+    tokens = np.asarray(encode(tokenizer.state, jnp.asarray(batch["image"])), np.int32)
+    for row, label in zip(tokens, batch["label"]):
+      writer.write(np.concatenate([row, [np.int32(label)]]).astype(np.int32).tobytes())
+    count += len(tokens)
+  writer.close()
+  return count
+
+
 def extract(tokenizer_workdir: str, spec: str, out: str, batch_size: int = 256, overwrite: bool = False) -> dict:
   """Encodes every image of dataset `spec` with the tokenizer's preprocessing; returns the meta data. An `out`
   that already holds a token set is refused unless `overwrite` (`ar_gen.outputs`: removed once every input is
@@ -36,25 +51,14 @@ def extract(tokenizer_workdir: str, spec: str, out: str, batch_size: int = 256, 
   if layout.kind != "ids":
     raise ValueError(f"extract-tokens writes token ids; {tokenizer_workdir} gives {layout.describe()}")
   source = sources.get_source(spec, "train", tokenizer.config.data.get("data_dir") or None)
-  claim.clear()  # every input checked: the earlier token set goes now
-  encode = jax.jit(lambda state, x: tokenizer.module(state).encode(x))
-  local_dir = tempfile.mkdtemp(prefix=".tmp-tokens-", dir=None if fileio.is_url(out) else fileio.makedirs(out))
-  tmp = os.path.join(local_dir, RECORDS)  # array_record writes local files: copied into `out` when complete
-  writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1")
-  count = 0
-  for batch in tqdm.tqdm(pipeline.eval_batches(tokenizer.config.data, batch_size, source=source),
-                         desc="extract-tokens", unit="batch"):
-    tokens = np.asarray(encode(tokenizer.state, jnp.asarray(batch["image"])), np.int32)
-    for row, label in zip(tokens, batch["label"]):
-      writer.write(np.concatenate([row, [np.int32(label)]]).astype(np.int32).tobytes())
-    count += len(tokens)
-  writer.close()
-  if fileio.is_url(out):
-    fileio.copy_file(tmp, fileio.join(out, RECORDS))
-    os.remove(tmp)
-  else:
-    os.replace(tmp, fileio.join(out, RECORDS))
-  os.rmdir(local_dir)
+  out = claim.clear()  # every input checked: the earlier token set goes now
+  with tempfile.TemporaryDirectory(prefix=".tmp-tokens-", dir=None if fileio.is_url(out) else out) as local_dir:
+    tmp = os.path.join(local_dir, RECORDS)  # array_record writes local files: moved into `out` when complete
+    count = _write_records(tokenizer, source, batch_size, tmp)
+    if fileio.is_url(out):
+      fileio.copy_file(tmp, fileio.join(out, RECORDS))
+    else:
+      os.replace(tmp, fileio.join(out, RECORDS))
   meta = {"layout": layout.to_json(), "grid": list(layout.grid), "codebook_size": layout.vocab_size,
           "num_examples": count, "tokenizer": tokenizer.identity, "dataset": spec,
           "num_classes": sources.num_classes(source)}

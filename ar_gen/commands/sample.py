@@ -61,6 +61,9 @@ def sample(workdir: str, out: str, num_images: int, batch_size: int = 64, classe
   if batch_size < 1:
     raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
   _check_shards(num_shards, shard_index)
+  if num_shards > num_batches(num_images, batch_size):
+    raise UserError(f"--num-shards {num_shards} is more than the {num_batches(num_images, batch_size)} batches of "
+                    f"--num-images {num_images} at --batch-size {batch_size}: use fewer shards or smaller batches")
   config = load_workdir_config(workdir, overrides)
   if config.task not in family_names():
     raise ValueError(f"{workdir} holds a {config.task!r} run; `ar-gen sample` needs one of the families "

@@ -375,11 +375,23 @@ def _run(todo: list[Shard], version_dir: str, workers: int, features, bar) -> di
   return written
 
 
-def _write_info(data_dir: str, shards: list[Shard], lengths: dict[str, tuple[int, int]]) -> None:
-  """TFDS writes its dataset_info.json (last), features.json and label.labels.txt for the shards written."""
+def _prepared_splits(data_dir: str) -> dict:
+  """The splits (name -> TFDS SplitInfo) of an array_record imagenet2012 already prepared under `data_dir`; a
+  dataset of another file format (`tfds build`'s TFRecord) counts as {'*': None}: it is replaced whole."""
+  if not fileio.exists(fileio.join(prepared_dir(data_dir), "dataset_info.json")):
+    return {}
+  info = tfds_builder(data_dir).info
+  if str(getattr(info.file_format, "value", info.file_format)) != "array_record":
+    return {"*": None}
+  return dict(info.splits.items())
+
+
+def _write_info(data_dir: str, shards: list[Shard], lengths: dict[str, tuple[int, int]], kept: list) -> None:
+  """TFDS writes its dataset_info.json (last), features.json and label.labels.txt for the shards written and the
+  `kept` splits (SplitInfos of an earlier preparation)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   builder = tfds_builder(data_dir)
-  infos = []
+  infos = list(kept)
   for split in dict.fromkeys(s.split for s in shards):
     names = [s.filename for s in shards if s.split == split]
     infos.append(tfds.core.SplitInfo(name=split, shard_lengths=[lengths[n][0] for n in names],
@@ -399,13 +411,18 @@ def prepare(input_dir: str, data_dir: str, splits: tuple[str, ...] = ("train", "
     raise UserError(f"--splits takes train and/or validation, got {','.join(splits)}")
   data_dir = fileio.absolute(data_dir)
   target = prepared_dir(data_dir)
-  if fileio.exists(fileio.join(target, "dataset_info.json")) and not overwrite:
-    raise OutputExists(f"--data-dir {data_dir} already holds a prepared {NAME} ({target}); pass --overwrite "
-                       "to replace it, or choose another directory")
+  existing = _prepared_splits(data_dir)
+  again = sorted(set(splits) & set(existing)) or sorted(set(existing) & {"*"})
+  if again and not overwrite:
+    what = "a TFRecord dataset (replaced whole)" if "*" in again else f"the split(s) {', '.join(again)}"
+    raise OutputExists(f"--data-dir {data_dir} already holds a prepared {NAME} ({target}) with {what}; pass "
+                       "--overwrite to prepare them again (other array_record splits are kept), or choose another "
+                       "directory")
   features = _features()
   shards = plan(input_dir, splits, features["label"].names, images_per_shard)
-  if overwrite and fileio.exists(target):
+  if "*" in existing and fileio.exists(target):
     fileio.remove(target)
+  kept = [info for name, info in existing.items() if name not in splits and name != "*"]
   fileio.makedirs(fileio.join(target, RECORDS))
   _remove_leftovers(target, shards)
   lengths = _finished(shards, target)
@@ -419,7 +436,7 @@ def prepare(input_dir: str, data_dir: str, splits: tuple[str, ...] = ("train", "
     written = _run(todo, target, workers, features, bar) if todo else {}
   seconds = time.time() - start
   lengths.update(written)
-  _write_info(data_dir, shards, lengths)
+  _write_info(data_dir, shards, lengths, kept)
   fileio.remove(fileio.join(target, RECORDS))
   images = sum(lengths[s.filename][0] for s in shards)
   new_images = sum(e for e, _ in written.values())

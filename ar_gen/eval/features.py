@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from typing import Callable, Iterator
 
 import jax
@@ -26,6 +25,7 @@ import tqdm
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from ar_gen import fileio
 from ar_gen.data import preprocess
 from ar_gen.eval import image_sets
 
@@ -67,7 +67,7 @@ def classifier_extractor(workdir: str) -> Extractor:
     return classifier.apply(params, images_BHWC.astype(jnp.float32) / 127.5 - 1)
 
   data = classifier.config.data
-  return Extractor(f"classifier:{os.path.abspath(workdir)}", fn, classifier.state, data, channels=data.channels,
+  return Extractor(f"classifier:{fileio.absolute(workdir)}", fn, classifier.state, data, channels=data.channels,
                    prepare=functools.partial(image_sets.prepare_image, data=data), classifier=classifier,
                    num_classes=classifier.config.model.num_classes)
 

@@ -10,6 +10,9 @@ process, or of another host, is refused; one of a dead process on this host is t
 A work directory in a bucket (`gs://...`) has no flock: there the holder record is the lock (`BucketLock`). The
 holder rewrites it every `HEARTBEAT_SECONDS` from a background thread; a record younger than `STALE_SECONDS` is
 refused, an older one (its trainer is gone) is taken over with a warning, and a released lock is an empty record.
+Each holder writes a random token into the record and rewrites (or releases) it only while the token is still its
+own: a trainer that stalled past `STALE_SECONDS` and was taken over stops its heartbeat instead of clearing the new
+holder's lock.
 Two trainers started within the same few seconds on one bucket directory are not told apart (object stores offer
 no atomic test-and-set through this layer): start one job per work directory.
 Multi-host jobs: process 0 takes the lock (`acquire_for_job`), and every process learns whether it got it.
@@ -134,7 +137,7 @@ class BucketLock:
     self.path = fileio.join(workdir, LOCK_FILE)
     self._stop = threading.Event()
     self._thread: threading.Thread | None = None
-    self._record = _me()
+    self._record = {**_me(), "token": os.urandom(8).hex()}
 
   def _holder(self) -> dict | None:
     try:
@@ -145,6 +148,10 @@ class BucketLock:
 
   def _beat(self) -> None:
     fileio.write_json(self.path, {**self._record, "heartbeat": time.time()}, indent=None)
+
+  def _still_mine(self) -> bool:
+    holder = self._holder()
+    return bool(holder) and holder.get("token") == self._record["token"]
 
   def acquire(self) -> "BucketLock":
     holder = self._holder()
@@ -163,6 +170,10 @@ class BucketLock:
   def _heartbeat(self) -> None:
     while not self._stop.wait(HEARTBEAT_SECONDS):
       try:
+        if not self._still_mine():
+          log.error("the lock %s was taken over by %s: this trainer's heartbeat stops (two trainers now write this "
+                    "work directory: stop one)", self.path, _describe(self._holder()))
+          return
         self._beat()
       except Exception as e:  # pylint: disable=broad-except  # a failed heartbeat must not stop the training
         log.warning("could not refresh the lock %s: %s", self.path, e)
@@ -173,7 +184,8 @@ class BucketLock:
     self._stop.set()
     self._thread.join()
     self._thread = None
-    fileio.write_text(self.path, "")
+    if self._still_mine():
+      fileio.write_text(self.path, "")
 
   def __enter__(self) -> "BucketLock":
     return self.acquire()

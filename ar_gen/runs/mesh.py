@@ -34,11 +34,12 @@ def make_mesh(mesh_config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
   return jax.make_mesh(shape, AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(AXES))
 
 
-def check_batch_size(mesh: jax.sharding.Mesh, batch_size: int) -> None:
-  """The global batch is split over the (data, fsdp) devices: it must divide evenly, said in those words."""
+def check_batch_size(mesh: jax.sharding.Mesh, batch_size: int, what: str | None = None) -> None:
+  """The global batch (or `what`, e.g. a micro-batch) is split over the (data, fsdp) devices: it must divide
+  evenly, said in those words."""
   ways = mesh.shape["data"] * mesh.shape["fsdp"]
   if batch_size % ways:
-    raise ValueError(f"batch_size={batch_size} does not split over the {ways} data-parallel devices (mesh data="
+    raise ValueError(f"{what or f'batch_size={batch_size}'} does not split over the {ways} data-parallel devices (mesh data="
                      f"{mesh.shape['data']} x fsdp={mesh.shape['fsdp']} of {mesh.size} devices): use a multiple of "
                      f"{ways}, e.g. --config.batch_size={max(ways, batch_size // ways * ways)}")
 

@@ -2,14 +2,17 @@
 and a tqdm progress bar with steps/s and ETA. Only process 0 writes.
 
 `DIR` may be a bucket URL (`gs://...`): objects cannot be appended to, so there `metrics.jsonl` and the
-TensorBoard event file are rewritten whole at each logged step (through `ar_gen.fileio`, the layer every other
-file of a run goes through); on a local disk lines are appended.
+TensorBoard event files are uploaded whole (through `ar_gen.fileio`, the layer every other file of a run goes
+through) at most every `BUCKET_UPLOAD_SECONDS` and on close; an event file that passes `EVENT_PART_BYTES` is
+closed and the next records go to a new one (TensorBoard reads every events file of a directory), so an upload
+costs at most one part, not the whole history. On a local disk lines are appended at once.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import time
 
 import jax
 import numpy as np
@@ -18,22 +21,44 @@ import tqdm
 from ar_gen import fileio
 
 URL_SCHEMES = ("gs", "s3", "az")
+BUCKET_UPLOAD_SECONDS = 60.0
+EVENT_PART_BYTES = 16 << 20
+
+
+class _Throttle:
+  """True at most once every BUCKET_UPLOAD_SECONDS (the first call included)."""
+
+  def __init__(self):
+    self.last = -float("inf")
+
+  def due(self) -> bool:
+    if time.monotonic() - self.last < BUCKET_UPLOAD_SECONDS:
+      return False
+    self.last = time.monotonic()
+    return True
 
 
 class _BucketEventFile:
-  """A TensorBoard event file in a bucket: written whole (every record so far) at each flush."""
+  """A TensorBoard event file in a bucket, in parts of at most ~EVENT_PART_BYTES, each uploaded whole."""
 
   def __init__(self, path: str):
-    self.path, self.buffer = path, io.BytesIO()
+    self.path, self.part, self.buffer, self.throttle = path, 0, io.BytesIO(), _Throttle()
+
+  def _part_path(self) -> str:
+    return self.path if self.part == 0 else f"{self.path}.part{self.part}"
 
   def write(self, data: bytes) -> None:
     self.buffer.write(data)
 
-  def flush(self) -> None:
-    fileio.write_bytes(self.path, self.buffer.getvalue())
+  def flush(self, force: bool = False) -> None:
+    if not (force or self.throttle.due()):
+      return
+    fileio.write_bytes(self._part_path(), self.buffer.getvalue())
+    if self.buffer.tell() > EVENT_PART_BYTES:
+      self.part, self.buffer = self.part + 1, io.BytesIO()
 
   def close(self) -> None:
-    self.flush()
+    self.flush(force=True)
 
 
 class _BucketEventFiles:
@@ -61,6 +86,7 @@ class MetricLogger:
     self.path = fileio.join(workdir, "metrics.jsonl")
     self._writer = None
     self._lines: list[str] = []
+    self._upload = _Throttle()
     if self.enabled:
       self._writer = _summary_writer(fileio.join(workdir, "tb"))
       self._truncate_after(initial_step)
@@ -81,7 +107,8 @@ class MetricLogger:
     line = json.dumps({"step": int(step), **{k: float(v) for k, v in metrics.items()}}) + "\n"
     self._lines.append(line)
     if fileio.is_url(self.path):
-      fileio.write_text(self.path, "".join(self._lines))
+      if self._upload.due():
+        fileio.write_text(self.path, "".join(self._lines))
     else:
       with open(self.path, "a") as f:
         f.write(line)
@@ -100,6 +127,8 @@ class MetricLogger:
 
   def close(self) -> None:
     self.bar.close()
+    if self.enabled and fileio.is_url(self.path):
+      fileio.write_text(self.path, "".join(self._lines))
     if self._writer is not None:
       self._writer.close()
 

@@ -71,10 +71,12 @@ def make_step(run: Run):
   """The update step of a run: `step(state, batch, frozen) -> (new state, metrics)`, a pure function to jit.
 
   With `config.grad_accum_steps = K` the batch is cut into K micro-batches (`micro_batches`), run one after the
-  other (a scan: the activations of one micro-batch at a time), their gradients averaged: for losses that are
-  means over examples, the same update as the whole batch at once (tests/test_trainer.py). Each micro-batch
-  draws its own random numbers (dropout), and state outside the parameters (e.g. codebook statistics) passes from
-  one micro-batch to the next."""
+  other (a scan: the model's activations of one micro-batch at a time; `task.prepare`, e.g. a frozen tokenizer's
+  encoding, still sees the whole batch), their gradients averaged: for losses that are means over examples, the
+  same update as the whole batch at once (tests/test_trainer.py). Terms computed from batch statistics (LFQ's
+  entropy of the mean code distribution, VQGAN's adaptive GAN weight) are computed per micro-batch. Each
+  micro-batch draws its own random numbers (dropout), and state outside the parameters (e.g. codebook
+  statistics) passes from one micro-batch to the next."""
   config, task = run.config, run.task
   inject_nan_at = (config.get("fault") or {}).get("inject_nan_at_step", 0)
   accum = config.get("grad_accum_steps", 1)
@@ -98,7 +100,8 @@ def make_step(run: Run):
       def micro_step(carry, xs):
         rest, grad_sum = carry
         micro, i = xs
-        (loss, (metrics, extras, rest)), grads = grad_fn(state["params"], rest, micro, jax.random.fold_in(rng, i))
+        micro_rng = jax.random.fold_in(jax.random.fold_in(rng, 2), i)  # 1 is post_update's
+        (loss, (metrics, extras, rest)), grads = grad_fn(state["params"], rest, micro, micro_rng)
         return (rest, jax.tree.map(jnp.add, grad_sum, grads)), (loss, metrics, extras)
 
       zeros = jax.tree.map(jnp.zeros_like, state["params"])
@@ -222,6 +225,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: in
   # ---------------------------------------------------------------- mesh
   mesh = mesh_lib.make_mesh(config.mesh)
   mesh_lib.check_batch_size(mesh, config.batch_size)
+  if config.get("grad_accum_steps", 1) > 1:
+    mesh_lib.check_batch_size(mesh, config.batch_size // config.grad_accum_steps, "a micro-batch "
+                              f"(batch_size / grad_accum_steps = {config.batch_size // config.grad_accum_steps})")
   replicated = mesh_lib.replicated(mesh)
 
   # ---------------------------------------------------------------- input
