@@ -95,6 +95,19 @@ def test_gradient_accumulation_2x8_equals_batch_16(trained_vq_workdir, tmp_path)
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+def test_gradient_accumulation_2x8_equals_batch_16_for_a_vq_tokenizer(tmp_path):
+  """A tokenizer's array metrics (code histograms, summed) and extras (encoder outputs, joined) combine too."""
+  runs = []
+  for accum in (1, 2):
+    workdir = str(tmp_path / f"accum{accum}")
+    trainer.train(tiny_config("mnist_vq.py", "batch_size=16", "total_steps=3", "vis_every_steps=0",
+                              f"grad_accum_steps={accum}"), workdir)
+    runs.append([(m["loss"], m["grad_norm"], m["codebook_usage"], m["perplexity"])
+                 for m in metrics_log.read_metrics(workdir)])
+  assert len(runs[0]) == 3
+  np.testing.assert_allclose(runs[1], runs[0], rtol=1e-5)
+
+
 def test_grad_accum_steps_must_divide_the_batch():
   from ar_gen import config as config_lib  # pylint: disable=g-import-not-at-top
   with pytest.raises(config_lib.ConfigError, match="multiple of grad_accum_steps"):
