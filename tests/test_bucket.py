@@ -132,3 +132,19 @@ def test_bucket_lock_taken_over_is_not_cleared_by_its_old_holder(bucket):
   fileio.write_json(fileio.join(workdir, lock_lib.LOCK_FILE), new_holder)  # as a takeover after a long stall
   old.release()
   assert json.loads(fileio.read_text(fileio.join(workdir, lock_lib.LOCK_FILE)))["host"] == "newhost"
+
+
+def test_bucket_converter_reads_torch_files_and_writes_weights_there(bucket, tmp_path):
+  torch = pytest.importorskip("torch")
+  from tests.test_lpips import _random_torch_state_dicts  # pylint: disable=g-import-not-at-top
+  from tokenizers import lpips  # pylint: disable=g-import-not-at-top
+  for name, sd in zip(("vgg.pth", "lin.pth"), _random_torch_state_dicts()):
+    torch.save({k: torch.from_numpy(v) for k, v in sd.items()}, tmp_path / name)
+    fileio.copy_file(str(tmp_path / name), f"{bucket}/torch/{name}")
+  assert cli.main(["convert-lpips", f"{bucket}/torch/vgg.pth", f"{bucket}/torch/lin.pth",
+                   "--out", f"{bucket}/lpips.npz"]) == 0
+  there = lpips.load_weights(f"{bucket}/lpips.npz")
+  here = lpips.from_torch_state_dicts(*_random_torch_state_dicts())
+  assert sorted(there) == sorted(here)
+  for key, value in here.items():
+    np.testing.assert_array_equal(np.asarray(there[key]), value)
