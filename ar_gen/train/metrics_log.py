@@ -3,7 +3,7 @@ and a tqdm progress bar with steps/s and ETA. Only process 0 writes.
 
 `DIR` may be a bucket URL (`gs://...`): objects cannot be appended to, so there `metrics.jsonl` and the
 TensorBoard event files are uploaded whole (through `ar_gen.fileio`, the layer every other file of a run goes
-through) at most every `BUCKET_UPLOAD_SECONDS` and on close; an event file that passes `EVENT_PART_BYTES` is
+through) at most every `BUCKET_UPLOAD_SECONDS`, and metrics.jsonl also at every checkpoint (`sync`) and on close; an event file that passes `EVENT_PART_BYTES` is
 closed and the next records go to a new one (TensorBoard reads every events file of a directory), so an upload
 costs at most one part, not the whole history. On a local disk lines are appended at once.
 """
@@ -118,6 +118,11 @@ class MetricLogger:
     shown = {k: f"{v:.4g}" for k, v in metrics.items() if k in ("loss", "psnr", "codebook_usage", "lr")}
     self.bar.set_postfix(shown, refresh=False)
 
+  def sync(self) -> None:
+    """Uploads a bucket's metrics.jsonl now (the trainer calls it after each checkpoint)."""
+    if self.enabled and fileio.is_url(self.path):
+      fileio.write_text(self.path, "".join(self._lines))
+
   def write_image(self, step: int, name: str, image_HWC: np.ndarray) -> None:
     if self.enabled:
       self._writer.add_image(name, image_HWC, int(step), dataformats="HWC")
@@ -127,8 +132,7 @@ class MetricLogger:
 
   def close(self) -> None:
     self.bar.close()
-    if self.enabled and fileio.is_url(self.path):
-      fileio.write_text(self.path, "".join(self._lines))
+    self.sync()
     if self._writer is not None:
       self._writer.close()
 

@@ -303,6 +303,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: in
           visualize(done)
         if save:
           ckpt.save(done, state, train_iter.get_state(), force=preempted)
+          logger.sync()  # a bucket's metrics.jsonl holds every line up to the checkpoint a resume starts from
         for evaluator in evaluators:
           if not preempted and evaluator.due(done, config.total_steps):
             numbers = evaluator(run, state, done)
