@@ -10,6 +10,7 @@ StorageGeneration"); `_send_generation_headers` adds it.
 import contextlib
 import logging
 import socket
+import sys
 
 BUCKET = "ar-gen-test"
 
@@ -40,11 +41,25 @@ def _send_generation_headers(monkeypatch) -> None:
   monkeypatch.setattr(server, "HANDLERS", handlers)  # the download endpoints
 
 
+def _quiet_disconnects(monkeypatch) -> None:
+  """A client that closes a connection early (gcsfs, TensorStore) is not an error worth a traceback in the log."""
+  from http import server as http_server  # pylint: disable=g-import-not-at-top
+
+  original = http_server.HTTPServer.handle_error
+
+  def handle_error(self, request, client_address):
+    if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+      original(self, request, client_address)
+
+  monkeypatch.setattr(http_server.HTTPServer, "handle_error", handle_error)
+
+
 @contextlib.contextmanager
 def fake_bucket(monkeypatch):
   """Yields `gs://BUCKET`, served locally for the duration."""
   from gcp_storage_emulator.server import create_server  # pylint: disable=g-import-not-at-top
   _send_generation_headers(monkeypatch)
+  _quiet_disconnects(monkeypatch)
   port = _free_port()
   server = create_server("localhost", port, in_memory=True, default_bucket=BUCKET)
   server.start()
