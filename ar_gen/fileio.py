@@ -129,12 +129,10 @@ CHUNK_BYTES = 64 << 20
 
 def copy_file(source: PathLike, target: PathLike) -> str:
   """Copies one file, streamed in chunks (either side local or a URL); the target appears whole or not at all."""
-  target = absolute(target)
-  makedirs(dirname(target))
-  with open_file(source, "rb") as src, (_bucket_writer(target) if is_url(target) else _LocalWriter(target)) as dst:
+  with open_file(source, "rb") as src, _atomic_writer(target) as dst:
     while chunk := src.read(CHUNK_BYTES):
       dst.write(chunk)
-  return target
+  return absolute(target)
 
 
 @contextlib.contextmanager
@@ -156,23 +154,25 @@ def _bucket_writer(path: str) -> Iterator[Any]:
   f.close()
 
 
-class _LocalWriter:
-  """A local file written beside itself and renamed over the target on a clean close."""
+@contextlib.contextmanager
+def _local_writer(target: str) -> Iterator[Any]:
+  """A local file written beside itself and renamed over the target only if the block ends normally."""
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=f".{os.path.basename(target)}.", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      yield f
+    os.replace(tmp, target)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
 
-  def __init__(self, target: str):
-    self.target = target
-    fd, self.tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=f".{os.path.basename(target)}.")
-    self.file = os.fdopen(fd, "wb")
 
-  def __enter__(self):
-    return self.file
-
-  def __exit__(self, kind, *_):
-    self.file.close()
-    if kind is None:
-      os.replace(self.tmp, self.target)
-    else:
-      os.remove(self.tmp)
+def _atomic_writer(path: PathLike):
+  """A binary file object for a new `path` (parent created) that appears whole or not at all."""
+  path = absolute(path)
+  makedirs(dirname(path))
+  return _bucket_writer(path) if is_url(path) else _local_writer(path)
 
 
 def _object_stamp(path: str) -> dict[str, str]:
@@ -228,22 +228,9 @@ def read_json(path: PathLike) -> Any:
 
 def write_bytes(path: PathLike, data: bytes) -> str:
   """Writes `data` to `path` atomically (parent created); returns the path."""
-  path = absolute(path)
-  makedirs(dirname(path))
-  if is_url(path):
-    with _bucket_writer(path) as f:
-      f.write(data)
-    return path
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-  return path
+  with _atomic_writer(path) as f:
+    f.write(data)
+  return absolute(path)
 
 
 def write_text(path: PathLike, text: str) -> str:
