@@ -275,9 +275,11 @@ def _convert_inception(args, overrides):
 
 # ------------------------------------------------------------------------------------------------- bench, demo
 def _bench_arguments(p):
-  p.add_argument("target", choices=("sample", "attention", "fid"),
-                 help="sample: next-token sampling, cached vs uncached, and every family's sampler vs next-token; "
-                      "attention: kernel vs XLA vs cuDNN, ms and TFLOP/s; fid: Inception images/s vs pytorch-fid")
+  p.add_argument("target", choices=("sample", "attention", "fid", "roofline"),
+                 help="sample: next-token sampling, cached vs uncached, every family's sampler vs next-token, and "
+                      "each family as users sample against the machine's limit; attention: kernel vs XLA vs cuDNN, "
+                      "ms and TFLOP/s; fid: Inception images/s vs pytorch-fid; roofline: this machine's fp32 matmul "
+                      "rate and weight-read bandwidth")
   p.add_argument("--size", default="B", help="model size preset: B, L, XL, XXL (LlamaGen) or tiny")
   p.add_argument("--batch-sizes", default="1,8,64")
   p.add_argument("--tokens", type=int, default=256, help="sequence length (a square token grid)")
@@ -286,6 +288,9 @@ def _bench_arguments(p):
   p.add_argument("--positions", default="16,240", help="two positions whose cached step times are compared")
   p.add_argument("--scales", default=None, help="sample: next-scale sides (default: VAR's, up to the grid side)")
   p.add_argument("--min-seconds", type=float, default=2.0, help="time each measurement for at least this long")
+  p.add_argument("--var-d16", action="store_true",
+                 help="sample: also VAR-d16 (310M) + its VQVAE decode to 256 px, VAR's sampling settings")
+  p.add_argument("--read-mib", type=int, default=512, help="sample, roofline: MiB of weights the bandwidth reads")
   p.add_argument("--shapes", default="8x16x680x64,8x16x1024x64,4x16x4096x128", help="attention: BxHxLxD,...")
   p.add_argument("--decode-lengths", default="256,680,4096", help="attention: KV cache lengths for decode")
   p.add_argument("--impls", default=None, help="attention: e.g. pallas,xla,cudnn (default: those this backend has)")
@@ -308,7 +313,11 @@ def _bench(args, overrides):
     if len(positions) != 2:
       raise ValueError(f"--positions takes two positions, e.g. 16,240; got {args.positions!r}")
     bench_sample.run(args.size, batches, args.tokens, args.vocab_size, args.num_classes, positions,
-                     args.min_seconds, args.out, _ints(args.scales, "--scales") if args.scales else None)
+                     args.min_seconds, args.out, _ints(args.scales, "--scales") if args.scales else None,
+                     args.var_d16, args.read_mib)
+  elif args.target == "roofline":
+    from ar_gen.bench import roofline  # pylint: disable=g-import-not-at-top
+    roofline.run(args.min_seconds, args.read_mib, args.out)
   elif args.target == "attention":
     from ar_gen.bench import attention as bench_attention  # pylint: disable=g-import-not-at-top
     bench_attention.run(_shapes(args.shapes), _ints(args.decode_lengths, "--decode-lengths"),

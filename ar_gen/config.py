@@ -27,6 +27,8 @@ REQUIRED_KEYS = (
     "data.train", "data.eval", "mesh.data", "mesh.fsdp", "mesh.tensor", "optimizer", "model",
 )
 
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")  # the repo's
+
 
 class ConfigError(UserError, ValueError):
   """A config file, argument or override is wrong; the message names it."""

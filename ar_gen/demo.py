@@ -33,7 +33,6 @@ from ar_gen.families._registry import registered
 from ar_gen.layout import TokenLayout
 from ar_gen.train import metrics_log
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 TOKENIZER_CONFIGS = {"tokenizer_vq": "mnist_vq.py", "tokenizer_lfq": "mnist_lfq.py"}
 STAGE_GROUPS = {"tokenizers": ("tokenizer_vq", "tokenizer_lfq"), "tokenizer_vq": ("tokenizer_vq",)}
 MAX_PARALLEL = 4
@@ -112,7 +111,7 @@ class Jobs:
 
 
 def _train_args(config_file: str, workdir: str, quick: bool, overrides: list[str] = ()) -> list[str]:
-  config = os.path.join(CONFIG_DIR, config_file) + (":runlocal" if quick else "")
+  config = os.path.join(config_lib.CONFIG_DIR, config_file) + (":runlocal" if quick else "")
   return ["train", "--config", config, "--workdir", workdir, *[f"--config.{o}" for o in overrides]]
 
 
@@ -228,5 +227,5 @@ def run(out: str = "runs/demo", quick: bool = False, stages: str = "default", ov
 
 
 def _total_steps(config_file: str, quick: bool) -> int:
-  path = os.path.join(CONFIG_DIR, config_file) + (":runlocal" if quick else "")
+  path = os.path.join(config_lib.CONFIG_DIR, config_file) + (":runlocal" if quick else "")
   return int(config_lib.load_config(path).total_steps)

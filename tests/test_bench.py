@@ -72,3 +72,44 @@ def test_bench_attention_small_shapes(tmp_path, capsys):
 def test_bench_attention_refuses_bad_arguments(args, message, capsys):
   assert cli.main(["bench", "attention", "--no-check", *args]) == 2
   assert message in capsys.readouterr().err
+
+
+def test_bench_roofline_measures_both_limits(tmp_path, capsys):
+  out = tmp_path / "roofline.json"
+  assert cli.main(["bench", "roofline", "--min-seconds", "0", "--read-mib", "16", "--out", str(out)]) == 0
+  result = json.load(open(out))
+  assert result["matmul_flops_per_s"] > 1e8 and result["read_bytes_per_s"] > 1e8
+  assert "GFLOP/s" in capsys.readouterr().out
+
+
+def test_limit_of_a_workload_is_the_slower_of_arithmetic_and_reads_per_step():
+  from ar_gen.bench import limits, roofline
+  from ar_gen.layout import TokenLayout
+  roof = roofline.Roofline(matmul_flops_per_s=100.0, read_bytes_per_s=10.0, device="test")
+
+  class Steps:  # two maps of 1 and 4 tokens
+    layout = TokenLayout.square_maps((1, 2), 4)
+
+  # step 1: 100 * 1/5 flops (0.2 s) or 10 + 50 * 1/5 bytes (2 s); step 2: 80 flops (0.8 s) or 10 + 50 bytes (6 s);
+  # the decode's 200 flops (2 s)
+  got = limits.limit_seconds(roof, Steps(), token_flops=100.0, weights=10, cache=50, decode_flops=200.0)
+  assert got == pytest.approx(2.0 + 6.0 + 2.0)
+  fast_reads = roofline.Roofline(matmul_flops_per_s=100.0, read_bytes_per_s=1e6, device="test")
+  assert limits.limit_seconds(fast_reads, Steps(), 100.0, 10, 50) == pytest.approx(0.2 + 0.8)
+
+
+def test_gpu_bench_script_runs_at_tiny_sizes(tmp_path):
+  import os
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = {**os.environ, "AR_GEN": f"{sys.executable} -m ar_gen.cli"}
+  proc = subprocess.run(["bash", os.path.join(root, "docs", "gpu_bench.sh"), str(tmp_path / "out"), "--tiny"],
+                        capture_output=True, text=True, env=env, cwd=root, check=False)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  for name in ("roofline", "sample", "attention", "fid"):
+    assert json.load(open(tmp_path / "out" / f"{name}.json"))
+  sample = json.load(open(tmp_path / "out" / "sample.json"))
+  assert {(r["workload"], r["guidance"] is None) for r in sample["as_users_sample"]} == {
+      (f, g) for f in ("next_token", "next_scale") for g in (True, False)}
+  assert all(0 < r["fraction_of_limit"] for r in sample["as_users_sample"])

@@ -37,6 +37,24 @@ def test_pool3_and_logits_match_pytorch_fid(model, golden, size):
   np.testing.assert_allclose(np.asarray(pool3), golden[f"pool3_{name}"], rtol=1e-4, atol=1e-5)
 
 
+def test_batch_norm_folded_at_load_matches_pytorch_fid_and_the_unfolded_network(model, golden):
+  folded = inception_weights.from_torch(random_state_dict(0)).fold_batch_norm()
+  assert all(m.bn is None for _, m in folded.iter_modules() if hasattr(m, "bn"))
+  images = random_images(1)[(299, 299)]
+  pool3, logits = jax.jit(lambda x: folded(x))(images)
+  assert _relative_error(np.asarray(pool3), golden["pool3_299x299"]) <= 1e-4
+  assert _relative_error(np.asarray(logits), golden["logits_299x299"]) <= 1e-4
+  np.testing.assert_allclose(np.asarray(pool3), np.asarray(jax.jit(lambda x: model(x))(images)[0]),
+                             rtol=1e-5, atol=1e-6)
+
+
+def test_image_by_image_on_cpu_gives_the_batch_path_s_features(model):
+  images = random_images(1)[(64, 64)]  # a batch of 2: the stem and Mixed_6a run image by image on CPU
+  batched = np.asarray(jax.jit(lambda x: model(x))(images)[0])
+  singles = np.concatenate([np.asarray(jax.jit(lambda x: model(x))(images[i:i + 1])[0]) for i in range(2)])
+  np.testing.assert_allclose(batched, singles, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("name, n, dim", [("regular", 500, 16), ("singular", 40, 64)])
 def test_frechet_distance_matches_pytorch_fid(golden, name, n, dim):
   a = fid_stats.statistics(random_features(2, n, dim))

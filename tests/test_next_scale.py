@@ -201,3 +201,19 @@ def test_next_token_task_refuses_a_multiscale_tokenizer(trained_var_tokenizer):
                                   ("data.image_size=16", f"frozen.tokenizer={trained_var_tokenizer}"))
   with pytest.raises(ValueError, match="next_scale"):
     Run(config)
+
+
+def test_attention_at_a_static_position_reads_the_seen_prefix_only_and_gives_the_full_cache_s_output():
+  from ar_gen.nn.transformer import Attention  # a static index slices the cache; a traced one reads it all
+  attention = Attention(32, 4, 4, qk_l2norm=True, biases=True, attn_impl="xla", rngs=nnx.Rngs(0))
+  rng = np.random.default_rng(0)
+  k_BKSD, v_BKSD = (jnp.asarray(rng.normal(size=(2, 4, 30, 8)), jnp.float32) for _ in range(2))
+  groups_BS = jnp.broadcast_to(jnp.repeat(jnp.arange(3), 10), (2, 30))
+  x_BLC = jnp.asarray(rng.normal(size=(2, 10, 32)), jnp.float32)
+  q_groups_BL = jnp.ones((2, 10), jnp.int32)
+  static, _ = jax.jit(lambda x: attention(x, None, q_groups_BL, (k_BKSD, v_BKSD, groups_BS), 10))(x_BLC)
+  traced, _ = jax.jit(lambda x, i: attention(x, None, q_groups_BL, (k_BKSD, v_BKSD, groups_BS), i))(
+      x_BLC, jnp.int32(10))
+  hlo = jax.jit(lambda x: attention(x, None, q_groups_BL, (k_BKSD, v_BKSD, groups_BS), 10)).lower(x_BLC).as_text()
+  assert "2x4x20x8" in hlo  # the slots seen by scale 1 (10 + 10), not the 30 of the cache
+  np.testing.assert_allclose(np.asarray(static), np.asarray(traced), rtol=1e-6, atol=1e-6)

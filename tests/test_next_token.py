@@ -90,3 +90,23 @@ def test_top_k_and_top_p_filters():
   kept = np.asarray(top_p_filter(logits, 0.7)) > -1e29
   np.testing.assert_array_equal(kept, [[True, True, False, False]])
   np.testing.assert_array_equal(np.asarray(top_p_filter(logits, 0.01)) > -1e29, [[True, False, False, False]])
+
+
+@pytest.mark.parametrize("grid", [None, "bfloat16", 0.5])  # float logits; bf16 ones (ties); ties past the window
+@pytest.mark.parametrize("k, p", [(900, 0.96), (5, 1.0), (50, 0.5), (1, 0.9), (3900, 0.9)])
+def test_top_k_sampling_on_the_candidates_draws_the_tokens_of_the_full_vocabulary_path(k, p, grid):
+  from ar_gen.decoding import logits as logits_lib  # pylint: disable=g-import-not-at-top
+  logits_BV = jax.random.normal(jax.random.PRNGKey(0), (64, 4096)) * 3
+  if grid == "bfloat16":
+    logits_BV = logits_BV.astype(jnp.bfloat16).astype(jnp.float32)
+  elif grid is not None:
+    logits_BV = jnp.round(logits_BV / grid) * grid
+  if grid is not None and k > 1:  # the k-th largest logit ties the next one in some rows
+    values = jax.lax.top_k(logits_BV, k + 1)[0]
+    assert bool(jnp.any(values[:, k] == values[:, k - 1]))
+  cfg = SamplingConfig(temperature=0.9, top_k=k, top_p=p)
+  for seed in range(5):
+    rng = jax.random.PRNGKey(seed)
+    full = jax.random.categorical(rng, logits_lib.top_p_filter(logits_lib.top_k_filter(logits_BV / 0.9, k), p),
+                                  axis=-1)
+    np.testing.assert_array_equal(logits_lib.sample_logits(logits_BV, rng, cfg), full)

@@ -166,6 +166,9 @@ def run(shapes=SHAPES, decode_lengths=DECODE_LENGTHS, impls: tuple[str, ...] | N
   print(table.format_table(result["decode"], [
       ("cache", "cache", "d"), ("impl", "impl", "s"), ("ms", "ms", ".3f"), ("gb_per_s", "KV GB/s", ".1f"),
       ("vs_xla", "xla/this", ".2f")]))
+  result["peak_memory_gib"] = timing.peak_memory_gib()
+  if result["peak_memory_gib"] is not None:
+    print(f"peak device memory: {result['peak_memory_gib']:.2f} GiB")
   if out:
     with open(out, "w") as f:
       json.dump(result, f, indent=2)

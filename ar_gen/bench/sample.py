@@ -11,24 +11,33 @@ front the ratio should be close to 1. Then images/s of every family registered i
 schedule up to the grid's side, e.g. 1, 2, 3, 4, 5, 6, 8, 10, 13, 16 for 256 tokens) through the same driver,
 against the next-token family's; token generation only, no image decoding. Guidance is off (it doubles the batch
 in every mode).
+
+Then sampling as users sample (`ar_gen.bench.limits`): every family with the sampling settings of its official code
+(`Family.bench_sampling`: LlamaGen's top-k 2000 with guidance 2, VAR's top-k 900 / top-p 0.96 with its guidance
+ramp), guidance off and on, as tokens/s, images/s and the fraction of this machine's limit (`ar_gen.bench.roofline`,
+measured at the start of the same run). `--var-d16` adds VAR-d16 (310M) with its VQVAE's decode to 256 px images:
+the work of VAR's `autoregressive_infer_cfg`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from ar_gen import table
-from ar_gen.bench import timing
+from ar_gen.bench import limits, roofline, timing
 from ar_gen.decoding import driver
 from ar_gen.decoding.heads import CategoricalHead
 from ar_gen.decoding.logits import SamplingConfig, sample_logits
 from ar_gen.families._registry import BenchSpec, registered
 from ar_gen.layout import TokenLayout
 from ar_gen.models.next_token import PRESETS, NextTokenModel
+from ar_gen.nn.few_rows import few_rows_view
 from tokenizers.multiscale import VAR_SCALES
 
 SIZES = {"tiny": (2, 64, 2), **PRESETS}  # (depth, dim, heads); tiny is for smoke tests
@@ -44,6 +53,37 @@ def build_model(size: str, grid: tuple[int, int], vocab_size: int, num_classes: 
 def default_scales(side: int) -> tuple[int, ...]:
   """VAR's scale schedule below the grid's side, then the side."""
   return tuple(p for p in VAR_SCALES if p < side) + (side,)
+
+
+def var_d16_workload(cfg: SamplingConfig) -> limits.Workload:
+  """VAR-d16 over VAR's multi-scale VQVAE (configs/imagenet256_var_tok.py), random weights, decoding to images."""
+  from ar_gen.config import CONFIG_DIR, load_config  # pylint: disable=g-import-not-at-top
+  from ar_gen.families.next_scale import ResidualSteps  # pylint: disable=g-import-not-at-top
+  from ar_gen.models.next_scale import NextScaleModel  # pylint: disable=g-import-not-at-top
+  from tokenizers.model import build_tokenizer  # pylint: disable=g-import-not-at-top
+  m = load_config(os.path.join(CONFIG_DIR, "imagenet256_var_tok.py")).model
+  tokenizer = build_tokenizer(m, 3, 256, nnx.Rngs(0))
+  model = NextScaleModel(tokenizer.quantizer.layout, m.multiscale.code_dim, 1000, 16, 1024, 16, rngs=nnx.Rngs(0))
+  return limits.Workload("VAR-d16 + decode", ResidualSteps(model, tokenizer.quantizer), cfg, 1000, tokenizer,
+                         lambda tok, tokens_BL: jnp.clip(tok.decode(tokens_BL), -1, 1))
+
+
+def as_users_sample(families: dict, batch_sizes: tuple[int, ...], num_classes: int, roof: roofline.Roofline,
+                    min_seconds: float, var_d16: bool) -> list[dict]:
+  """Each family (and VAR-d16 + decode) with its official sampling settings, guidance off and on."""
+  declared, workloads = registered(), []
+  for name, steps in families.items():
+    cfg = declared[name].bench_sampling or SamplingConfig()
+    workloads += [limits.Workload(name, steps, dataclasses.replace(cfg, cfg_scale=1.0), num_classes),
+                  limits.Workload(name, steps, cfg, num_classes)]
+  if var_d16:
+    workloads.append(var_d16_workload(declared["next_scale"].bench_sampling))
+  rows = []
+  for work in workloads:
+    for batch in batch_sizes:
+      rows.append(limits.measure(work, batch, roof, min_seconds))
+      print(f"  {work.name} batch {batch} guidance {rows[-1]['guidance'] or 'off'}: done", flush=True)
+  return rows
 
 
 def bench_family(steps: driver.Steps, batch: int, num_classes: int, min_seconds: float) -> float:
@@ -77,8 +117,8 @@ def bench_batch(model: NextTokenModel, batch: int, positions: tuple[int, int], m
   uncached_seconds = timing.seconds_per_call(lambda: step(state, tokens_BN, labels_B, jnp.int32(n // 2)),
                                              min_seconds=min_seconds, min_calls=1)
 
-  def cached_step(state, inputs_B, index, cache):
-    m = nnx.merge(graphdef, state)
+  def cached_step(state, inputs_B, index, cache):  # on the sampler's view of the model, as `driver.sample`
+    m = few_rows_view(nnx.merge(graphdef, state))
     return m.step(m.feed(inputs_B[:, None], index, None), index, cache)
 
   cache = model.init_cache(batch)
@@ -95,7 +135,8 @@ def bench_batch(model: NextTokenModel, batch: int, positions: tuple[int, int], m
 
 def run(size: str = "B", batch_sizes: tuple[int, ...] = (1, 8, 64), num_tokens: int = 256,
         vocab_size: int = 16384, num_classes: int = 1000, positions: tuple[int, int] = (16, 240),
-        min_seconds: float = 2.0, out: str | None = None, scales: tuple[int, ...] | None = None) -> list[dict]:
+        min_seconds: float = 2.0, out: str | None = None, scales: tuple[int, ...] | None = None,
+        var_d16: bool = False, roofline_mib: int = 512) -> list[dict]:
   side = int(round(num_tokens ** 0.5))
   if side * side != num_tokens:
     raise ValueError(f"--tokens must be a square (a token grid), got {num_tokens}")
@@ -114,6 +155,8 @@ def run(size: str = "B", batch_sizes: tuple[int, ...] = (1, 8, 64), num_tokens: 
         + ", ".join(f"{n} {p / 1e6:.1f}M" for n, p in family_params.items())
         + f"), {num_tokens} tokens, scales {','.join(map(str, scales))}, vocab {vocab_size}, "
         f"{jax.devices()[0].device_kind} x {jax.device_count()}", flush=True)
+  roof = roofline.measure(min(min_seconds, 1.0), roofline_mib)
+  print(roofline.describe(roof), flush=True)
   rows = []
   for batch in batch_sizes:
     row = bench_batch(model, batch, positions, min_seconds)
@@ -136,9 +179,15 @@ def run(size: str = "B", batch_sizes: tuple[int, ...] = (1, 8, 64), num_tokens: 
     columns.append((f"{name}_images_per_s", f"{name} img/s ({steps.layout.num_groups} steps)", ".3f"))
   columns += [(f"{name}_vs_next_token", f"{name}/next_token", ".1f") for name in families if name != "next_token"]
   print(table.format_table(rows, columns))
+  usage = as_users_sample(families, batch_sizes, num_classes, roof, min_seconds, var_d16)
+  print(table.format_table(usage, [
+      ("workload", "as users sample", "s"), ("batch", "batch", "d"), ("guidance", "guidance", ".1f"),
+      ("tokens_per_s", "tok/s", ".1f"), ("images_per_s", "img/s", ".3f"), ("limit_seconds", "limit s", ".3g"),
+      ("fraction_of_limit", "fraction of limit", ".2f"), ("memory_gib", "memory GiB", ".2f")]))
   if out:
     with open(out, "w") as f:
       json.dump({"size": size, "params": params, "family_params": family_params, "num_tokens": num_tokens,
                  "scales": list(scales), "vocab_size": vocab_size, "positions": list(positions),
-                 "device": jax.devices()[0].device_kind, "rows": rows}, f, indent=2)
+                 "device": jax.devices()[0].device_kind, "roofline": dataclasses.asdict(roof), "rows": rows,
+                 "as_users_sample": usage}, f, indent=2)
   return rows

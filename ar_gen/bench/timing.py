@@ -32,3 +32,10 @@ def seconds_per_call(fn: Callable[[], Any], min_seconds: float = 1.0, min_calls:
     jax.block_until_ready(fn())
     times.append(time.perf_counter() - t)
   return statistics.median(times)
+
+
+def peak_memory_gib() -> float | None:
+  """The device's peak memory in use so far in this process (GiB); None where the backend keeps no count (CPU)."""
+  stats = jax.devices()[0].memory_stats() or {}
+  peak = stats.get("peak_bytes_in_use")
+  return None if peak is None else peak / 2 ** 30

@@ -11,8 +11,9 @@ on logits or inside the head (on a diffusion head's noise prediction).
 Classifier-free guidance is written once, here: the batch is doubled to [conditional; null condition] (the
 family's `null_condition`), the scale at step k of K follows `cfg_schedule` and `cfg_interval`
 (`ar_gen.decoding.logits.guidance_scale`), and the tokens fed back are the conditional half's, repeated. Step k
-draws its randomness from `fold_in(rng, k)`. One-token groups (`group_by="token"`: next-token) run in a
-`lax.fori_loop` after the first (peeled: its inputs come from the condition, not from tokens), with a traced group
+draws its randomness from `fold_in(rng, k)`. On CPU the steps run on `few_rows_view(steps)` (products of few rows
+from transposed weights: the same results up to the order of float additions). One-token groups
+(`group_by="token"`: next-token) run in a `lax.fori_loop` after the first (peeled: its inputs come from the condition, not from tokens), with a traced group
 index; map groups (next-scale, next-band) are unrolled, so their steps may use the group as a Python int. The
 loop's carry is a `SamplingState` pytree, nothing is hidden in modules. This package imports no concrete model
 class (an import-linter contract).
@@ -27,6 +28,7 @@ import jax.numpy as jnp
 
 from ar_gen.decoding.logits import SamplingConfig, guidance_scale
 from ar_gen.layout import TokenLayout
+from ar_gen.nn.few_rows import few_rows_view
 
 
 class Steps(Protocol):
@@ -108,6 +110,7 @@ def advance(steps: Steps, head: Head, state: SamplingState, context: Any, group:
 
 def sample(steps: Steps, head: Head, cond: Any, rng: jax.Array, cfg: SamplingConfig) -> jax.Array:
   """Tokens [B, L] (or [B, L, D]) of `steps.layout` for a batch of conditions (trace under jit)."""
+  steps = few_rows_view(steps)  # on CPU, steps of few rows read transposed weights (ar_gen/nn/few_rows.py)
   layout = steps.layout
   state, context = begin(steps, cond, rng, cfg)
   sizes, starts = layout.group_sizes, layout.group_starts

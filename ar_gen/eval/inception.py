@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 INPUT_SIZE = 299
@@ -24,16 +25,56 @@ def _pair(v) -> tuple[int, int]:
 
 
 class ConvBN(nnx.Module):
-  """Convolution without bias, batch norm (eps 1e-3, running statistics), ReLU: torchvision's BasicConv2d."""
+  """Convolution without bias, batch norm (eps 1e-3, running statistics), ReLU: torchvision's BasicConv2d.
+
+  The batch norm is applied folded into the convolution (kernel * scale, bias - mean * scale, scale = gamma /
+  sqrt(var + eps)); `fold_batch_norm` does that once for good (at load), after which `bn` is None and `conv` holds
+  the folded kernel and a bias. A 1 x 1 convolution runs as a matrix product (XLA:CPU runs those ~3x faster than
+  a 1 x 1 convolution).
+  """
 
   def __init__(self, cin: int, cout: int, kernel, stride=1, padding=0, *, rngs: nnx.Rngs):
     ph, pw = _pair(padding)
-    self.conv = nnx.Conv(cin, cout, _pair(kernel), strides=_pair(stride), padding=((ph, ph), (pw, pw)),
-                         use_bias=False, rngs=rngs)
+    self.stride, self.padding = _pair(stride), ((ph, ph), (pw, pw))
+    self.conv = nnx.Conv(cin, cout, _pair(kernel), strides=self.stride, padding=self.padding, use_bias=False,
+                         rngs=rngs)
     self.bn = nnx.BatchNorm(cout, epsilon=1e-3, use_running_average=True, rngs=rngs)
 
+  def folded(self) -> tuple[jax.Array, jax.Array]:
+    """(kernel [kh, kw, I, O], bias [O]) of the convolution with the batch norm folded in."""
+    kernel = self.conv.kernel[...]
+    if self.bn is None:
+      return kernel, self.conv.bias[...]
+    scale_O = self.bn.scale[...] * jax.lax.rsqrt(self.bn.var[...] + self.bn.epsilon)
+    return kernel * scale_O, self.bn.bias[...] - self.bn.mean[...] * scale_O
+
+  def fold_batch_norm(self) -> None:
+    kernel, bias = self.folded()
+    self.conv.kernel = nnx.Param(kernel)
+    self.conv.bias = nnx.Param(bias)
+    self.bn = None
+
+  def linear(self, x_BHWC: jax.Array) -> jax.Array:
+    """The folded convolution before its bias and ReLU."""
+    kernel, _ = self.folded()
+    if kernel.shape[:2] == (1, 1) and self.stride == (1, 1) and self.padding == ((0, 0), (0, 0)):
+      return x_BHWC @ kernel[0, 0]
+    return jax.lax.conv_general_dilated(x_BHWC, kernel, self.stride, self.padding,
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
   def __call__(self, x_BHWC: jax.Array) -> jax.Array:
-    return jax.nn.relu(self.bn(self.conv(x_BHWC)))
+    return bias_relu(self.linear(x_BHWC), self)
+
+
+def fused_1x1(x_BHWC: jax.Array, *convs: ConvBN) -> list[jax.Array]:
+  """Several 1 x 1 ConvBNs of the same input as one matrix product; their outputs before bias and ReLU."""
+  kernels = [c.folded()[0][0, 0] for c in convs]
+  out = x_BHWC @ jnp.concatenate(kernels, axis=-1)
+  return jnp.split(out, np.cumsum([k.shape[-1] for k in kernels])[:-1].tolist(), axis=-1)
+
+
+def bias_relu(y_BHWC: jax.Array, conv: ConvBN) -> jax.Array:
+  return jax.nn.relu(y_BHWC + conv.folded()[1])
 
 
 def max_pool(x_BHWC: jax.Array, stride: int, pad: int = 0) -> jax.Array:
@@ -46,9 +87,16 @@ def avg_pool_excluding_padding(x_BHWC: jax.Array) -> jax.Array:
   """3x3 average pool, stride 1, padding 1, dividing by the number of real pixels under the window (TF's)."""
   padding = ((0, 0), (1, 1), (1, 1), (0, 0))
   total = jax.lax.reduce_window(x_BHWC, 0.0, jax.lax.add, (1, 3, 3, 1), (1, 1, 1, 1), padding)
-  ones = jnp.ones((1, *x_BHWC.shape[1:3], 1), x_BHWC.dtype)
-  count = jax.lax.reduce_window(ones, 0.0, jax.lax.add, (1, 3, 3, 1), (1, 1, 1, 1), padding)
-  return total / count
+  h, w = x_BHWC.shape[1:3]
+  ones_HW = np.pad(np.ones((h, w), np.float32), 1)
+  count_HW = sum(ones_HW[i:i + h, j:j + w] for i in range(3) for j in range(3))  # real pixels per window
+  return total / jnp.asarray(count_HW, x_BHWC.dtype)[:, :, None]
+
+
+def pooled_branch(y_BHWC: jax.Array, conv: ConvBN) -> jax.Array:
+  """`conv(avg_pool_excluding_padding(x))` from y = `conv.linear(x)`: the 1 x 1 convolution and the average pool
+  are both linear and commute, and pooling after the convolution pools fewer channels."""
+  return bias_relu(avg_pool_excluding_padding(y_BHWC), conv)
 
 
 class InceptionA(nnx.Module):
@@ -62,9 +110,12 @@ class InceptionA(nnx.Module):
     self.branch_pool = ConvBN(cin, pool_features, 1, rngs=rngs)
 
   def __call__(self, x):
-    b5 = self.branch5x5_2(self.branch5x5_1(x))
-    b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
-    return jnp.concatenate([self.branch1x1(x), b5, b3, self.branch_pool(avg_pool_excluding_padding(x))], -1)
+    convs = (self.branch1x1, self.branch5x5_1, self.branch3x3dbl_1, self.branch_pool)
+    b1, b5, b3, bp = fused_1x1(x, *convs)
+    b1, b5, b3 = (bias_relu(y, c) for y, c in zip((b1, b5, b3), convs))
+    b5 = self.branch5x5_2(b5)
+    b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(b3))
+    return jnp.concatenate([b1, b5, b3, pooled_branch(bp, self.branch_pool)], -1)
 
 
 class InceptionB(nnx.Module):
@@ -94,12 +145,13 @@ class InceptionC(nnx.Module):
     self.branch_pool = ConvBN(cin, 192, 1, rngs=rngs)
 
   def __call__(self, x):
-    b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
-    d = x
-    for conv in (self.branch7x7dbl_1, self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4,
-                 self.branch7x7dbl_5):
+    convs = (self.branch1x1, self.branch7x7_1, self.branch7x7dbl_1, self.branch_pool)
+    b1, b7, d, bp = fused_1x1(x, *convs)
+    b1, b7, d = (bias_relu(y, c) for y, c in zip((b1, b7, d), convs))
+    b7 = self.branch7x7_3(self.branch7x7_2(b7))
+    for conv in (self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4, self.branch7x7dbl_5):
       d = conv(d)
-    return jnp.concatenate([self.branch1x1(x), b7, d, self.branch_pool(avg_pool_excluding_padding(x))], -1)
+    return jnp.concatenate([b1, b7, d, pooled_branch(bp, self.branch_pool)], -1)
 
 
 class InceptionD(nnx.Module):
@@ -112,8 +164,10 @@ class InceptionD(nnx.Module):
     self.branch7x7x3_4 = ConvBN(192, 192, 3, stride=2, rngs=rngs)
 
   def __call__(self, x):
-    b3 = self.branch3x3_2(self.branch3x3_1(x))
-    b7 = self.branch7x7x3_4(self.branch7x7x3_3(self.branch7x7x3_2(self.branch7x7x3_1(x))))
+    convs = (self.branch3x3_1, self.branch7x7x3_1)
+    b3, b7 = (bias_relu(y, c) for y, c in zip(fused_1x1(x, *convs), convs))
+    b3 = self.branch3x3_2(b3)
+    b7 = self.branch7x7x3_4(self.branch7x7x3_3(self.branch7x7x3_2(b7)))
     return jnp.concatenate([b3, b7, max_pool(x, 2)], -1)
 
 
@@ -133,11 +187,17 @@ class InceptionE(nnx.Module):
     self.branch_pool = ConvBN(cin, 192, 1, rngs=rngs)
 
   def __call__(self, x):
-    b3 = self.branch3x3_1(x)
-    d = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
-    pooled = max_pool(x, 1, pad=1) if self.pool == "max" else avg_pool_excluding_padding(x)
-    return jnp.concatenate([self.branch1x1(x), self.branch3x3_2a(b3), self.branch3x3_2b(b3),
-                            self.branch3x3dbl_3a(d), self.branch3x3dbl_3b(d), self.branch_pool(pooled)], -1)
+    convs = (self.branch1x1, self.branch3x3_1, self.branch3x3dbl_1)
+    if self.pool == "avg":  # the pool's 1 x 1 convolution joins the product (it commutes with an average pool)
+      b1, b3, d, bp = fused_1x1(x, *convs, self.branch_pool)
+      pooled = pooled_branch(bp, self.branch_pool)
+    else:
+      b1, b3, d = fused_1x1(x, *convs)
+      pooled = self.branch_pool(max_pool(x, 1, pad=1))
+    b1, b3, d = (bias_relu(y, c) for y, c in zip((b1, b3, d), convs))
+    d = self.branch3x3dbl_2(d)
+    return jnp.concatenate([b1, self.branch3x3_2a(b3), self.branch3x3_2b(b3),
+                            self.branch3x3dbl_3a(d), self.branch3x3dbl_3b(d), pooled], -1)
 
 
 class InceptionV3(nnx.Module):
@@ -162,17 +222,41 @@ class InceptionV3(nnx.Module):
     self.Mixed_7c = InceptionE(2048, "max", rngs=rngs)
     self.fc = nnx.Linear(POOL3_DIM, NUM_LOGITS, rngs=rngs)
 
+  def fold_batch_norm(self) -> "InceptionV3":
+    """Folds every batch norm into its convolution, for good (at load: the forward pass then skips the fold);
+    returns self."""
+    for _, module in self.iter_modules():
+      if isinstance(module, ConvBN) and module.bn is not None:
+        module.fold_batch_norm()
+    return self
+
   def __call__(self, images_BHWC: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(pool3 [B, 2048], logits [B, 1008]) for images in [0, 1]."""
     x = resize_input(images_BHWC.astype(jnp.float32)) * 2 - 1
-    x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
-    x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(max_pool(x, 2)))
-    x = max_pool(x, 2)
-    for block in (self.Mixed_5b, self.Mixed_5c, self.Mixed_5d, self.Mixed_6a, self.Mixed_6b, self.Mixed_6c,
-                  self.Mixed_6d, self.Mixed_6e, self.Mixed_7a, self.Mixed_7b, self.Mixed_7c):
+    x = per_image_on_cpu(self.stem, x)
+    for block in (self.Mixed_5b, self.Mixed_5c, self.Mixed_5d):
+      x = block(x)
+    x = per_image_on_cpu(self.Mixed_6a, x)
+    for block in (self.Mixed_6b, self.Mixed_6c, self.Mixed_6d, self.Mixed_6e, self.Mixed_7a, self.Mixed_7b,
+                  self.Mixed_7c):
       x = block(x)
     pool3_BC = x.mean(axis=(1, 2))
     return pool3_BC, self.fc(pool3_BC)
+
+
+  def stem(self, x_BHWC: jax.Array) -> jax.Array:
+    """299 x 299 x 3 -> 35 x 35 x 192: the convolutions before the first Inception block."""
+    x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x_BHWC)))
+    return max_pool(self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(max_pool(x, 2))), 2)
+
+
+def per_image_on_cpu(fn, x_BHWC: jax.Array) -> jax.Array:
+  """`fn(x)`, one image at a time (`lax.map`) on a CPU backend. XLA:CPU runs a convolution over large maps
+  (35 px and up) of a batch of 16 at about half the speed it runs it image by image (measured 2026-12, 2 cores;
+  `docs/benchmarks.md`); elsewhere, and over a batch sharded on several devices, the batch goes through at once."""
+  if jax.default_backend() != "cpu" or x_BHWC.shape[0] == 1 or jax.device_count() > 1:
+    return fn(x_BHWC)
+  return jax.lax.map(lambda x_HWC: fn(x_HWC[None])[0], x_BHWC)
 
 
 def resize_input(x_BHWC: jax.Array) -> jax.Array:

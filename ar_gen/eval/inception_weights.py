@@ -102,10 +102,10 @@ def find(path: str | None = None) -> str:
 
 
 def load(path: str | None = None) -> InceptionV3:
-  """The FID Inception from converted weights (see `find` for where they are looked for)."""
+  """The FID Inception from converted weights (see `find` for where they are looked for), batch norms folded."""
   file = find(path)
   try:
     state_dict = fileio.load_npz(file)
   except (OSError, ValueError) as e:
     raise ValueError(f"{file}: not a readable .npz of converted Inception weights ({e})") from e
-  return from_torch(state_dict)
+  return from_torch(state_dict).fold_batch_norm()

@@ -24,6 +24,8 @@ class Family:
   description: one line for tables.
   bench_steps: `ar-gen bench sample`'s builder: `bench_steps(spec)` -> the family's sampler step contract with
     random weights for a `BenchSpec`.
+  bench_sampling: the sampling settings its official code samples with (guidance on); the bench times them with
+    guidance on and off.
   """
 
   name: str
@@ -32,6 +34,7 @@ class Family:
   demo_tokenizer_config: str
   description: str
   bench_steps: Callable[["BenchSpec"], Any]
+  bench_sampling: Any = None  # a SamplingConfig
   order: int = 100  # position in tables (next-token first)
 
 

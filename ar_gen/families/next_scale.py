@@ -18,6 +18,7 @@ from flax import nnx
 
 from ar_gen.conditioning import null_class_labels
 from ar_gen.config import IMAGENET_TRAIN_EXAMPLES, ConfigError, base_config, parse_arg
+from ar_gen.decoding.logits import SamplingConfig
 from ar_gen.families._discrete import DiscreteTokenTask
 from ar_gen.families._registry import BenchSpec, Family
 from ar_gen.layout import TokenLayout
@@ -143,7 +144,8 @@ def bench_steps(spec: BenchSpec) -> "ResidualSteps":
 
 FAMILY = Family("next_scale", demo_config="mnist_var.py", demo_tokenizer="tokenizer_var",
                 demo_tokenizer_config="mnist_var_tok.py", description="next-scale (VAR): one scale per step",
-                bench_steps=bench_steps, order=1)
+                bench_steps=bench_steps, order=1,  # VAR's cfg=1.5 ramped, top_k=900, top_p=0.96:
+                bench_sampling=SamplingConfig(top_k=900, top_p=0.96, cfg_scale=2.5, cfg_schedule="linear"))
 
 
 class Task(DiscreteTokenTask):

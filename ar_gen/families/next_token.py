@@ -15,6 +15,7 @@ import ml_collections
 from flax import nnx
 
 from ar_gen.config import IMAGENET_TRAIN_EXAMPLES, ConfigError, base_config, num_steps, parse_arg
+from ar_gen.decoding.logits import SamplingConfig
 from ar_gen.families._discrete import DiscreteTokenTask
 from ar_gen.families._registry import BenchSpec, Family
 from ar_gen.layout import TokenLayout
@@ -29,7 +30,8 @@ def bench_steps(spec: BenchSpec) -> NextTokenModel:
 
 FAMILY = Family("next_token", demo_config="mnist_next_token.py", demo_tokenizer="tokenizer_vq",
                 demo_tokenizer_config="mnist_vq.py", description="next-token (LlamaGen): one token per step",
-                bench_steps=bench_steps, order=0)
+                bench_steps=bench_steps, order=0,
+                bench_sampling=SamplingConfig(top_k=2000, cfg_scale=2.0))  # LlamaGen's sample_c2i, GPT-B's cfg
 
 
 def default_config(tokenizer_workdir: str, **data) -> ml_collections.ConfigDict:

@@ -79,10 +79,14 @@ class Attention(nnx.Module):
           k_BKSD, k_BLKD.transpose(0, 2, 1, 3).astype(k_BKSD.dtype), index, axis=2)
       v_BKSD = jax.lax.dynamic_update_slice_in_dim(
           v_BKSD, v_BLKD.transpose(0, 2, 1, 3).astype(v_BKSD.dtype), index, axis=2)
+      new_cache = (k_BKSD, v_BKSD)
+      if isinstance(index, int) and dispatch.resolve(self.attn_impl) != "pallas":
+        # a static write position (map groups): the slots from index + l on are hidden from every query of this
+        # call, so attention reads only the slots before (the Pallas kernel skips hidden key blocks itself)
+        k_BKSD, v_BKSD, groups_BS = k_BKSD[:, :, :index + l], v_BKSD[:, :, :index + l], groups_BS[:, :index + l]
       valid_BS = jnp.broadcast_to(jnp.arange(k_BKSD.shape[2]) < index + l, groups_BS.shape)
       out = dispatch.cached_attention(q_BLHD, k_BKSD.astype(q_BLHD.dtype), v_BKSD.astype(q_BLHD.dtype), q_groups_BL,
                                       groups_BS, valid_BS, impl=self.attn_impl, block_k=DECODE_BLOCK_K)
-      new_cache = (k_BKSD, v_BKSD)
     return self.wo(out.reshape(b, l, h * d)), new_cache
 
 
