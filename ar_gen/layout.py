@@ -15,7 +15,7 @@ only place that turns maps into sequence offsets: models, masks, samplers, bench
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -149,3 +149,16 @@ class TokenLayout:
     maps = ",".join(f"{h}x{w}" for h, w in self.maps)
     what = f"ids < {self.vocab_size}" if self.kind == "ids" else f"vectors of {self.token_dim}"
     return f"{self.num_tokens} tokens ({what}) in maps {maps}, {self.num_groups} AR steps (one per {self.group_by})"
+
+
+class Schedule(NamedTuple):
+  """The AR steps a sampler takes when they are not the layout's groups (MAR's masked steps): tokens per step and,
+  per step, the fraction of the way that a 'linear' guidance schedule reads (None: step / (steps - 1))."""
+
+  sizes: tuple[int, ...]
+  progress: tuple[float, ...] | None = None
+
+
+def schedule_of(layout: TokenLayout) -> Schedule:
+  """The layout's own steps: one per group."""
+  return Schedule(layout.group_sizes)

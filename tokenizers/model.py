@@ -1,4 +1,5 @@
-"""The discrete image tokenizer: encoder -> projection -> quantizer (VQ, LFQ or multi-scale) -> projection -> decoder.
+"""The image tokenizer: encoder -> projection -> quantizer (VQ, LFQ, multi-scale; or a KL bottleneck) -> projection ->
+decoder.
 
 It implements `tokenizers.protocol.Tokenizer` for every quantizer: `layout` (the quantizer's, checked against the
 latent grid of `image_size`), `encode(images [B,H,W,C]) -> tokens [B, L]`, `decode(tokens, num_maps=None) ->
@@ -15,11 +16,11 @@ import ml_collections
 from flax import nnx
 
 from ar_gen.layout import TokenLayout
-from tokenizers import lfq, multiscale, nets, vq
+from tokenizers import kl, lfq, multiscale, nets, vq
 from tokenizers.protocol import Quantizer
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-QUANTIZERS = {"vq": vq, "lfq": lfq, "multiscale": multiscale}  # name -> module with default_config, from_config
+QUANTIZERS = {"vq": vq, "lfq": lfq, "multiscale": multiscale, "kl": kl}  # name -> module with default_config, from_config
 
 
 def dtype(name: str):
@@ -32,15 +33,18 @@ class Tokenizer(nnx.Module):
   """Encoder, quantizer and decoder with the shared tokenizer interface."""
 
   def __init__(self, encoder: nets.Encoder, decoder: nets.Decoder, quantizer: Quantizer, z_channels: int,
-               downsample: int, image_size: int, *, quant_conv_kernel: int = 1, rngs: nnx.Rngs, dtype=jnp.float32,
-               param_dtype=jnp.float32):
+               downsample: int, image_size: int, *, quant_conv_kernel: int = 1, double_z: bool = False,
+               rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32):
     self.encoder, self.decoder, self.quantizer, self.downsample = encoder, decoder, quantizer, downsample
     grid = latent_grid(image_size, downsample)
     if quantizer.layout.grid != grid:
       raise ValueError(f"the quantizer's finest token map is {quantizer.layout.grid} but {image_size} px images "
                        f"give a {grid} latent (downsampling {downsample}); for a multi-scale quantizer the last scale "
                        "must be the latent's side (model.multiscale.scales)")
-    self.quant_conv = nets.conv(z_channels, quantizer.code_dim, quant_conv_kernel, rngs, dtype, param_dtype)
+    # a KL bottleneck reads mean and log-variance (`input_dim` = 2 D) and gives a latent of D channels
+    input_dim = getattr(quantizer, "input_dim", quantizer.code_dim)
+    self.quant_conv = nets.conv(2 * z_channels if double_z else z_channels, input_dim, quant_conv_kernel, rngs, dtype,
+                                param_dtype)
     self.post_quant_conv = nets.conv(quantizer.code_dim, z_channels, quant_conv_kernel, rngs, dtype, param_dtype)
 
   @property
@@ -56,7 +60,7 @@ class Tokenizer(nnx.Module):
     return self.quant_conv(self.encoder(images_BHWC))
 
   def encode(self, images_BHWC: jax.Array) -> jax.Array:
-    """Token ids [B, L]."""
+    """Token ids [B, L] (or vectors [B, L, D] of a KL bottleneck)."""
     return self.quantizer.indices(self.project(images_BHWC))
 
   def decode_codes(self, zq_BhwD: jax.Array) -> jax.Array:
@@ -102,7 +106,8 @@ def build_tokenizer(m: ml_collections.ConfigDict, image_channels: int, image_siz
   args = (m.channels, tuple(m.channel_mult), m.num_res_blocks, m.z_channels, m.attention)
   downsample = 2 ** (len(m.channel_mult) - 1)
   grid = latent_grid(image_size, downsample)
-  encoder = nets.Encoder(image_channels, *args, **kw)
+  double_z = m.quantizer == "kl"  # LDM's double_z: the encoder gives mean and log-variance features
+  encoder = nets.Encoder(image_channels, *args[:3], 2 * m.z_channels if double_z else m.z_channels, args[4], **kw)
   decoder = nets.Decoder(image_channels, *args, **kw)
   return Tokenizer(encoder, decoder, build_quantizer(m, grid, rngs), m.z_channels, downsample, image_size,
-                   quant_conv_kernel=m.get("quant_conv_kernel", 1), **kw)
+                   quant_conv_kernel=m.get("quant_conv_kernel", 1), double_z=double_z, **kw)

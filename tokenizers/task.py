@@ -20,7 +20,7 @@ import numpy as np
 from flax import nnx
 
 from ar_gen.config import ConfigError
-from tokenizers import losses, lpips
+from tokenizers import kl, losses, lpips
 from tokenizers.discriminator import PatchDiscriminator
 from tokenizers.model import Tokenizer, build_tokenizer, dtype
 
@@ -116,9 +116,9 @@ class TokenizerTask:
     x_rec, aux = model.tokenizer(x, train=True, rng=rng)
     nll = self._nll(x, x_rec)
     loss = nll + aux["quant_loss"]
-    metrics = {"rec_loss": nll, "quant_loss": aux["quant_loss"], "code_hist": aux["code_hist"],
-               "psnr": jnp.mean(losses.psnr(x_rec, x))}
-    for key in ("commit_loss", "codebook_loss", "entropy_loss", "sample_entropy", "batch_entropy"):
+    metrics = {"rec_loss": nll, "quant_loss": aux["quant_loss"], "psnr": jnp.mean(losses.psnr(x_rec, x))}
+    for key in ("code_hist", "commit_loss", "codebook_loss", "entropy_loss", "sample_entropy", "batch_entropy",
+                "kl_loss", "posterior_std"):
       if key in aux:
         metrics[key] = aux[key]
     if model.discriminator is not None:
@@ -143,12 +143,17 @@ class TokenizerTask:
     q_config = self.config.model[self.config.model.quantizer]
     every = q_config.get("restart_every_steps", 0)
     quantizer = model.tokenizer.quantizer
+    if isinstance(quantizer, kl.KLBottleneck):  # the latent scale follows the posterior means' moments
+      quantizer.update_stats(z)
+      return {"latent_scale": quantizer.scale()}
     if not every:
       return {}
     threshold = jnp.where((step + 1) % every == 0, q_config.restart_threshold, 0.0)
     return {"restarted_codes": quantizer.restart_dead_codes(z, rng, threshold).astype(jnp.float32)}
 
   def summarize(self, window: dict[str, np.ndarray]) -> dict[str, float]:
+    if "code_hist" not in window:  # a KL bottleneck has no codes
+      return {}
     hist = window["code_hist"]
     return {"codebook_usage": float(np.mean(hist > 0)), "perplexity": perplexity(hist)}
 

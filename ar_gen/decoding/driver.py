@@ -14,7 +14,8 @@ family's `null_condition`), the scale at step k of K follows `cfg_schedule` and 
 draws its randomness from `fold_in(rng, k)`. On CPU the steps run on `few_rows_view(steps)` (products of few rows
 from transposed weights: the same results up to the order of float additions). One-token groups
 (`group_by="token"`: next-token) run in a `lax.fori_loop` after the first (peeled: its inputs come from the condition, not from tokens), with a traced group
-index; map groups (next-scale, next-band) are unrolled, so their steps may use the group as a Python int. The
+index; map groups (next-scale, next-band) and a Steps' own `schedule` of unequal steps (MAR's masked steps) are
+unrolled, so their steps may use the group as a Python int. The
 loop's carry is a `SamplingState` pytree, nothing is hidden in modules. This package imports no concrete model
 class (an import-linter contract).
 """
@@ -27,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from ar_gen.decoding.logits import SamplingConfig, guidance_scale
-from ar_gen.layout import TokenLayout
+from ar_gen.layout import Schedule, TokenLayout, schedule_of
 from ar_gen.nn.few_rows import few_rows_view
 
 
@@ -49,6 +50,9 @@ class Steps(Protocol):
 
   def feed(self, tokens: jax.Array, group: jax.Array | int, carry: Any, context: Any) -> Any:
     """The inputs of group `group + 1` from group `group`'s tokens [B, l(, D)] (and the previous carry)."""
+
+  # optional: `schedule`, a `Schedule` of steps other than the layout's groups (MAR's masked steps); the driver
+  # writes step k's tokens at the schedule's offsets, so they come out in step order.
 
 
 class Head(Protocol):
@@ -92,14 +96,20 @@ def begin(steps: Steps, cond: Any, rng: jax.Array, cfg: SamplingConfig) -> tuple
   return SamplingState(empty_tokens(steps.layout, b), cache, carry, jnp.zeros((), jnp.int32), rng), context
 
 
+def steps_schedule(steps: Steps) -> Schedule:
+  """The steps the driver takes: the Steps' own `schedule`, or one per group of its layout."""
+  return getattr(steps, "schedule", None) or schedule_of(steps.layout)
+
+
 def advance(steps: Steps, head: Head, state: SamplingState, context: Any, group: jax.Array | int, start,
             size: int, cfg: SamplingConfig) -> SamplingState:
   """One AR step: group `group` (its tokens at [start, start + size)) from `state`."""
-  layout = steps.layout
+  schedule = steps_schedule(steps)
   outputs, cache = steps.step(state.carry, group, state.cache, context)
   b = state.tokens.shape[0]
   if cfg.guided:
-    scale = guidance_scale(cfg, group, layout.num_groups)
+    progress = None if schedule.progress is None else jnp.asarray(schedule.progress, jnp.float32)[group]
+    scale = guidance_scale(cfg, group, len(schedule.sizes), progress)
     new = head(outputs[:b], outputs[b:], scale, jax.random.fold_in(state.rng, group))
   else:
     new = head(outputs, None, jnp.ones(()), jax.random.fold_in(state.rng, group))
@@ -111,15 +121,15 @@ def advance(steps: Steps, head: Head, state: SamplingState, context: Any, group:
 def sample(steps: Steps, head: Head, cond: Any, rng: jax.Array, cfg: SamplingConfig) -> jax.Array:
   """Tokens [B, L] (or [B, L, D]) of `steps.layout` for a batch of conditions (trace under jit)."""
   steps = few_rows_view(steps)  # on CPU, steps of few rows read transposed weights (ar_gen/nn/few_rows.py)
-  layout = steps.layout
   state, context = begin(steps, cond, rng, cfg)
-  sizes, starts = layout.group_sizes, layout.group_starts
+  sizes = steps_schedule(steps).sizes
+  starts = [sum(sizes[:k]) for k in range(len(sizes))]
   state = advance(steps, head, state, context, 0, 0, sizes[0], cfg)
-  if layout.group_by == "token":  # equal groups of one token: the group index may be traced
+  if steps.layout.group_by == "token" and len(set(sizes)) == 1:  # equal one-token steps: a traced step index
     size = sizes[0]
     state = jax.lax.fori_loop(
-        1, layout.num_groups, lambda k, s: advance(steps, head, s, context, k, k * size, size, cfg), state)
+        1, len(sizes), lambda k, s: advance(steps, head, s, context, k, k * size, size, cfg), state)
   else:
-    for k in range(1, layout.num_groups):
+    for k in range(1, len(sizes)):
       state = advance(steps, head, state, context, k, starts[k], sizes[k], cfg)
   return state.tokens

@@ -2,16 +2,21 @@
 
 `CategoricalHead`: logits [B, l, V] of a discrete layout, guidance combined on the logits
 (uncond + scale * (cond - uncond)), then temperature, top-k and top-p (`ar_gen.decoding.logits`), one draw per
-token. A continuous layout's head (a per-token diffusion model) takes the same call and guides its noise prediction.
+token. `DiffusionHead`: a continuous layout's (MAR's): every token vector is sampled by the respaced reverse
+diffusion of a denoising network conditioned on the step's output z [B, l, C], guidance on its noise prediction
+(`DenoisingMLP.guided`), the noise scaled by the temperature.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+from typing import Any
+
 import jax
 
 from ar_gen.decoding.logits import SamplingConfig, combine_guidance, sample_logits
+from ar_gen.nn.diffusion import GaussianDiffusion
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,3 +31,26 @@ class CategoricalHead:
       logits_BlV = combine_guidance(logits_BlV, uncond_BlV, scale)
     b, l, v = logits_BlV.shape
     return sample_logits(logits_BlV.reshape(b * l, v), rng, self.cfg).reshape(b, l)
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffusionHead:
+  """Token vectors [B, l, D] from z [B, l, C] by `diffusion`'s reverse process with the network `net`
+  (net(x, t, z) -> [eps, v]; net.guided(x, t, z, z_null, scale)); x_T and each step's noise from `rng`."""
+
+  net: Any
+  diffusion: GaussianDiffusion
+  temperature: float = 1.0
+
+  def __call__(self, z_BlC: jax.Array, uncond_BlC: jax.Array | None, scale: jax.Array,
+               rng: jax.Array) -> jax.Array:
+    b, l, c = z_BlC.shape
+    z_NC = z_BlC.reshape(b * l, c)
+    if uncond_BlC is None:
+      model_fn = lambda x, t: self.net(x, t, z_NC)
+    else:
+      u_NC = uncond_BlC.reshape(b * l, c)
+      model_fn = lambda x, t: self.net.guided(x, t, z_NC, u_NC, scale)
+    noise_key, loop_key = jax.random.split(rng)
+    noise = jax.random.normal(noise_key, (b * l, self.net.token_dim), jax.numpy.float32)
+    return self.diffusion.sample_loop(model_fn, noise, loop_key, self.temperature).reshape(b, l, -1)

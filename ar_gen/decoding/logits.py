@@ -109,12 +109,15 @@ def _sample_top_k(logits_BV: jax.Array, rng: jax.Array, k: int, p: float) -> jax
   return jax.lax.cond(ties_past_the_window, on_vocabulary, on_candidates, gumbel_BV)
 
 
-def guidance_scale(cfg: SamplingConfig, step: jax.Array, num_steps: int) -> jax.Array:
-  """The CFG scale at `step` of `num_steps` (1 where guidance is off)."""
+def guidance_scale(cfg: SamplingConfig, step: jax.Array, num_steps: int,
+                   progress: jax.Array | None = None) -> jax.Array:
+  """The CFG scale at `step` of `num_steps` (1 where guidance is off); 'linear' ramps with `progress`, the fraction
+  of the way (default step / (num_steps - 1); MAR's: the fraction of tokens revealed)."""
   frac = step / num_steps
   scale = cfg.cfg_scale
   if cfg.cfg_schedule == "linear":
-    scale = 1.0 + (cfg.cfg_scale - 1.0) * step / max(num_steps - 1, 1)
+    progress = step / max(num_steps - 1, 1) if progress is None else progress
+    scale = 1.0 + (cfg.cfg_scale - 1.0) * progress
   inside = (frac >= cfg.cfg_interval[0]) & (frac < cfg.cfg_interval[1])
   return jnp.where(inside, scale, 1.0)
 

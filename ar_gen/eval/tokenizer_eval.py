@@ -64,7 +64,8 @@ def evaluate(workdir: str, max_examples: int | None = None, batch_size: int = 10
     by_scale = jnp.stack([losses.psnr(p, x) for p in prefixes + [x_rec]], axis=1) if num_scales else None
     return losses.psnr(x_rec, x), losses.ssim(x_rec, x), indices, x_rec, by_scale, prefixes
 
-  psnr, ssim, hist, originals, recons, by_scales, previews = [], [], np.zeros(k, np.float64), [], [], [], []
+  vectors = layout.kind == "vectors"  # a continuous tokenizer: token moments instead of code counts
+  psnr, ssim, hist, originals, recons, by_scales, previews = [], [], np.zeros(3 if vectors else k, np.float64), [], [], [], []
   batches = pipeline.eval_batches(run.config.data, batch_size, max_examples=max_examples)
   for batch in tqdm.tqdm(batches, desc="eval-tokenizer", unit="batch", disable=jax.process_index() != 0):
     n = len(batch["image"])
@@ -72,7 +73,10 @@ def evaluate(workdir: str, max_examples: int | None = None, batch_size: int = 10
     p, s, indices, x_rec, by_scale, prefixes = jax.tree.map(
         lambda a: a[:n], jax.device_get(measure(jax.device_put(padded, sharded))))
     psnr.append(p), ssim.append(s), by_scales.append(by_scale)
-    hist += np.bincount(np.asarray(indices).reshape(-1), minlength=k)
+    if vectors:  # [count, sum, sum of squares] of the token values
+      hist[:3] += [np.size(indices), np.sum(indices, dtype=np.float64), np.sum(np.square(indices, dtype=np.float64))]
+    else:
+      hist += np.bincount(np.asarray(indices).reshape(-1), minlength=k)
     take = max(0, min(2, grid_examples - len(originals)))  # two per batch: a spread over the split
     originals.extend(batch["image"][:take]), recons.extend(x_rec[:take])
     previews.extend(np.stack([q[:take] for q in prefixes] + [x_rec[:take]], axis=1))
@@ -82,9 +86,14 @@ def evaluate(workdir: str, max_examples: int | None = None, batch_size: int = 10
     hist = multihost_utils.process_allgather(hist).sum(0)
   if not len(psnr):
     raise ValueError(f"the eval split {run.config.data.eval!r} of {workdir} is empty")
-  result = {"psnr": float(np.mean(psnr)), "ssim": float(np.mean(ssim)), "codebook_usage": float(np.mean(hist > 0)),
-            "perplexity": perplexity(hist), "codebook_size": int(k), "num_examples": int(len(psnr)),
+  result = {"psnr": float(np.mean(psnr)), "ssim": float(np.mean(ssim)), "num_examples": int(len(psnr)),
             "step": int(step), "dataset": run.config.data.eval}
+  if vectors:  # the scaled latents should have about unit variance (the latent scale factor's purpose)
+    mean = hist[1] / hist[0]
+    result.update(token_mean=float(mean), token_std=float(np.sqrt(max(hist[2] / hist[0] - mean * mean, 0.0))),
+                  token_dim=layout.token_dim)
+  else:
+    result.update(codebook_usage=float(np.mean(hist > 0)), perplexity=perplexity(hist), codebook_size=int(k))
   if num_scales:
     result["psnr_by_scales"] = np.mean(_all_processes(rows(by_scales, (num_scales,))), axis=0).tolist()
   if jax.process_index() == 0:

@@ -1,11 +1,12 @@
-"""The part every family over a frozen tokenizer's token ids shares: tokens in, cross-entropy, sampling.
+"""The part every family over a frozen tokenizer shares (`FrozenTokenizerTask`), and the discrete families' task.
 
-Tokens [B, L] come from the frozen tokenizer `frozen.tokenizer` (its state is `frozen["tokenizer"]` inside the
-jitted step), computed from the images of `data.train`, or from `tokens` in the batch when the data is a `tokens:`
-dataset written by `ar-gen extract-tokens`. A family subclasses `DiscreteTokenTask` with `build` (its model over
-the tokenizer's layout), `logits` (teacher-forced logits [B, L, V]) and `steps` (its sampler step contract); the
-sampler is the one driver (`ar_gen.decoding.driver.sample`) with the categorical head. The condition is
-{"label": class ids [B]}.
+Tokens [B, L] (ids) or [B, L, D] (vectors) come from the frozen tokenizer `frozen.tokenizer` (its state is
+`frozen["tokenizer"]` inside the jitted step), computed from the images of `data.train`, or from `tokens` in the
+batch when the data is a `tokens:` dataset written by `ar-gen extract-tokens`; the tokenizer's layout kind must be
+the family's (`token_kind`). A discrete family subclasses `DiscreteTokenTask` with `build` (its model over the
+tokenizer's layout), `logits` (teacher-forced logits [B, L, V]) and `steps` (its sampler step contract); the sampler
+is the one driver (`ar_gen.decoding.driver.sample`) with the categorical head. The condition is {"label": class
+ids [B]}. The continuous families' task is `_continuous.py`.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ from ar_gen.layout import TokenLayout
 from ar_gen.runs.task import TaskBase
 
 
-class DiscreteTokenTask(TaskBase):
-  """Class-conditional generation of a frozen tokenizer's token ids (subclass: build, logits, steps)."""
+class FrozenTokenizerTask(TaskBase):
+  """Class-conditional generation of a frozen tokenizer's tokens (subclass: build, loss, sample_tokens)."""
+
+  token_kind = "ids"  # the layout kind the family generates
 
   def __init__(self, config: ml_collections.ConfigDict, frozen: dict[str, Any]):
     super().__init__(config, frozen)
@@ -38,8 +41,11 @@ class DiscreteTokenTask(TaskBase):
     self.tokenizer.check_exports("tokenizer")
     self.tokenizer.check_data(config.data)
     self.layout: TokenLayout = self.tokenizer.layout
+    if self.layout.kind != self.token_kind:
+      other = "a continuous (KL) tokenizer's vectors" if self.token_kind == "vectors" else "a quantizer's token ids"
+      raise ValueError(f"task {config.task} generates {other}, but frozen.tokenizer={self.tokenizer.source!r} "
+                       f"gives {self.layout.describe()}")
 
-  # ---------------------------------------------------------------- what a family provides
   def check_source(self, source: Any) -> None:
     """Also: a `tokens:` dataset must have been extracted by this run's frozen tokenizer (same config, step)."""
     super().check_source(source)
@@ -47,6 +53,47 @@ class DiscreteTokenTask(TaskBase):
     if meta is not None:
       recorded = meta.get("tokenizer") or {"workdir": meta.get("tokenizer_workdir"), "step": meta.get("tokenizer_step")}
       self.tokenizer.check_identity(recorded, f"data.train={self.config.data.train!r}")
+
+  def sample_tokens(self, model: nnx.Module, cond: dict, rng: jax.Array, frozen: Any,
+                    cfg: SamplingConfig) -> jax.Array:
+    """Tokens of the layout for conditions {"label": [B]} (trace under jit)."""
+    raise NotImplementedError
+
+  # ---------------------------------------------------------------- shared
+  def tokenizer_module(self, frozen: Any):
+    """The frozen tokenizer with `frozen`'s state (inside traced code), or the loaded one if `frozen` is None."""
+    return self.tokenizer.module(None if frozen is None else frozen["tokenizer"])
+
+  def prepare(self, batch: dict[str, jax.Array], frozen: Any) -> dict[str, jax.Array]:
+    """Adds `tokens` from the frozen tokenizer unless the batch has them (then they must fit its layout)."""
+    if "tokens" in batch:
+      self.layout.check(batch["tokens"])  # at trace time: a tokens: dataset of another layout is named
+      return batch
+    return {**batch, "tokens": self.tokenizer_module(frozen).encode(batch["image"])}
+
+  def condition(self, labels_B: jax.Array) -> dict:
+    """The sampling condition of class labels [B] (`ar_gen.conditioning`)."""
+    return class_labels(labels_B)
+
+  def sampling_config(self, **overrides) -> SamplingConfig:
+    return SamplingConfig.from_config(self.config.sample, **overrides)
+
+  def sample_images(self, model: nnx.Module, cond: dict, rng: jax.Array, frozen: Any,
+                    cfg: SamplingConfig) -> tuple[jax.Array, jax.Array]:
+    """(images [B, H, W, C] in [-1, 1], tokens) for conditions (trace under jit)."""
+    tokens = self.sample_tokens(model, cond, rng, frozen, cfg)
+    return jnp.clip(self.tokenizer_module(frozen).decode(tokens), -1, 1), tokens
+
+  def visualize(self, model: nnx.Module, batch: dict, frozen: Any) -> jax.Array:
+    """One row of samples, classes 0, 1, 2, ... with the config's sampling settings and a fixed seed."""
+    n = batch["label"].shape[0]
+    cond = self.condition(jnp.arange(n, dtype=jnp.int32) % self.config.model.num_classes)
+    images, _ = self.sample_images(model, cond, jax.random.PRNGKey(0), frozen, self.sampling_config())
+    return images[None]
+
+
+class DiscreteTokenTask(FrozenTokenizerTask):
+  """Class-conditional generation of a frozen tokenizer's token ids (subclass: build, logits, steps)."""
 
   def logits(self, model: nnx.Module, tokens_BL: jax.Array, labels_B: jax.Array, rng: jax.Array,
              frozen: Any) -> jax.Array:
@@ -57,18 +104,6 @@ class DiscreteTokenTask(TaskBase):
     """The sampler's step contract for `model` (and the frozen state)."""
     raise NotImplementedError
 
-  # ---------------------------------------------------------------- shared
-  def tokenizer_module(self, frozen: Any):
-    """The frozen tokenizer with `frozen`'s state (inside traced code), or the loaded one if `frozen` is None."""
-    return self.tokenizer.module(None if frozen is None else frozen["tokenizer"])
-
-  def prepare(self, batch: dict[str, jax.Array], frozen: Any) -> dict[str, jax.Array]:
-    """Adds `tokens` [B, L] from the frozen tokenizer unless the batch has them (then they must fit its layout)."""
-    if "tokens" in batch:
-      self.layout.check(batch["tokens"])  # at trace time: a tokens: dataset of another layout is named
-      return batch
-    return {**batch, "tokens": self.tokenizer_module(frozen).encode(batch["image"])}
-
   def loss(self, model: nnx.Module, batch: dict, rng: jax.Array, step: jax.Array, frozen: Any):
     del step
     tokens_BL = batch["tokens"].astype(jnp.int32)
@@ -77,30 +112,10 @@ class DiscreteTokenTask(TaskBase):
     accuracy = jnp.mean(jnp.argmax(logits_BLV, -1) == tokens_BL)
     return loss, {"token_accuracy": accuracy}, None
 
-  def condition(self, labels_B: jax.Array) -> dict:
-    """The sampling condition of class labels [B] (`ar_gen.conditioning`)."""
-    return class_labels(labels_B)
-
-  def sampling_config(self, **overrides) -> SamplingConfig:
-    return SamplingConfig.from_config(self.config.sample, **overrides)
-
   def sample_tokens(self, model: nnx.Module, cond: dict, rng: jax.Array, frozen: Any,
                     cfg: SamplingConfig) -> jax.Array:
     """Token ids [B, L] for conditions {"label": [B]} through the one sampler driver (trace under jit)."""
     return driver.sample(self.steps(model, frozen), CategoricalHead(cfg), cond, rng, cfg)
-
-  def sample_images(self, model: nnx.Module, cond: dict, rng: jax.Array, frozen: Any,
-                    cfg: SamplingConfig) -> tuple[jax.Array, jax.Array]:
-    """(images [B, H, W, C] in [-1, 1], tokens [B, L]) for conditions (trace under jit)."""
-    tokens_BL = self.sample_tokens(model, cond, rng, frozen, cfg)
-    return jnp.clip(self.tokenizer_module(frozen).decode(tokens_BL), -1, 1), tokens_BL
-
-  def visualize(self, model: nnx.Module, batch: dict, frozen: Any) -> jax.Array:
-    """One row of samples, classes 0, 1, 2, ... with the config's sampling settings and a fixed seed."""
-    n = batch["label"].shape[0]
-    cond = self.condition(jnp.arange(n, dtype=jnp.int32) % self.config.model.num_classes)
-    images, _ = self.sample_images(model, cond, jax.random.PRNGKey(0), frozen, self.sampling_config())
-    return images[None]
 
 
 def mnist_config(c: ml_collections.ConfigDict, steps: int, runlocal: bool) -> ml_collections.ConfigDict:
