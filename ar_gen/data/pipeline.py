@@ -45,7 +45,9 @@ def open_split(data: ml_collections.ConfigDict, which: str) -> sources.Source:
 
 def _token_record(record: dict, rng=None) -> dict[str, np.ndarray]:
   del rng
-  return {"tokens": np.asarray(record["tokens"], np.int32), "label": np.int32(record["label"])}
+  tokens = record["tokens"]  # int32 ids or float32 vectors, as stored
+  return {"tokens": np.asarray(tokens, np.float32 if tokens.dtype == np.float32 else np.int32),
+          "label": np.int32(record["label"])}
 
 
 def train_dataset(data: ml_collections.ConfigDict, batch_size: int, seed: int,

@@ -9,7 +9,7 @@ Specs:
                         or `test` (500, 50 per class), fixed.
   `tokens:DIR`          tokens extracted once by `ar-gen extract-tokens` (`tokens.py`).
 Image sources yield dicts with `image` (uint8 [H, W, C] or encoded bytes) and `label` (int); token sources yield
-`tokens` (int32 [N]) and `label`.
+`tokens` (int32 [L] ids, or float32 [L, D] vectors) and `label`.
 """
 
 from __future__ import annotations

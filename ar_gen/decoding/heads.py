@@ -41,6 +41,7 @@ class DiffusionHead:
   net: Any
   diffusion: GaussianDiffusion
   temperature: float = 1.0
+  clip_x0: float = 0.0  # > 0: the predicted x_0 clipped to [-clip_x0, clip_x0] (`ar_gen.nn.diffusion`)
 
   def __call__(self, z_BlC: jax.Array, uncond_BlC: jax.Array | None, scale: jax.Array,
                rng: jax.Array) -> jax.Array:
@@ -53,4 +54,4 @@ class DiffusionHead:
       model_fn = lambda x, t: self.net.guided(x, t, z_NC, u_NC, scale)
     noise_key, loop_key = jax.random.split(rng)
     noise = jax.random.normal(noise_key, (b * l, self.net.token_dim), jax.numpy.float32)
-    return self.diffusion.sample_loop(model_fn, noise, loop_key, self.temperature).reshape(b, l, -1)
+    return self.diffusion.sample_loop(model_fn, noise, loop_key, self.temperature, self.clip_x0).reshape(b, l, -1)

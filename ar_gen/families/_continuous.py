@@ -6,7 +6,8 @@ A family subclasses `ContinuousTokenTask` with `build` (its model, which owns th
 one driver with `self.head(model, cfg)`). The loss is ADM's (MSE of eps + the variational bound with the mean
 frozen, `ar_gen.nn.diffusion`) at `diffusion_batch_mul` independent timesteps per token, uniform in [0, T), averaged
 over the weighted tokens (MAR's `forward_loss`). Sampling uses `sample.diffusion_steps` respaced steps of the same
-cosine schedule and the sampling temperature on the noise. Tokens must be finite: NaN latents stop training with the
+cosine schedule and the sampling temperature on the noise (`sample.clip_x0` > 0 bounds the predicted x_0: see the
+caveat in `ar_gen/nn/diffusion.py`). Tokens must be finite: NaN latents stop training with the
 trainer's non-finite error; `ar-gen extract-tokens` refuses to write them.
 """
 
@@ -35,8 +36,9 @@ class ContinuousTokenTask(FrozenTokenizerTask):
 
   def head(self, model: nnx.Module, cfg: SamplingConfig) -> DiffusionHead:
     """The sampler's head: `model.head` over `sample.diffusion_steps` respaced steps, at the sampling temperature."""
-    steps = self.config.sample.diffusion_steps
-    return DiffusionHead(model.head, self.diffusion().respaced(str(steps)), cfg.temperature)
+    sample = self.config.sample
+    return DiffusionHead(model.head, self.diffusion().respaced(str(sample.diffusion_steps)), cfg.temperature,
+                         sample.clip_x0)
 
   def conditioning(self, model: nnx.Module, tokens_BLD: jax.Array, labels_B: jax.Array,
                    rng: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -49,7 +49,7 @@ def default_config(tokenizer_workdir: str, **data) -> ml_collections.ConfigDict:
   decoder_depth, dim, num_heads, head_depth, head_width), MAR's class buffer, mask ratio floor, class dropout and
   block dropout, the diffusion head's training steps and timesteps per token (`diffusion_batch_mul`). sample: the
   guidance (MAR's 'linear' ramps with the revealed tokens), temperature on the diffusion noise, `num_steps` (masked
-  order: MAR's num_iter, 1 .. L) and `diffusion_steps` (respaced DDPM steps).
+  order: MAR's num_iter, 1 .. L), `diffusion_steps` (respaced DDPM steps) and `clip_x0` (0: MAR's unclipped x_0).
   """
   c = base_config(**data)
   c.task = "mar"
@@ -60,7 +60,7 @@ def default_config(tokenizer_workdir: str, **data) -> ml_collections.ConfigDict:
       diffusion_train_steps=1000, diffusion_batch_mul=4, attn_impl="auto", dtype="float32", param_dtype="float32"))
   c.sample = ml_collections.ConfigDict(dict(
       temperature=1.0, top_k=0, top_p=1.0, cfg_scale=2.9, cfg_schedule="linear", cfg_interval=(0.0, 1.0),
-      num_steps=64, diffusion_steps=100))
+      num_steps=64, diffusion_steps=100, clip_x0=0.0))
   c.optimizer.update(lr=8e-4, weight_decay=0.02, b1=0.9, b2=0.95)
   return c
 
@@ -107,7 +107,8 @@ def mnist_mar_config(arg=None) -> ml_collections.ConfigDict:
   c = mnist_config(default_config(arg.tokenizer), arg.steps, arg.runlocal)
   c.model.update(order=arg.order, size="custom", depth=3, decoder_depth=3, dim=96, num_heads=3, head_depth=3,
                  head_width=128, buffer_size=4, num_classes=10, dropout=0.0, diffusion_batch_mul=4)
-  c.sample.update(cfg_scale=2.0, temperature=0.9, num_steps=16, diffusion_steps=25)
+  # clip_x0: a head trained for minutes is not accurate enough at the last beta (ar_gen/nn/diffusion.py)
+  c.sample.update(cfg_scale=2.0, temperature=0.9, num_steps=16, diffusion_steps=25, clip_x0=4.0)
   if arg.runlocal:
     c.sample.update(num_steps=4, diffusion_steps=5)
   return c

@@ -10,6 +10,11 @@ log-variance between the clipped posterior variance and beta_t). The training lo
 MSE(eps) + the variational bound term in bits with the mean frozen (`training_loss`; decoder NLL at t = 0).
 `p_sample` is one reverse step, the noise scaled by `temperature` (MAR's sampling temperature), none at t = 0;
 `sample_loop` runs them all, each step's noise drawn from fold_in(rng, step).
+
+A caveat MAR's code does not state: the cosine schedule's last beta is 0.999 (and a respaced last step's is nearer
+1), so the first reverse step multiplies the network's error in eps by 1 / sqrt(alpha_T) (31 at 1000 steps, 690
+at 100 respaced steps). A well-trained head is accurate enough there; a briefly trained one is not, and its samples
+diverge. `clip_x0` (off by default, as in MAR) bounds the predicted x_0, which removes that amplification.
 """
 
 from __future__ import annotations
@@ -132,8 +137,10 @@ class GaussianDiffusion:
     return mean, _gather(self.posterior_log_variance_clipped, t, x0.ndim)
 
   # ------------------------------------------------------------------ reverse process
-  def p_mean_variance(self, model_output: jax.Array, x_t: jax.Array, t: jax.Array) -> dict[str, jax.Array]:
-    """Mean, log-variance and predicted x_0 of p(x_{t-1} | x_t) from the network's [eps, v] (LEARNED_RANGE)."""
+  def p_mean_variance(self, model_output: jax.Array, x_t: jax.Array, t: jax.Array,
+                      clip_x0: float = 0.0) -> dict[str, jax.Array]:
+    """Mean, log-variance and predicted x_0 of p(x_{t-1} | x_t) from the network's [eps, v] (LEARNED_RANGE);
+    `clip_x0` > 0 clips the predicted x_0 to [-clip_x0, clip_x0] (ADM's clip_denoised at 1; MAR clips nothing)."""
     eps, v = jnp.split(model_output, 2, axis=-1)
     min_log = _gather(self.posterior_log_variance_clipped, t, x_t.ndim)
     max_log = _gather(self.log_betas, t, x_t.ndim)
@@ -141,18 +148,20 @@ class GaussianDiffusion:
     log_variance = frac * max_log + (1 - frac) * min_log
     pred_x0 = _gather(self.sqrt_recip_alphas_cumprod, t, x_t.ndim) * x_t - _gather(
         self.sqrt_recipm1_alphas_cumprod, t, x_t.ndim) * eps
+    if clip_x0 > 0:
+      pred_x0 = jnp.clip(pred_x0, -clip_x0, clip_x0)
     mean, _ = self.q_posterior(pred_x0, x_t, t)
     return {"mean": mean, "log_variance": log_variance, "pred_x0": pred_x0}
 
   def p_sample(self, model_output: jax.Array, x_t: jax.Array, t: jax.Array, noise: jax.Array,
-               temperature: float | jax.Array = 1.0) -> jax.Array:
+               temperature: float | jax.Array = 1.0, clip_x0: float = 0.0) -> jax.Array:
     """x_{t-1}: the mean plus the scaled standard deviation times `noise` * `temperature`; no noise at t = 0."""
-    out = self.p_mean_variance(model_output, x_t, t)
+    out = self.p_mean_variance(model_output, x_t, t, clip_x0)
     nonzero = (t != 0).astype(x_t.dtype).reshape(t.shape + (1,) * (x_t.ndim - 1))
     return out["mean"] + nonzero * jnp.exp(0.5 * out["log_variance"]) * noise * temperature
 
   def sample_loop(self, model_fn: ModelFn, noise: jax.Array, rng: jax.Array,
-                  temperature: float | jax.Array = 1.0) -> jax.Array:
+                  temperature: float | jax.Array = 1.0, clip_x0: float = 0.0) -> jax.Array:
     """x_0 from x_T = `noise` [N, D] through every step of the schedule; step i's noise from fold_in(rng, i)."""
     n = noise.shape[0]
 
@@ -160,7 +169,8 @@ class GaussianDiffusion:
       i = self.num_steps - 1 - j
       t = jnp.full((n,), i, jnp.int32)
       out = model_fn(x, self.model_timesteps(t))
-      return self.p_sample(out, x, t, jax.random.normal(jax.random.fold_in(rng, i), x.shape, x.dtype), temperature)
+      noise_i = jax.random.normal(jax.random.fold_in(rng, i), x.shape, x.dtype)
+      return self.p_sample(out, x, t, noise_i, temperature, clip_x0)
 
     return jax.lax.fori_loop(0, self.num_steps, body, noise)
 
