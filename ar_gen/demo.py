@@ -10,7 +10,8 @@ images at the last step, 100 per class, and scores them with the classifier: `sa
 eval-tokenizer, extract-tokens), started as soon as what it needs is done, a few side by side (one training alone
 keeps about 1.4 of 2 cores busy); logs go to `OUT/logs/`. The headline numbers go to `OUT/summary.json` (one entry
 per stage with its `workdir`), and the families are compared side by side in one table, printed and written to
-`OUT/families.md`. `make demo` runs the `default` stages (all but the LFQ tokenizer, to fit 15 minutes);
+`OUT/families.md`. `make demo` runs the `default` stages (all but the LFQ tokenizer and the families that declare
+`in_make_demo=False`, the continuous ones, to fit 15 minutes);
 `--stages all` runs every stage; `--quick` runs each config's `:runlocal` variant. An OUT that holds an earlier
 demo's results is refused unless `--overwrite` (`make demo` passes it: it replaces its own runs/demo).
 """
@@ -49,7 +50,7 @@ def parse_stages(text: str) -> tuple[str, ...]:
   if text == "all":
     return ("tokenizers", "classifier", *families)
   if text == "default":
-    return ("tokenizer_vq", "classifier", *families)
+    return ("tokenizer_vq", "classifier", *(name for name, f in registered().items() if f.in_make_demo))
   stages = tuple(s.strip() for s in text.split(",") if s.strip())
   unknown = [s for s in stages if s not in stage_names()]
   if unknown or not stages:

@@ -38,6 +38,13 @@ class Workload:
   num_classes: int
   decoder: nnx.Module | None = None  # tokens [B, L] -> images, called as decode(decoder, tokens)
   decode: Callable[[Any, jax.Array], jax.Array] | None = None
+  sampler: Callable[..., jax.Array] | None = None  # sampler(steps, labels_B, rng, cfg); None: categorical
+  with_limit: bool = True  # False: the sampler's flops cannot be counted (an inner loop), no limit reported
+
+
+def categorical_sampler(steps: Any, labels_B: jax.Array, rng: jax.Array, cfg: SamplingConfig) -> jax.Array:
+  """Token ids through the driver with the categorical head, conditioned on class labels."""
+  return driver.sample(steps, CategoricalHead(cfg), {"label": labels_B}, rng, cfg)
 
 
 def _flops(lowered) -> float:
@@ -93,8 +100,10 @@ def measure(work: Workload, batch: int, roof: Roofline, min_seconds: float) -> d
   labels_B = jnp.arange(batch, dtype=jnp.int32) % work.num_classes
   rng = jax.random.PRNGKey(0)
 
+  sampler = work.sampler or categorical_sampler
+
   def tokens(state, labels_B, rng):
-    return driver.sample(nnx.merge(graphdef, state), CategoricalHead(cfg), {"label": labels_B}, rng, cfg)
+    return sampler(nnx.merge(graphdef, state), labels_B, rng, cfg)
 
   def generate(state, dec_state, labels_B, rng):
     tokens_BL = tokens(state, labels_B, rng)
@@ -105,6 +114,12 @@ def measure(work: Workload, batch: int, roof: Roofline, min_seconds: float) -> d
   fn = timing.compiled(generate, state, dec_state, labels_B, rng)
   seconds = timing.seconds_per_call(lambda: fn(state, dec_state, labels_B, rng), min_seconds, min_calls=1)
 
+  num_steps = len(driver.steps_schedule(steps).sizes)
+  result = {"workload": work.name, "batch": batch, "guidance": cfg.cfg_scale if cfg.guided else None,
+            "seconds": seconds, "images_per_s": batch / seconds, "steps": num_steps,
+            "tokens_per_s": batch * steps.layout.num_tokens / seconds, "memory_gib": _memory_gib(fn)}
+  if not work.with_limit:
+    return {**result, "limit_seconds": None, "fraction_of_limit": None, "gflops": None}
   token_flops = _flops(jax.jit(tokens).lower(state, labels_B, rng))
   if steps.layout.group_by == "token":  # the peeled first step + the loop body counted once = two steps
     token_flops *= steps.layout.num_groups / 2
@@ -115,8 +130,5 @@ def measure(work: Workload, batch: int, roof: Roofline, min_seconds: float) -> d
                           .lower(dec_state, tokens_BL))
   cache, slots = cache_bytes(steps, {"label": labels_B}, rng, cfg)
   limit = limit_seconds(roof, steps, token_flops, weight_bytes(steps), cache, decode_flops, slots)
-  return {"workload": work.name, "batch": batch, "guidance": cfg.cfg_scale if cfg.guided else None,
-          "seconds": seconds, "images_per_s": batch / seconds,
-          "tokens_per_s": batch * steps.layout.num_tokens / seconds, "limit_seconds": limit,
-          "fraction_of_limit": limit / seconds, "gflops": (token_flops + decode_flops) / 1e9,
-          "memory_gib": _memory_gib(fn)}
+  return {**result, "limit_seconds": limit, "fraction_of_limit": limit / seconds,
+          "gflops": (token_flops + decode_flops) / 1e9}

@@ -73,9 +73,11 @@ def as_users_sample(families: dict, batch_sizes: tuple[int, ...], num_classes: i
   """Each family (and VAR-d16 + decode) with its official sampling settings, guidance off and on."""
   declared, workloads = registered(), []
   for name, steps in families.items():
-    cfg = declared[name].bench_sampling or SamplingConfig()
-    workloads += [limits.Workload(name, steps, dataclasses.replace(cfg, cfg_scale=1.0), num_classes),
-                  limits.Workload(name, steps, cfg, num_classes)]
+    family = declared[name]
+    cfg = family.bench_sampling or SamplingConfig()
+    kw = dict(sampler=family.bench_sampler, with_limit=family.bench_limit)
+    workloads += [limits.Workload(name, steps, dataclasses.replace(cfg, cfg_scale=1.0), num_classes, **kw),
+                  limits.Workload(name, steps, cfg, num_classes, **kw)]
   if var_d16:
     workloads.append(var_d16_workload(declared["next_scale"].bench_sampling))
   rows = []
@@ -86,14 +88,16 @@ def as_users_sample(families: dict, batch_sizes: tuple[int, ...], num_classes: i
   return rows
 
 
-def bench_family(steps: driver.Steps, batch: int, num_classes: int, min_seconds: float) -> float:
-  """Seconds to sample the tokens of `batch` images through the driver (one jitted call)."""
+def bench_family(steps: driver.Steps, batch: int, num_classes: int, min_seconds: float, sampler=None) -> float:
+  """Seconds to sample the tokens of `batch` images through the driver (one jitted call; `sampler` as in
+  `limits.Workload`)."""
   graphdef, state = nnx.split(steps)
   labels_B = jnp.arange(batch, dtype=jnp.int32) % num_classes
   rng, cfg = jax.random.PRNGKey(0), SamplingConfig()
+  sampler = sampler or limits.categorical_sampler
 
   def generate(state, labels_B, rng):
-    return driver.sample(nnx.merge(graphdef, state), CategoricalHead(cfg), {"label": labels_B}, rng, cfg)
+    return sampler(nnx.merge(graphdef, state), labels_B, rng, cfg)
 
   fn = timing.compiled(generate, state, labels_B, rng)
   return timing.seconds_per_call(lambda: fn(state, labels_B, rng), min_seconds, min_calls=1)
@@ -164,7 +168,8 @@ def run(size: str = "B", batch_sizes: tuple[int, ...] = (1, 8, 64), num_tokens: 
     for name, steps in families.items():
       if name == "next_token":
         continue
-      row[f"{name}_images_per_s"] = batch / bench_family(steps, batch, num_classes, min_seconds)
+      seconds = bench_family(steps, batch, num_classes, min_seconds, registered()[name].bench_sampler)
+      row[f"{name}_images_per_s"] = batch / seconds
       row[f"{name}_vs_next_token"] = row[f"{name}_images_per_s"] / row["next_token_images_per_s"]
     rows.append(row)
     print(f"  batch {batch}: done", flush=True)
@@ -176,12 +181,13 @@ def run(size: str = "B", batch_sizes: tuple[int, ...] = (1, 8, 64), num_tokens: 
       ("step_ratio", f"step@{p1}/step@{p0}", ".3f")]))
   columns = [("batch", "batch", "d")]
   for name, steps in families.items():
-    columns.append((f"{name}_images_per_s", f"{name} img/s ({steps.layout.num_groups} steps)", ".3f"))
+    columns.append((f"{name}_images_per_s", f"{name} img/s ({len(driver.steps_schedule(steps).sizes)} steps)", ".3f"))
   columns += [(f"{name}_vs_next_token", f"{name}/next_token", ".1f") for name in families if name != "next_token"]
   print(table.format_table(rows, columns))
   usage = as_users_sample(families, batch_sizes, num_classes, roof, min_seconds, var_d16)
   print(table.format_table(usage, [
       ("workload", "as users sample", "s"), ("batch", "batch", "d"), ("guidance", "guidance", ".1f"),
+      ("steps", "steps", "d"),
       ("tokens_per_s", "tok/s", ".1f"), ("images_per_s", "img/s", ".3f"), ("limit_seconds", "limit s", ".3g"),
       ("fraction_of_limit", "fraction of limit", ".2f"), ("memory_gib", "memory GiB", ".2f")]))
   if out:

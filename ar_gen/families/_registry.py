@@ -26,6 +26,9 @@ class Family:
     random weights for a `BenchSpec`.
   bench_sampling: the sampling settings its official code samples with (guidance on); the bench times them with
     guidance on and off.
+  bench_sampler: `bench_sampler(steps, labels_B, rng, cfg) -> tokens`, how the bench samples the family's tokens
+    (default: the driver with the categorical head); a family with its own head or condition sets it, and then the
+    bench reports no machine limit for it unless `bench_limit` (XLA counts an inner loop's flops once).
   """
 
   name: str
@@ -36,6 +39,9 @@ class Family:
   bench_steps: Callable[["BenchSpec"], Any]
   bench_sampling: Any = None  # a SamplingConfig
   order: int = 100  # position in tables (next-token first)
+  bench_sampler: Callable[..., Any] | None = None
+  bench_limit: bool = True
+  in_make_demo: bool = True  # False: its demo stage runs under `ar-gen demo --stages all` only (time budget)
 
 
 @dataclasses.dataclass(frozen=True)

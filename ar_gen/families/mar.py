@@ -17,6 +17,7 @@ from flax import nnx
 
 from ar_gen.config import IMAGENET_TRAIN_EXAMPLES, ConfigError, base_config, num_steps, parse_arg
 from ar_gen.decoding import driver
+from ar_gen.decoding.heads import DiffusionHead
 from ar_gen.decoding.logits import SamplingConfig
 from ar_gen.families._continuous import ContinuousTokenTask
 from ar_gen.families._discrete import mnist_config
@@ -24,22 +25,48 @@ from ar_gen.families._registry import BenchSpec, Family
 from ar_gen.layout import TokenLayout
 from ar_gen.models.causal_continuous import CausalContinuousModel
 from ar_gen.models.mar import PRESETS, MARModel, MARSteps, in_grid_order, random_orders
+from ar_gen.nn.diffusion import GaussianDiffusion
 from tokenizers.model import dtype
 
 ORDERS = ("masked", "raster")
 BENCH_TOKEN_DIM = 16  # kl16's latent width
+BENCH_STEPS, BENCH_DIFFUSION_STEPS = 64, 100  # MAR's sampling defaults (num_iter, num_sampling_steps)
+
+
+def bench_layout(spec: BenchSpec) -> TokenLayout:
+  return TokenLayout.raster(spec.grid, kind="vectors", token_dim=BENCH_TOKEN_DIM)
 
 
 def bench_steps(spec: BenchSpec) -> MARSteps:
-  """A random-weight MAR of the bench's width over the grid (16-float tokens, MAR-B's head), 64 steps."""
-  layout = TokenLayout.raster(spec.grid, kind="vectors", token_dim=BENCH_TOKEN_DIM)
-  model = MARModel(layout, spec.num_classes, spec.depth, spec.dim, spec.num_heads, rngs=nnx.Rngs(0))
-  return MARSteps(model, 64)
+  """A random-weight MAR of the bench's size over the grid (16-float tokens), 64 steps (at most L)."""
+  model = MARModel(bench_layout(spec), spec.num_classes, spec.depth, spec.dim, spec.num_heads, rngs=nnx.Rngs(0),
+                   **bench_head_size(spec))
+  return MARSteps(model, min(BENCH_STEPS, model.layout.num_tokens))
+
+
+def bench_head_size(spec: BenchSpec) -> dict:
+  """MAR-B's head (depth 6, width 1024) at the bench's B size (width 768), scaled with the width otherwise."""
+  return dict(head_depth=min(6, spec.depth), head_width=round(spec.dim * 4 / 3))
+
+
+def bench_head(model: nnx.Module, cfg: SamplingConfig) -> DiffusionHead:
+  return DiffusionHead(model.head, GaussianDiffusion.cosine(1000).respaced(str(BENCH_DIFFUSION_STEPS)),
+                       cfg.temperature)
+
+
+def bench_sampler(steps: nnx.Module, labels_B: jax.Array, rng: jax.Array, cfg: SamplingConfig) -> jax.Array:
+  """The bench's sampling: random orders (masked) and the diffusion head with 100 respaced steps."""
+  if isinstance(steps, MARSteps):
+    order_BL = random_orders(jax.random.fold_in(rng, 1), labels_B.shape[0], steps.layout.num_tokens)
+    return driver.sample(steps, bench_head(steps.model, cfg), {"label": labels_B, "order": order_BL}, rng, cfg)
+  return driver.sample(steps, bench_head(steps, cfg), {"label": labels_B}, rng, cfg)
 
 
 FAMILY = Family("mar", demo_config="mnist_mar.py", demo_tokenizer="tokenizer_kl", demo_tokenizer_config="mnist_kl.py",
-                description="continuous (MAR): masked order, diffusion head per token", bench_steps=bench_steps,
-                order=50, bench_sampling=SamplingConfig(cfg_scale=2.9, cfg_schedule="linear"))  # MAR-B's settings
+                description=f"continuous (MAR): masked order, {BENCH_DIFFUSION_STEPS}-step diffusion head per token",
+                bench_steps=bench_steps, order=50, bench_sampler=bench_sampler, bench_limit=False,
+                in_make_demo=False,
+                bench_sampling=SamplingConfig(cfg_scale=2.9, cfg_schedule="linear"))  # MAR-B's settings
 
 
 def default_config(tokenizer_workdir: str, **data) -> ml_collections.ConfigDict:

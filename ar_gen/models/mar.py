@@ -165,7 +165,7 @@ def random_orders(rng: jax.Array, batch: int, num_tokens: int) -> jax.Array:
   return jax.vmap(lambda k: jax.random.permutation(k, num_tokens))(keys).astype(jnp.int32)
 
 
-class MARSteps:
+class MARSteps(nnx.Module):
   """The sampler's step contract for a MARModel: the condition is {"label": [B], "order": [B, L]} (the reveal
   order; the null condition keeps it), the carry the tokens so far in grid order and their mask, step k reveals
   the positions order[:, start_k : start_k + size_k]. The driver's tokens come out in the reveal order:

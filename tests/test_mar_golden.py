@@ -1,0 +1,87 @@
+"""MAR's official code (LTH14/mar fe470ac) against ar-gen on a tiny random-weight config (golden fixture).
+
+`tests/fixtures/mar_tiny.npz` holds numbers only: the official model's weights (MAR with 2 + 2 ViT blocks of width
+32, a 4-slot class buffer, a 4 x 4 grid of 4-float tokens, a 2-block denoising MLP of width 32), inputs, and the
+outputs of the official functions (encoder and decoder, SimpleMLPAdaLN with and without guidance, the respaced
+cosine schedules, one reverse step of `p_sample` with fixed noise, the training loss), made with torch 2.14 CPU by a
+script outside the repository.
+"""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from ar_gen.convert import common, mar as mar_convert
+from ar_gen.layout import TokenLayout
+from ar_gen.models.mar import MARModel
+from ar_gen.nn.diffusion import GaussianDiffusion
+from tests import golden
+
+TOL = dict(rtol=1e-4, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def fixture():
+  return golden.load("mar_tiny.npz")
+
+
+@pytest.fixture(scope="module")
+def model(fixture):
+  layout = TokenLayout.raster((4, 4), kind="vectors", token_dim=4)
+  m = MARModel(layout, 10, 2, 32, 2, decoder_depth=2, buffer_size=4, head_depth=2, head_width=32, rngs=nnx.Rngs(0))
+  return common.load_params(m, mar_convert.mar_params(golden.state_dict(fixture, "mar")), "mar_tiny.npz")
+
+
+def test_encoder_and_decoder_outputs_match(fixture, model):
+  tokens, mask = jnp.asarray(fixture["mar_in/tokens"]), jnp.asarray(fixture["mar_in/mask"])
+  labels = jnp.asarray(fixture["mar_in/labels"], jnp.int32)
+  encoded = model.encode(tokens, mask, model.class_embedding(labels), capacity=16)
+  kept = np.concatenate([np.ones((2, 4), bool), fixture["mar_in/mask"] == 0], axis=1)
+  np.testing.assert_allclose(np.asarray(encoded)[kept].reshape(2, -1, 32), fixture["mar_out/encoder_out"], **TOL)
+  np.testing.assert_allclose(model(tokens, mask, labels), fixture["mar_out/z"], **TOL)
+  null = jnp.full_like(labels, 10)  # the null class: MAR's fake latent
+  np.testing.assert_allclose(model(tokens, mask, null), fixture["mar_out/z_null"], **TOL)
+
+
+def test_denoiser_outputs_match_with_and_without_guidance(fixture, model):
+  out = model.head(jnp.asarray(fixture["head_in/x_t"]), jnp.asarray(fixture["head_in/t"]),
+                   jnp.asarray(fixture["head_in/c"]))
+  np.testing.assert_allclose(out, fixture["head_out/model_output"], **TOL)
+  x, t, c = (jnp.asarray(fixture[f"head_in/cfg_{k}"]) for k in ("x", "t", "c"))
+  n = x.shape[0] // 2
+  guided = model.head.guided(x[:n], t[:n], c[:n], c[n:], jnp.float32(fixture["head_in/cfg_scale"]))
+  np.testing.assert_allclose(guided, fixture["head_out/cfg_model_output"][:n], **TOL)
+
+
+@pytest.mark.parametrize("spacing", ["1000", "100", "10"])
+def test_the_respaced_schedules_equal_the_official_ones(fixture, spacing):
+  diffusion = GaussianDiffusion.cosine(1000).respaced(spacing)
+  np.testing.assert_array_equal(diffusion.timestep_map, fixture[f"schedule{spacing}/timestep_map"])
+  for name in ("betas", "alphas_cumprod", "alphas_cumprod_prev", "posterior_variance",
+               "posterior_log_variance_clipped", "posterior_mean_coef1", "posterior_mean_coef2",
+               "sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod", "log_betas"):
+    np.testing.assert_allclose(getattr(diffusion, name).astype(np.float32), fixture[f"schedule{spacing}/{name}"],
+                               rtol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("which", ["t7", "t0", "tmix"])
+def test_one_reverse_step_with_fixed_noise_matches(fixture, model, which):
+  diffusion = GaussianDiffusion.cosine(1000).respaced("10")
+  x, t = jnp.asarray(fixture["step_in/x"]), jnp.asarray(fixture[f"step_in/{which}"], jnp.int32)
+  out = model.head(x, diffusion.model_timesteps(t), jnp.asarray(fixture["head_in/c"]))
+  moments = diffusion.p_mean_variance(out, x, t)
+  scale = dict(rtol=1e-4, atol=1e-4 * float(np.abs(fixture[f"step_out/{which}_pred_xstart"]).max()))
+  np.testing.assert_allclose(moments["pred_x0"], fixture[f"step_out/{which}_pred_xstart"], **scale)
+  np.testing.assert_allclose(moments["mean"], fixture[f"step_out/{which}_mean"], **scale)
+  np.testing.assert_allclose(moments["log_variance"], fixture[f"step_out/{which}_log_variance"], **TOL)
+  x_prev = diffusion.p_sample(out, x, t, jnp.asarray(fixture["step_in/noise"]), float(fixture["step_in/temperature"]))
+  np.testing.assert_allclose(x_prev, fixture[f"step_out/x_prev_{which}"], **scale)
+
+
+def test_the_training_loss_matches(fixture, model):
+  diffusion = GaussianDiffusion.cosine(1000)
+  c = jnp.asarray(fixture["loss_in/c"])
+  loss = diffusion.training_loss(lambda x, t: model.head(x, t, c), jnp.asarray(fixture["loss_in/x_start"]),
+                                 jnp.asarray(fixture["loss_in/t"], jnp.int32), jnp.asarray(fixture["loss_in/noise"]))
+  np.testing.assert_allclose(loss, fixture["loss_out/loss"], rtol=1e-4, atol=1e-5)
