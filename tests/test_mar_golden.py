@@ -85,3 +85,27 @@ def test_the_training_loss_matches(fixture, model):
   loss = diffusion.training_loss(lambda x, t: model.head(x, t, c), jnp.asarray(fixture["loss_in/x_start"]),
                                  jnp.asarray(fixture["loss_in/t"], jnp.int32), jnp.asarray(fixture["loss_in/noise"]))
   np.testing.assert_allclose(loss, fixture["loss_out/loss"], rtol=1e-4, atol=1e-5)
+
+
+def test_the_kl16_reader_reproduces_the_official_vae(fixture):
+  """A tiny LDM autoencoder (ch 32, ch_mult (1, 2), 1 block per level, z 4, attention in the encoder's lowest level
+  and both middle blocks, as kl16) through `vae_params`: moments, posterior, KL and decoding of the mean."""
+  from tokenizers.config import tokenizer_config
+  from tokenizers.model import build_tokenizer
+  m = tokenizer_config("kl").model
+  m.update(channels=32, channel_mult=(1, 2), num_res_blocks=1, z_channels=4, attention=True,
+           decoder_level_attention=False)
+  m.kl.update(embed_dim=4, scale_factor=1.0)
+  tokenizer = common.load_params(build_tokenizer(m, 3, 16, nnx.Rngs(0)),
+                                 mar_convert.vae_params(golden.state_dict(fixture, "vae")), "mar_tiny.npz")
+  nchw = lambda x: np.transpose(np.asarray(x), (0, 3, 1, 2))
+  images = jnp.asarray(np.transpose(fixture["vae_in/images"], (0, 2, 3, 1)))
+  moments = tokenizer.project(images)
+  np.testing.assert_allclose(nchw(moments), fixture["vae_out/moments"], **TOL)
+  mean, logvar = tokenizer.quantizer.moments(moments)
+  np.testing.assert_allclose(nchw(mean), fixture["vae_out/mean"], **TOL)
+  np.testing.assert_allclose(nchw(logvar), fixture["vae_out/logvar"], **TOL)
+  from tokenizers.kl import kl_divergence
+  np.testing.assert_allclose(kl_divergence(mean, logvar), fixture["vae_out/kl"], rtol=1e-4)
+  decoded = tokenizer.decode(tokenizer.encode(images))  # tokens are the means (scale 1 here)
+  np.testing.assert_allclose(nchw(decoded), fixture["vae_out/decoded"], **TOL)

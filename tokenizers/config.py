@@ -11,7 +11,8 @@ def tokenizer_config(quantizer: str = "vq", **data) -> ml_collections.ConfigDict
 
   model: `quantizer` (vq, lfq, multiscale) and its own section `model.<quantizer>` only (its keys and defaults:
   `tokenizers/<quantizer>.py::default_config`), encoder/decoder widths, projection kernel. loss:
-  reconstruction (l1 | l2), MS-SSIM, LPIPS (weight 1.0 as LlamaGen's: training then needs the weights from `ar-gen
+  `decoder_level_attention=False` leaves out the decoder's attention after its lowest-resolution residual blocks
+(MAR's KL-16 has none; its middle block keeps one). loss: reconstruction (l1 | l2), MS-SSIM, LPIPS (weight 1.0 as LlamaGen's: training then needs the weights from `ar-gen
   convert-lpips` in lpips_path; lpips_weight=0 turns it off), PatchGAN (off when disc_weight=0; VQGAN's adaptive
   weight unless disc_adaptive_weight=False).
   """
@@ -21,7 +22,7 @@ def tokenizer_config(quantizer: str = "vq", **data) -> ml_collections.ConfigDict
   c.task = "tokenizer"
   c.model = ml_collections.ConfigDict(dict(
       quantizer=quantizer, channels=128, channel_mult=(1, 1, 2, 2, 4), num_res_blocks=2, z_channels=256,
-      attention=True, dtype="float32", param_dtype="float32", quant_conv_kernel=1))
+      attention=True, decoder_level_attention=True, dtype="float32", param_dtype="float32", quant_conv_kernel=1))
   c.model[quantizer] = QUANTIZERS[quantizer].default_config()
   c.loss = ml_collections.ConfigDict(dict(
       rec="l2", rec_weight=1.0, ms_ssim_weight=0.0, lpips_path="", lpips_weight=1.0, disc_weight=0.0, disc_start=20000,

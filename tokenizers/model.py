@@ -108,6 +108,6 @@ def build_tokenizer(m: ml_collections.ConfigDict, image_channels: int, image_siz
   grid = latent_grid(image_size, downsample)
   double_z = m.quantizer == "kl"  # LDM's double_z: the encoder gives mean and log-variance features
   encoder = nets.Encoder(image_channels, *args[:3], 2 * m.z_channels if double_z else m.z_channels, args[4], **kw)
-  decoder = nets.Decoder(image_channels, *args, **kw)
+  decoder = nets.Decoder(image_channels, *args, level_attention=m.get("decoder_level_attention", m.attention), **kw)
   return Tokenizer(encoder, decoder, build_quantizer(m, grid, rngs), m.z_channels, downsample, image_size,
                    quant_conv_kernel=m.get("quant_conv_kernel", 1), double_z=double_z, **kw)

@@ -94,10 +94,12 @@ class Encoder(nnx.Module):
 
 
 class Decoder(nnx.Module):
-  """Features [B, h, w, z_channels] -> images [B, h*f, w*f, C_out]; `trunk` stops before the output conv."""
+  """Features [B, h, w, z_channels] -> images [B, h*f, w*f, C_out]; `trunk` stops before the output conv.
+  `level_attention=False` keeps the middle block's attention but none after the residual blocks (MAR's KL-16)."""
 
   def __init__(self, out_channels: int, channels: int, channel_mult: Sequence[int], num_res_blocks: int,
-               z_channels: int, attention: bool, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32):
+               z_channels: int, attention: bool, *, level_attention: bool | None = None, rngs: nnx.Rngs,
+               dtype=jnp.float32, param_dtype=jnp.float32):
     kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
     cin = channels * channel_mult[-1]
     self.conv_in = conv(z_channels, cin, 3, rngs, dtype, param_dtype)
@@ -109,7 +111,7 @@ class Decoder(nnx.Module):
       for _ in range(num_res_blocks + 1):
         blocks.append(ResBlock(cin, cout, **kw))
         cin = cout
-        if attention and level == len(channel_mult) - 1:
+        if (attention if level_attention is None else level_attention) and level == len(channel_mult) - 1:
           blocks.append(AttnBlock(cin, **kw))
       if level > 0:
         blocks.append(Upsample(cin, **kw))

@@ -43,6 +43,55 @@ def res(sd: StateDict, prefix: str) -> dict:
   return out
 
 
+def count(sd: StateDict, prefix: str) -> int:
+  return len({k[len(prefix) + 1:].split(".")[0] for k in sd if k.startswith(prefix + ".")})
+
+
+def attention(sd: StateDict, prefix: str) -> dict:
+  """A VQGAN / LDM AttnBlock -> ar-gen's (one fused qkv conv): VAR's is fused already, LDM's and LlamaGen's have
+  separate q, k, v convs."""
+  if f"{prefix}.qkv.weight" in sd:
+    qkv = conv(sd, f"{prefix}.qkv")
+  else:
+    qkv = {"kernel": conv_kernel(np.concatenate([sd[f"{prefix}.{n}.weight"] for n in "qkv"], axis=0)),
+           "bias": np.concatenate([sd[f"{prefix}.{n}.bias"] for n in "qkv"], axis=0)}
+  return {"norm": norm(sd, f"{prefix}.norm"), "qkv": qkv, "proj": conv(sd, f"{prefix}.proj_out")}
+
+
+def _level_blocks(sd: StateDict, prefix: str) -> list[dict]:
+  """The residual blocks of one level, each followed by its attention block when the level has them."""
+  blocks = []
+  for j in range(count(sd, f"{prefix}.block")):
+    blocks.append(res(sd, f"{prefix}.block.{j}"))
+    if f"{prefix}.attn.{j}.norm.weight" in sd:
+      blocks.append(attention(sd, f"{prefix}.attn.{j}"))
+  return blocks
+
+
+def _mid(sd: StateDict, name: str) -> dict:
+  return {0: res(sd, f"{name}.mid.block_1"), 1: attention(sd, f"{name}.mid.attn_1"),
+          2: res(sd, f"{name}.mid.block_2")}
+
+
+def ldm_coder(sd: StateDict, name: str) -> dict:
+  """A taming / LDM-style Encoder ('encoder': levels `down.i`) or Decoder ('decoder': levels `up.i`, run from the
+  last) of VAR's VQVAE or MAR's KL-16 -> ar-gen's flat block list of the same order."""
+  blocks = []
+  if name == "encoder":
+    levels = count(sd, "encoder.down")
+    for lvl in range(levels):
+      blocks += _level_blocks(sd, f"encoder.down.{lvl}")
+      if lvl < levels - 1:  # ar-gen's downsample is a bare strided conv (same padding: 0 before, 1 after)
+        blocks.append(conv(sd, f"encoder.down.{lvl}.downsample.conv"))
+  else:
+    for lvl in reversed(range(count(sd, "decoder.up"))):
+      blocks += _level_blocks(sd, f"decoder.up.{lvl}")
+      if lvl > 0:
+        blocks.append({"conv": conv(sd, f"decoder.up.{lvl}.upsample.conv")})
+  return {"conv_in": conv(sd, f"{name}.conv_in"), "blocks": dict(enumerate(blocks)), "mid": _mid(sd, name),
+          "norm_out": norm(sd, f"{name}.norm_out"), "conv_out": conv(sd, f"{name}.conv_out")}
+
+
 def load_params(module: nnx.Module, params: dict, source: str) -> nnx.Module:
   """Writes a pure dict of parameters into `module`, checking that every shape matches (errors name `source`)."""
   state = nnx.state(module, nnx.Param)

@@ -17,19 +17,8 @@ from ar_gen.convert import common
 StateDict = common.StateDict
 
 
-def _attn(sd: StateDict, prefix: str) -> dict:
-  qkv_w = np.concatenate([sd[f"{prefix}.{n}.weight"] for n in "qkv"], axis=0)
-  qkv_b = np.concatenate([sd[f"{prefix}.{n}.bias"] for n in "qkv"], axis=0)
-  return {"norm": common.norm(sd, f"{prefix}.norm"), "qkv": {"kernel": common.conv_kernel(qkv_w), "bias": qkv_b},
-          "proj": common.conv(sd, f"{prefix}.proj_out")}
-
-
 def _levels(sd: StateDict, prefix: str) -> int:
   return len({k.split(".")[2] for k in sd if k.startswith(f"{prefix}.conv_blocks.")})
-
-
-def _count(sd: StateDict, prefix: str) -> int:
-  return len({k[len(prefix) + 1:].split(".")[0] for k in sd if k.startswith(prefix + ".")})
 
 
 def _coder(sd: StateDict, name: str) -> dict:
@@ -37,16 +26,16 @@ def _coder(sd: StateDict, name: str) -> dict:
   blocks = []
   for lvl in range(_levels(sd, name)):
     p = f"{name}.conv_blocks.{lvl}"
-    for j in range(_count(sd, f"{p}.res")):
+    for j in range(common.count(sd, f"{p}.res")):
       blocks.append(common.res(sd, f"{p}.res.{j}"))
       if f"{p}.attn.{j}.q.weight" in sd:
-        blocks.append(_attn(sd, f"{p}.attn.{j}"))
+        blocks.append(common.attention(sd, f"{p}.attn.{j}"))
     if f"{p}.downsample.conv.weight" in sd:  # ar-gen's downsample is a bare strided conv
       blocks.append(common.conv(sd, f"{p}.downsample.conv"))
     if f"{p}.upsample.conv.weight" in sd:  # ar-gen's Upsample module holds its conv
       blocks.append({"conv": common.conv(sd, f"{p}.upsample.conv")})
   return {"conv_in": common.conv(sd, f"{name}.conv_in"), "blocks": dict(enumerate(blocks)),
-          "mid": {0: common.res(sd, f"{name}.mid.0"), 1: _attn(sd, f"{name}.mid.1"),
+          "mid": {0: common.res(sd, f"{name}.mid.0"), 1: common.attention(sd, f"{name}.mid.1"),
                   2: common.res(sd, f"{name}.mid.2")},
           "norm_out": common.norm(sd, f"{name}.norm_out"), "conv_out": common.conv(sd, f"{name}.conv_out")}
 
@@ -65,7 +54,7 @@ def vq_model_config(sd: StateDict) -> ml_collections.ConfigDict:
   mult = [sd[f"encoder.conv_blocks.{l}.res.0.conv1.weight"].shape[0] // ch for l in range(levels)]
   k, d = sd["quantize.embedding.weight"].shape
   return ml_collections.ConfigDict(dict(
-      channels=ch, channel_mult=tuple(mult), num_res_blocks=_count(sd, "encoder.conv_blocks.0.res"),
+      channels=ch, channel_mult=tuple(mult), num_res_blocks=common.count(sd, "encoder.conv_blocks.0.res"),
       z_channels=sd["encoder.conv_out.weight"].shape[0], attention=True, vq=dict(codebook_size=k, code_dim=d)))
 
 
@@ -73,7 +62,7 @@ def gpt_params(sd: StateDict) -> dict:
   """LlamaGen GPT (c2i) state dict -> pure dict of ar-gen `NextTokenModel` parameters."""
   t = lambda name: np.ascontiguousarray(sd[name].T)
   layers = {}
-  for i in range(_count(sd, "layers")):
+  for i in range(common.count(sd, "layers")):
     p = f"layers.{i}"
     layers[i] = {
         "attention": {"wqkv": {"kernel": t(f"{p}.attention.wqkv.weight")},
@@ -98,7 +87,7 @@ GPT_KEYS = ("cls_embedding.embedding_table.weight", "tok_embeddings.weight", "la
 def check_size(sd: StateDict, size: str, path: str) -> None:
   """Raises ValueError naming `path` if the GPT's depth and width are not those of LlamaGen's preset `size`."""
   from ar_gen.models.next_token import PRESETS  # pylint: disable=g-import-not-at-top
-  depth, dim = _count(sd, "layers"), sd["tok_embeddings.weight"].shape[1]
+  depth, dim = common.count(sd, "layers"), sd["tok_embeddings.weight"].shape[1]
   if PRESETS[size][:2] != (depth, dim):
     found = [name for name, preset in PRESETS.items() if preset[:2] == (depth, dim)]
     raise ValueError(f"{path} holds a GPT of {depth} layers of width {dim} "

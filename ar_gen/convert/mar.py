@@ -4,8 +4,10 @@ code without PyTorch (`tests/test_mar_golden.py`).
 
 Mapping: torch Linear weights [out, in] are transposed to [in, out]; timm's fused qkv goes to `wqkv` with the query
 and value biases (its key bias adds the same number to every logit of a query and is dropped); `fake_latent`,
-the three position embeddings and the mask token are copied. The `ar-gen convert-mar` command and the KL-16 VAE
-reader are not written yet (docs/families.md).
+the three position embeddings and the mask token are copied. `vae_params` maps kl16.ckpt's LDM autoencoder (levels
+`down.i` / `up.i`, separate q, k, v convs fused into one) onto a `Tokenizer` with the KL bottleneck; its decoder has
+no attention after the lowest-resolution blocks (`decoder_level_attention=False`). The `ar-gen convert-mar`
+command that writes work directories from the .pth / .ckpt files is not written yet.
 """
 
 from __future__ import annotations
@@ -60,3 +62,9 @@ def mar_params(sd: StateDict) -> dict:
           "mask_token": sd["mask_token"], "decoder_pos": sd["decoder_pos_embed_learned"],
           "decoder": _blocks(sd, "decoder_blocks"), "decoder_norm": _norm(sd, "decoder_norm"),
           "diffusion_pos": sd["diffusion_pos_embed_learned"], "head": head_params(sd)}
+
+
+def vae_params(sd: StateDict) -> dict:
+  """MAR's KL-16 (LDM's AutoencoderKL, the `model` of kl16.ckpt) -> ar-gen `Tokenizer` parameters (KL bottleneck)."""
+  return {"encoder": common.ldm_coder(sd, "encoder"), "decoder": common.ldm_coder(sd, "decoder"),
+          "quant_conv": common.conv(sd, "quant_conv"), "post_quant_conv": common.conv(sd, "post_quant_conv")}

@@ -23,53 +23,11 @@ from tokenizers.multiscale import VAR_SCALES
 StateDict = common.StateDict
 
 
-def _count(sd: StateDict, prefix: str) -> int:
-  return len({k[len(prefix) + 1:].split(".")[0] for k in sd if k.startswith(prefix + ".")})
-
-
-def _attn(sd: StateDict, prefix: str) -> dict:
-  return {"norm": common.norm(sd, f"{prefix}.norm"), "qkv": common.conv(sd, f"{prefix}.qkv"),
-          "proj": common.conv(sd, f"{prefix}.proj_out")}
-
-
-def _level_blocks(sd: StateDict, prefix: str) -> list[dict]:
-  """The residual blocks of one level, each followed by its attention block when the level has them."""
-  blocks = []
-  for j in range(_count(sd, f"{prefix}.block")):
-    blocks.append(common.res(sd, f"{prefix}.block.{j}"))
-    if f"{prefix}.attn.{j}.qkv.weight" in sd:
-      blocks.append(_attn(sd, f"{prefix}.attn.{j}"))
-  return blocks
-
-
-def _mid(sd: StateDict, name: str) -> dict:
-  return {0: common.res(sd, f"{name}.mid.block_1"), 1: _attn(sd, f"{name}.mid.attn_1"),
-          2: common.res(sd, f"{name}.mid.block_2")}
-
-
-def _coder(sd: StateDict, name: str) -> dict:
-  """VAR's (taming-style) Encoder or Decoder -> ar-gen's flat block list of the same order."""
-  blocks = []
-  if name == "encoder":
-    levels = _count(sd, "encoder.down")
-    for lvl in range(levels):
-      blocks += _level_blocks(sd, f"encoder.down.{lvl}")
-      if lvl < levels - 1:  # ar-gen's downsample is a bare strided conv (same padding: 0 before, 1 after)
-        blocks.append(common.conv(sd, f"encoder.down.{lvl}.downsample.conv"))
-  else:
-    for lvl in reversed(range(_count(sd, "decoder.up"))):
-      blocks += _level_blocks(sd, f"decoder.up.{lvl}")
-      if lvl > 0:
-        blocks.append({"conv": common.conv(sd, f"decoder.up.{lvl}.upsample.conv")})
-  return {"conv_in": common.conv(sd, f"{name}.conv_in"), "blocks": dict(enumerate(blocks)), "mid": _mid(sd, name),
-          "norm_out": common.norm(sd, f"{name}.norm_out"), "conv_out": common.conv(sd, f"{name}.conv_out")}
-
-
 def vae_params(sd: StateDict) -> dict:
   """VAR VQVAE state dict -> pure dict of ar-gen `Tokenizer` parameters (multi-scale quantizer)."""
   phi = {i: {"conv": common.conv(sd, f"quantize.quant_resi.qresi_ls.{i}")}
-         for i in range(_count(sd, "quantize.quant_resi.qresi_ls"))}
-  return {"encoder": _coder(sd, "encoder"), "decoder": _coder(sd, "decoder"),
+         for i in range(common.count(sd, "quantize.quant_resi.qresi_ls"))}
+  return {"encoder": common.ldm_coder(sd, "encoder"), "decoder": common.ldm_coder(sd, "decoder"),
           "quant_conv": common.conv(sd, "quant_conv"), "post_quant_conv": common.conv(sd, "post_quant_conv"),
           "quantizer": {"vq": {"codebook": sd["quantize.embedding.weight"]}, "phi": phi}}
 
@@ -79,15 +37,15 @@ def vae_model_config(sd: StateDict, scales: Sequence[int] = VAR_SCALES) -> ml_co
   if "quantize.quant_resi.qresi_ls.0.weight" not in sd:
     raise ValueError("only VAR's partially shared phi (quantize.quant_resi.qresi_ls.*) is supported")
   ch = sd["encoder.conv_in.weight"].shape[0]
-  levels = _count(sd, "encoder.down")
+  levels = common.count(sd, "encoder.down")
   mult = [sd[f"encoder.down.{lvl}.block.0.conv1.weight"].shape[0] // ch for lvl in range(levels)]
   k, d = sd["quantize.embedding.weight"].shape
   return ml_collections.ConfigDict(dict(
-      channels=ch, channel_mult=tuple(mult), num_res_blocks=_count(sd, "encoder.down.0.block"),
+      channels=ch, channel_mult=tuple(mult), num_res_blocks=common.count(sd, "encoder.down.0.block"),
       z_channels=sd["encoder.conv_out.weight"].shape[0], attention=True,
       quant_conv_kernel=sd["quant_conv.weight"].shape[-1],
       multiscale=dict(codebook_size=k, code_dim=d, normalize=False, scales=tuple(scales), phi_ratio=0.5,
-                      num_phi=_count(sd, "quantize.quant_resi.qresi_ls"))))
+                      num_phi=common.count(sd, "quantize.quant_resi.qresi_ls"))))
 
 
 def var_scales(sd: StateDict) -> tuple[int, ...]:
@@ -103,7 +61,7 @@ def var_params(sd: StateDict) -> dict:
   t = lambda name: np.ascontiguousarray(sd[name].T)
   lin = lambda name: {"kernel": t(f"{name}.weight"), "bias": sd[f"{name}.bias"]}
   layers = {}
-  for i in range(_count(sd, "blocks")):
+  for i in range(common.count(sd, "blocks")):
     p = f"blocks.{i}"
     layers[i] = {
         "attention": {"wqkv": {"kernel": t(f"{p}.attn.mat_qkv.weight")}, "wo": lin(f"{p}.attn.proj"),
@@ -122,7 +80,7 @@ def var_model_config(sd: StateDict) -> ml_collections.ConfigDict:
     raise ValueError("VAR checkpoints with a shared AdaLN (shared_aln=True) are not supported")
   dim = sd["word_embed.weight"].shape[0]
   return ml_collections.ConfigDict(dict(
-      depth=_count(sd, "blocks"), dim=dim, num_heads=sd["blocks.0.attn.scale_mul_1H11"].shape[1],
+      depth=common.count(sd, "blocks"), dim=dim, num_heads=sd["blocks.0.attn.scale_mul_1H11"].shape[1],
       num_classes=sd["class_emb.weight"].shape[0] - 1, mlp_ratio=sd["blocks.0.ffn.fc1.weight"].shape[0] / dim,
       class_dropout=0.0))
 
