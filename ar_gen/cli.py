@@ -236,6 +236,22 @@ def _convert_llamagen(args, overrides):
   print(llamagen.convert(args.vq, args.gpt, args.size, args.image_size, args.out, overwrite=args.overwrite))
 
 
+def _convert_mar_arguments(p):
+  p.add_argument("--vae", required=True, help="kl16.ckpt (MAR's KL-16 VAE)")
+  p.add_argument("--mar", required=True, help="checkpoint-last.pth of mar_base, mar_large or mar_huge")
+  p.add_argument("--size", required=True, choices=("B", "L", "H"))
+  p.add_argument("--no-ema", action="store_true", help="convert the 'model' weights instead of 'model_ema'")
+  p.add_argument("--image-size", type=int, default=256)
+  p.add_argument("--out", required=True, help="writes OUT/tokenizer and OUT/mar; sample with --workdir OUT/mar")
+  _overwrite_flag(p, "OUT/tokenizer and OUT/mar of an earlier conversion")
+
+
+def _convert_mar(args, overrides):
+  from ar_gen.convert import mar  # pylint: disable=g-import-not-at-top
+  print(mar.convert(args.vae, args.mar, args.size, args.out, ema=not args.no_ema, image_size=args.image_size,
+                    overwrite=args.overwrite))
+
+
 def _convert_var_arguments(p):
   p.add_argument("--vae", required=True, help="vae_ch160v4096z32.pth")
   p.add_argument("--var", required=True, help="var_d16.pth (or d20, d24, d30)")
@@ -371,6 +387,8 @@ COMMANDS = (
             _convert_llamagen_arguments, _convert_llamagen),
     Command("convert-var", "VAR's VQVAE + VAR-d16..d30 checkpoints -> work dirs", _convert_var_arguments,
             _convert_var),
+    Command("convert-mar", "MAR's KL-16 VAE + MAR-B/L/H checkpoints (EMA weights) -> work dirs",
+            _convert_mar_arguments, _convert_mar),
     Command("convert-lpips", "convert LPIPS VGG weights (PyTorch files) for loss.lpips_path",
             _convert_lpips_arguments, _convert_lpips),
     Command("fid", "FID, IS, precision/recall of sample sets against a reference", _fid_arguments, _fid),

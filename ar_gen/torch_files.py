@@ -98,14 +98,22 @@ def require_keys(state_dict: dict, keys: Iterable[str], path: str, expected: str
                      f"(it holds {held})")
 
 
-def load_state_dict(path: str, expected: str, required: Iterable[str] = ()) -> dict[str, np.ndarray]:
+def load_state_dict(path: str, expected: str, required: Iterable[str] = (),
+                    wrapper: str | None = None) -> dict[str, np.ndarray]:
   """The tensors of a PyTorch weight file as numpy (floating point as float32), under their state-dict names.
 
-  A checkpoint that nests its weights under "model", "module" or "state_dict" is unwrapped; entries that are not
+  A checkpoint that nests its weights under "model", "module" or "state_dict" is unwrapped (under `wrapper` when
+  given, e.g. MAR's "model_ema": a file without it is an error naming the keys it has); entries that are not
   tensors (step counts, arguments) are dropped. `expected` says what the file should be (for error messages) and
   `required` lists keys it must hold.
   """
-  obj = _unwrap(_load(path, expected))
+  obj = _load(path, expected)
+  if wrapper is not None:
+    if not isinstance(obj, dict) or not isinstance(obj.get(wrapper), dict):
+      keys = ", ".join(map(str, list(obj)[:8])) if isinstance(obj, dict) else type(obj).__name__
+      raise ValueError(f"{path} has no {wrapper!r} entry (it has: {keys}): expected {expected}")
+    obj = obj[wrapper]
+  obj = _unwrap(obj)
   if not isinstance(obj, dict):
     raise ValueError(f"{path} holds a {type(obj).__name__}, not a state dict: expected {expected}")
   state_dict = {str(k): _to_numpy(v) for k, v in obj.items() if hasattr(v, "detach")}

@@ -109,3 +109,24 @@ def test_the_kl16_reader_reproduces_the_official_vae(fixture):
   np.testing.assert_allclose(kl_divergence(mean, logvar), fixture["vae_out/kl"], rtol=1e-4)
   decoded = tokenizer.decode(tokenizer.encode(images))  # tokens are the means (scale 1 here)
   np.testing.assert_allclose(nchw(decoded), fixture["vae_out/decoded"], **TOL)
+
+
+def test_converted_work_directories_sample_and_a_wrong_size_is_named(fixture, tmp_path):
+  """The fixture's state dicts through `convert_state_dicts` (what `ar-gen convert-mar` does after reading the
+  files): the MAR work directory restores with the official weights and its z matches; --size L is refused."""
+  from ar_gen.runs.run import restore_run
+  vae_sd, mar_sd = golden.state_dict(fixture, "vae"), golden.state_dict(fixture, "mar")
+  mar_sd_named = dict(mar_sd)
+  with pytest.raises(ValueError, match="no MAR size\\), not --size L"):
+    mar_convert.convert_state_dicts(vae_sd, mar_sd_named, "L", str(tmp_path / "bad"), image_size=8)
+  assert not (tmp_path / "bad").exists()
+  from ar_gen.models import mar as mar_models
+  tiny = (2, 32, 2, 2, 32)  # the fixture's sizes as a preset, for this test only
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setitem(mar_models.PRESETS, "B", tiny)
+    out = mar_convert.convert_state_dicts(vae_sd, mar_sd, "B", str(tmp_path / "out"), image_size=8)
+    run, state, _ = restore_run(out["mar"])
+    model = run.model(state)
+  tokens, mask = jnp.asarray(fixture["mar_in/tokens"]), jnp.asarray(fixture["mar_in/mask"])
+  z = model(tokens, mask, jnp.asarray(fixture["mar_in/labels"], jnp.int32))
+  np.testing.assert_allclose(z, fixture["mar_out/z"], **TOL)

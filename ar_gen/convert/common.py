@@ -111,9 +111,9 @@ def load_params(module: nnx.Module, params: dict, source: str) -> nnx.Module:
   return module
 
 
-def read_torch(path: str, expected: str, required: Iterable[str] = ()) -> StateDict:
+def read_torch(path: str, expected: str, required: Iterable[str] = (), wrapper: str | None = None) -> StateDict:
   """A PyTorch checkpoint as a numpy state dict (see `ar_gen.torch_files.load_state_dict`); errors name `path`."""
-  return torch_files.load_state_dict(path, expected, required)
+  return torch_files.load_state_dict(path, expected, required, wrapper)
 
 
 def mapped(fn: Callable[[StateDict], Any], sd: StateDict, path: str, expected: str) -> Any:
