@@ -14,7 +14,8 @@ from ar_gen.families import mar
 from ar_gen.families._registry import BenchSpec, Family
 from ar_gen.models.causal_continuous import CausalContinuousModel
 
-Task = mar.Task
+class Task(mar.Task):
+  """The continuous task (a 'mar_raster' config is a raster-order one)."""
 
 
 def bench_steps(spec: BenchSpec) -> CausalContinuousModel:
