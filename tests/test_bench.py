@@ -116,3 +116,4 @@ def test_gpu_bench_script_runs_at_tiny_sizes(tmp_path):
   for r in sample["as_users_sample"]:  # a diffusion head's inner loop hides its flops from XLA: no limit there
     assert (r["fraction_of_limit"] is None) == r["workload"].startswith("mar") and r["images_per_s"] > 0
     assert r["fraction_of_limit"] is None or r["fraction_of_limit"] > 0
+    assert r["diffusion_steps"] == (100 if r["workload"].startswith("mar") else None)

@@ -279,3 +279,37 @@ def test_a_discrete_tokenizer_for_a_continuous_family_and_the_reverse_are_named(
   config = tiny_ar_config("mnist_next_token.py", kl_workdir)
   with pytest.raises(ValueError, match="task next_token generates a quantizer's token ids.*vectors of 4"):
     get_task(config, frozen_lib.load_all(config))
+
+
+def test_extracted_token_vectors_read_back_as_the_tokenizer_encodes_them(kl_workdir, tmp_path):
+  from ar_gen.commands import extract_tokens
+  from ar_gen.data import pipeline, sources
+  from ar_gen.runs import frozen as frozen_lib
+  meta = extract_tokens.extract(kl_workdir, "bundled:mnist:test", str(tmp_path / "tokens"), batch_size=500)
+  assert meta["layout"]["kind"] == "vectors" and meta["layout"]["token_dim"] == 4
+  source = sources.get_source(f"tokens:{tmp_path / 'tokens'}", "train")
+  tokenizer = frozen_lib.load("tokenizer", kl_workdir)
+  batch = next(iter(pipeline.eval_batches(tokenizer.config.data, 4, max_examples=4)))
+  expected = np.asarray(jax.jit(lambda s, x: tokenizer.module(s).encode(x))(tokenizer.state, batch["image"]))
+  for i in range(4):
+    record = source[i]
+    assert record["tokens"].dtype == np.float32 and record["tokens"].shape == (64, 4)
+    np.testing.assert_allclose(record["tokens"], expected[i], rtol=1e-5, atol=1e-5)
+    assert record["label"] == batch["label"][i]
+
+
+def test_non_finite_latents_are_refused_by_extract_tokens(kl_workdir, tmp_path, monkeypatch):
+  from ar_gen.commands import extract_tokens
+  from ar_gen.runs import frozen as frozen_lib
+  real_load = frozen_lib.load
+
+  def diverged(name, source, abstract=False):
+    component = real_load(name, source, abstract)
+    state = jax.tree.map(lambda x: x * jnp.nan if jnp.issubdtype(x.dtype, jnp.floating) else x, component.state)
+    component.state = state
+    return component
+
+  monkeypatch.setattr(frozen_lib, "load", diverged)
+  with pytest.raises(ValueError, match="non-finite \\(NaN or inf\\) latents for image 0"):
+    extract_tokens.extract(kl_workdir, "bundled:mnist:test", str(tmp_path / "tokens"), batch_size=100)
+  assert not (tmp_path / "tokens" / "meta.json").exists()

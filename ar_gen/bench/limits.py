@@ -40,6 +40,7 @@ class Workload:
   decode: Callable[[Any, jax.Array], jax.Array] | None = None
   sampler: Callable[..., jax.Array] | None = None  # sampler(steps, labels_B, rng, cfg); None: categorical
   with_limit: bool = True  # False: the sampler's flops cannot be counted (an inner loop), no limit reported
+  diffusion_steps: int = 0  # a diffusion head's steps per token, for the table
 
 
 def categorical_sampler(steps: Any, labels_B: jax.Array, rng: jax.Array, cfg: SamplingConfig) -> jax.Array:
@@ -117,6 +118,7 @@ def measure(work: Workload, batch: int, roof: Roofline, min_seconds: float) -> d
   num_steps = len(driver.steps_schedule(steps).sizes)
   result = {"workload": work.name, "batch": batch, "guidance": cfg.cfg_scale if cfg.guided else None,
             "seconds": seconds, "images_per_s": batch / seconds, "steps": num_steps,
+            "diffusion_steps": work.diffusion_steps or None,
             "tokens_per_s": batch * steps.layout.num_tokens / seconds, "memory_gib": _memory_gib(fn)}
   if not work.with_limit:
     return {**result, "limit_seconds": None, "fraction_of_limit": None, "gflops": None}

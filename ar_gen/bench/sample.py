@@ -75,7 +75,7 @@ def as_users_sample(families: dict, batch_sizes: tuple[int, ...], num_classes: i
   for name, steps in families.items():
     family = declared[name]
     cfg = family.bench_sampling or SamplingConfig()
-    kw = dict(sampler=family.bench_sampler, with_limit=family.bench_limit)
+    kw = dict(sampler=family.bench_sampler, with_limit=family.bench_limit, diffusion_steps=family.bench_diffusion_steps)
     workloads += [limits.Workload(name, steps, dataclasses.replace(cfg, cfg_scale=1.0), num_classes, **kw),
                   limits.Workload(name, steps, cfg, num_classes, **kw)]
   if var_d16:
@@ -187,7 +187,7 @@ def run(size: str = "B", batch_sizes: tuple[int, ...] = (1, 8, 64), num_tokens: 
   usage = as_users_sample(families, batch_sizes, num_classes, roof, min_seconds, var_d16)
   print(table.format_table(usage, [
       ("workload", "as users sample", "s"), ("batch", "batch", "d"), ("guidance", "guidance", ".1f"),
-      ("steps", "steps", "d"),
+      ("steps", "steps", "d"), ("diffusion_steps", "diffusion steps", "d"),
       ("tokens_per_s", "tok/s", ".1f"), ("images_per_s", "img/s", ".3f"), ("limit_seconds", "limit s", ".3g"),
       ("fraction_of_limit", "fraction of limit", ".2f"), ("memory_gib", "memory GiB", ".2f")]))
   if out:

@@ -6,7 +6,8 @@ Mapping: torch Linear weights [out, in] are transposed to [in, out]; timm's fuse
 and value biases (its key bias adds the same number to every logit of a query and is dropped); `fake_latent`,
 the three position embeddings and the mask token are copied. `vae_params` maps kl16.ckpt's LDM autoencoder (levels
 `down.i` / `up.i`, separate q, k, v convs fused into one) onto a `Tokenizer` with the KL bottleneck; its decoder has
-no attention after the lowest-resolution blocks (`decoder_level_attention=False`). `ar-gen convert-mar --vae kl16.ckpt --mar checkpoint-last.pth --size B --out DIR` writes `DIR/tokenizer` (scale
+no attention after the lowest-resolution blocks (`decoder_level_attention=False`).
+`ar-gen convert-mar --vae kl16.ckpt --mar checkpoint-last.pth --size B --out DIR` writes `DIR/tokenizer` (scale
 factor 0.2325) and `DIR/mar` (the EMA weights unless `--no-ema`), which `ar-gen sample` uses directly.
 """
 
@@ -32,9 +33,9 @@ def _norm(sd: StateDict, prefix: str) -> dict:
 def head_params(sd: StateDict, prefix: str = "diffloss.net") -> dict:
   """MAR's SimpleMLPAdaLN -> `DenoisingMLP` parameters."""
   count = len({k[len(prefix) + 12:].split(".")[0] for k in sd if k.startswith(f"{prefix}.res_blocks.")})
-  blocks = {i: {"in_ln": _norm(sd, f"{prefix}.res_blocks.{i}.in_ln"), "fc1": _linear(sd, f"{prefix}.res_blocks.{i}.mlp.0"),
-                "fc2": _linear(sd, f"{prefix}.res_blocks.{i}.mlp.2"),
-                "ada": _linear(sd, f"{prefix}.res_blocks.{i}.adaLN_modulation.1")} for i in range(count)}
+  block = lambda p: {"in_ln": _norm(sd, f"{p}.in_ln"), "fc1": _linear(sd, f"{p}.mlp.0"),
+                     "fc2": _linear(sd, f"{p}.mlp.2"), "ada": _linear(sd, f"{p}.adaLN_modulation.1")}
+  blocks = {i: block(f"{prefix}.res_blocks.{i}") for i in range(count)}
   return {"time_fc1": _linear(sd, f"{prefix}.time_embed.mlp.0"), "time_fc2": _linear(sd, f"{prefix}.time_embed.mlp.2"),
           "cond_embed": _linear(sd, f"{prefix}.cond_embed"), "input_proj": _linear(sd, f"{prefix}.input_proj"),
           "blocks": blocks, "final_ada": _linear(sd, f"{prefix}.final_layer.adaLN_modulation.1"),

@@ -41,6 +41,7 @@ class Family:
   order: int = 100  # position in tables (next-token first)
   bench_sampler: Callable[..., Any] | None = None
   bench_limit: bool = True
+  bench_diffusion_steps: int = 0  # a diffusion head's respaced steps per token (reported beside the AR steps)
   in_make_demo: bool = True  # False: its demo stage runs under `ar-gen demo --stages all` only (time budget)
 
 

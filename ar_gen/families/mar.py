@@ -65,7 +65,7 @@ def bench_sampler(steps: nnx.Module, labels_B: jax.Array, rng: jax.Array, cfg: S
 FAMILY = Family("mar", demo_config="mnist_mar.py", demo_tokenizer="tokenizer_kl", demo_tokenizer_config="mnist_kl.py",
                 description=f"continuous (MAR): masked order, {BENCH_DIFFUSION_STEPS}-step diffusion head per token",
                 bench_steps=bench_steps, order=50, bench_sampler=bench_sampler, bench_limit=False,
-                in_make_demo=False,
+                in_make_demo=False, bench_diffusion_steps=BENCH_DIFFUSION_STEPS,
                 bench_sampling=SamplingConfig(cfg_scale=2.9, cfg_schedule="linear"))  # MAR-B's settings
 
 
