@@ -11,7 +11,7 @@ from __future__ import annotations
 import ml_collections
 import numpy as np
 
-from ar_gen import fileio, outputs
+from ar_gen import outputs
 from ar_gen.convert import common
 
 StateDict = common.StateDict
@@ -113,11 +113,11 @@ def convert(vq_path: str, gpt_path: str, size: str, image_size: int, out: str, o
   tok_config.model.update(common.mapped(vq_model_config, vq_sd, vq_path, VQ_FILE))
   model_params = common.mapped(gpt_params, gpt_sd, gpt_path, GPT_FILE)
   check_size(gpt_sd, size, gpt_path)
-  tok_dir, gpt_dir = fileio.join(out, "tokenizer"), fileio.join(out, "gpt")
-  with common.removed_on_failure(out, tok_dir, gpt_dir):
-    claim.clear()
-    common.save_workdir(tok_config, tok_params, tok_dir, vq_path)
-    gpt_config = next_token_config(tok_dir, **data)
-    gpt_config.model.update(size=size, num_classes=gpt_sd["cls_embedding.embedding_table.weight"].shape[0] - 1)
-    common.save_workdir(gpt_config, model_params, gpt_dir, gpt_path)
-  return {"tokenizer": tok_dir, "gpt": gpt_dir}
+
+  def gpt_workdir_config(tok_dir: str) -> ml_collections.ConfigDict:
+    config = next_token_config(tok_dir, **data)
+    config.model.update(size=size, num_classes=gpt_sd["cls_embedding.embedding_table.weight"].shape[0] - 1)
+    return config
+
+  return common.save_tokenizer_and_model(claim, out, (tok_config, tok_params), "gpt", gpt_workdir_config,
+                                         model_params, (vq_path, gpt_path))

@@ -13,9 +13,10 @@ factor 0.2325) and `DIR/mar` (the EMA weights unless `--no-ema`), which `ar-gen 
 
 from __future__ import annotations
 
+import ml_collections
 import numpy as np
 
-from ar_gen import fileio, outputs
+from ar_gen import outputs
 from ar_gen.convert import common
 from ar_gen.models.mar import PRESETS
 
@@ -124,14 +125,14 @@ def convert_state_dicts(vae_sd: StateDict, mar_sd: StateDict, size: str, out: st
   num_tokens = (image_size // downsample) ** 2
   model_config = common.mapped(lambda sd: mar_model_config(sd, size, num_tokens), mar_sd, sources[1], MAR_FILE)
   model_params = common.mapped(mar_params, mar_sd, sources[1], MAR_FILE)
-  tok_dir, mar_dir = fileio.join(out, "tokenizer"), fileio.join(out, "mar")
-  with common.removed_on_failure(out, tok_dir, mar_dir):
-    claim.clear()
-    common.save_workdir(tok_config, tok_params, tok_dir, sources[0])
+
+  def mar_workdir_config(tok_dir: str) -> ml_collections.ConfigDict:
     config = mar_config(tok_dir, **data)
     config.model.update(model_config)
-    common.save_workdir(config, model_params, mar_dir, sources[1])
-  return {"tokenizer": tok_dir, "mar": mar_dir}
+    return config
+
+  return common.save_tokenizer_and_model(claim, out, (tok_config, tok_params), "mar", mar_workdir_config,
+                                         model_params, sources)
 
 
 def convert(vae_path: str, mar_path: str, size: str, out: str, ema: bool = True, image_size: int = 256,

@@ -16,7 +16,7 @@ from typing import Sequence
 import ml_collections
 import numpy as np
 
-from ar_gen import fileio, outputs
+from ar_gen import outputs
 from ar_gen.convert import common
 from tokenizers.multiscale import VAR_SCALES
 
@@ -111,14 +111,14 @@ def convert_state_dicts(vae_sd: StateDict, var_sd: StateDict, out: str, image_si
   tok_params = common.mapped(lambda sd: {"tokenizer": vae_params(sd)}, vae_sd, sources[0], VAE_FILE)
   model_config = common.mapped(var_model_config, var_sd, sources[1], VAR_FILE)
   model_params = common.mapped(var_params, var_sd, sources[1], VAR_FILE)
-  tok_dir, var_dir = fileio.join(out, "tokenizer"), fileio.join(out, "var")
-  with common.removed_on_failure(out, tok_dir, var_dir):
-    claim.clear()
-    common.save_workdir(tok_config, tok_params, tok_dir, sources[0])
-    var_config = next_scale_config(tok_dir, **data)
-    var_config.model.update(model_config)
-    common.save_workdir(var_config, model_params, var_dir, sources[1])
-  return {"tokenizer": tok_dir, "var": var_dir}
+
+  def var_workdir_config(tok_dir: str) -> ml_collections.ConfigDict:
+    config = next_scale_config(tok_dir, **data)
+    config.model.update(model_config)
+    return config
+
+  return common.save_tokenizer_and_model(claim, out, (tok_config, tok_params), "var", var_workdir_config,
+                                         model_params, sources)
 
 
 def convert(vae_path: str, var_path: str, out: str, image_size: int = 256, overwrite: bool = False) -> dict:
