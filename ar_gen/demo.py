@@ -1,7 +1,8 @@
 """`make demo` / `ar-gen demo`: the main job on the bundled MNIST, on CPU: train, sample, evaluate, compare families.
 
 Stages: `tokenizers` (VQ and LFQ; `tokenizer_vq` alone is a stage too), `classifier` (the MNIST classifier, the
-judge of samples) and one stage per registered family (`ar_gen/families`: `next_token`, `next_scale`, ...). A
+judge of samples), one stage per registered family (`ar_gen/families`: `next_token`, `next_scale`, ...) and one per
+group of families (`Family.demo_group`: `continuous` is the classifier, `mar` and `mar_raster`). A
 family stage trains its demo tokenizer (`Family.demo_tokenizer`; a VQ or LFQ one comes from the tokenizer stages),
 extracts that tokenizer's tokens of the training split once, trains the family's MNIST config on them, and its
 in-training sample-quality evaluator (`ar_gen/eval/evaluators.py`, the same one any run can enable) samples 1000
@@ -40,8 +41,17 @@ MAX_PARALLEL = 4
 EVAL = "sample_quality"
 
 
+def family_groups() -> dict[str, tuple[str, ...]]:
+  """{group stage: the classifier and the group's families} of the families that declare a `demo_group`."""
+  groups: dict[str, tuple[str, ...]] = {}
+  for name, family in registered().items():
+    if family.demo_group:
+      groups[family.demo_group] = groups.get(family.demo_group, ("classifier",)) + (name,)
+  return groups
+
+
 def stage_names() -> tuple[str, ...]:
-  return ("tokenizers", "tokenizer_vq", "classifier", *registered())
+  return ("tokenizers", "tokenizer_vq", "classifier", *registered(), *family_groups())
 
 
 def parse_stages(text: str) -> tuple[str, ...]:
@@ -51,9 +61,11 @@ def parse_stages(text: str) -> tuple[str, ...]:
     return ("tokenizers", "classifier", *families)
   if text == "default":
     return ("tokenizer_vq", "classifier", *(name for name, f in registered().items() if f.in_make_demo))
-  stages = tuple(s.strip() for s in text.split(",") if s.strip())
+  groups = family_groups()
+  named = [s.strip() for s in text.split(",") if s.strip()]
+  stages = tuple(dict.fromkeys(t for s in named for t in groups.get(s, (s,))))
   unknown = [s for s in stages if s not in stage_names()]
-  if unknown or not stages:
+  if unknown or not named:
     raise ValueError(f"unknown demo stages {unknown}; choose from {stage_names()}, 'default' or 'all'")
   provided = {t for s in stages for t in STAGE_GROUPS.get(s, ())}
   for name in families:
@@ -138,22 +150,23 @@ def classifier_result(workdir: str, seconds: float) -> dict:
   return {"heldout_accuracy": accuracy, "train_seconds": seconds, "workdir": workdir}
 
 
-def family_result(workdir: str, num_samples: int) -> dict:
-  """The family run's last sample-quality numbers (metrics.jsonl) and its layout."""
+def family_result(workdir: str, num_samples: int, family) -> dict:
+  """The family run's last sample-quality numbers (metrics.jsonl), its layout and its sampler's steps."""
   rows = [r for r in metrics_log.read_metrics(workdir) if f"{EVAL}/fid" in r]
   if not rows:
     raise RuntimeError(f"{workdir}/metrics.jsonl has no {EVAL} numbers")
   row, step = rows[-1], rows[-1]["step"]
   with open(os.path.join(workdir, "config.json")) as f:
-    data_train = json.load(f)["data"]["train"]
-  with open(os.path.join(data_train[len("tokens:"):], "meta.json")) as f:
+    config = json.load(f)
+  with open(os.path.join(config["data"]["train"][len("tokens:"):], "meta.json")) as f:
     layout = TokenLayout.from_json(json.load(f)["layout"])
   out = os.path.join(workdir, "evals", f"{EVAL}_{step:07d}")
   return {"sample_accuracy": row[f"{EVAL}/accuracy"], "fid": row[f"{EVAL}/fid"],
           "precision": row[f"{EVAL}/precision"], "recall": row[f"{EVAL}/recall"],
           "images_per_second": row[f"{EVAL}/images_per_second"], "eval_seconds": row[f"{EVAL}/seconds"],
           "num_samples": num_samples,
-          "tokens_per_image": layout.num_tokens, "steps_per_image": layout.num_groups,
+          "tokens_per_image": layout.num_tokens,
+          "steps_per_image": family.sampler_steps(config, layout) if family.sampler_steps else layout.num_groups,
           "grid": os.path.join(out, "grid.png"), "fid_json": os.path.join(out, "fid.json"), "workdir": workdir}
 
 
@@ -215,7 +228,7 @@ def run(out: str = "runs/demo", quick: bool = False, stages: str = "default", ov
     summary["classifier"] = classifier_result(workdir("classifier"), seconds["classifier"])
     _report(out, summary, "classifier")
   for name in families:
-    result = family_result(workdir(name), num_samples)
+    result = family_result(workdir(name), num_samples, families[name])
     summary[name] = {**result, "train_seconds": seconds[name] - result["eval_seconds"],
                      "extract_seconds": seconds[f"extract_{name}"]}
     _report(out, summary, name)

@@ -6,8 +6,11 @@ import os
 import pytest
 
 from ar_gen import demo
+from ar_gen.families import mar
+from ar_gen.families._registry import registered
+from ar_gen.layout import TokenLayout
 
-KEYS = {"psnr", "ssim", "codebook_usage", "train_seconds", "workdir"}
+KEYS = {"psnr", "ssim", "train_seconds", "workdir"}
 
 
 def _check_ar_stage(stage: dict) -> None:
@@ -41,16 +44,31 @@ def test_quick_demo_of_the_next_scale_stage_writes_the_summary(tmp_path):
 def test_quick_demo_writes_the_summary(tmp_path):
   demo.run(str(tmp_path), quick=True, stages="all")
   summary = json.load(open(tmp_path / "summary.json"))
-  assert set(summary) == {"tokenizer_vq", "tokenizer_lfq", "classifier", "next_token", "tokenizer_var", "next_scale"}
-  for name in ("tokenizer_vq", "tokenizer_lfq", "tokenizer_var"):
+  assert set(summary) == {"tokenizer_vq", "tokenizer_lfq", "classifier", "next_token", "tokenizer_var", "next_scale",
+                          "tokenizer_kl", "mar", "mar_raster"}
+  for name in ("tokenizer_vq", "tokenizer_lfq", "tokenizer_var", "tokenizer_kl"):
     _check_tokenizer(summary[name])
-  for name in ("next_token", "next_scale"):
+    assert ("codebook_usage" in summary[name]) == (name != "tokenizer_kl")
+  for name in ("next_token", "next_scale", "mar", "mar_raster"):
     _check_ar_stage(summary[name])
 
 
 def test_default_stages_are_every_family_without_the_lfq_tokenizer():
   assert demo.parse_stages("default") == ("tokenizer_vq", "classifier", "next_token", "next_scale")
   assert demo.parse_stages("all") == ("tokenizers", "classifier", "next_token", "next_scale", "mar", "mar_raster")
+
+
+def test_the_continuous_stage_is_the_classifier_and_both_continuous_families():
+  assert demo.parse_stages("continuous") == ("classifier", "mar", "mar_raster")
+  assert demo.parse_stages("classifier,continuous") == ("classifier", "mar", "mar_raster")
+
+
+def test_ar_steps_per_image_are_the_samplers_steps_not_the_layouts_groups():
+  layout = TokenLayout.raster((8, 8), kind="vectors", token_dim=4)
+  masked = {"model": {"order": "masked"}, "sample": {"num_steps": 16}}
+  assert mar.sampler_steps(masked, layout) == 16
+  assert mar.sampler_steps({**masked, "model": {"order": "raster"}}, layout) == 64
+  assert registered()["mar_raster"].sampler_steps is mar.sampler_steps
 
 
 def test_the_families_table_has_a_row_per_family():
@@ -78,5 +96,8 @@ def test_full_demo_meets_the_quality_bar(tmp_path):
   assert summary["tokenizer_lfq"]["psnr"] >= 22 and summary["tokenizer_lfq"]["codebook_usage"] >= 0.9
   assert summary["next_token"]["sample_accuracy"] >= 0.9 and summary["next_token"]["fid"] > 0
   assert summary["next_scale"]["sample_accuracy"] >= 0.9 and summary["next_scale"]["fid"] > 0
+  assert summary["tokenizer_kl"]["psnr"] >= 24
+  for name in ("mar", "mar_raster"):
+    assert summary[name]["sample_accuracy"] >= 0.9 and summary[name]["fid"] > 0, (name, summary[name])
   by_scale = summary["tokenizer_var"]["psnr_by_scales"]
   assert all(b > a for a, b in zip(by_scale, by_scale[1:])), by_scale

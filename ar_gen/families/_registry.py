@@ -29,6 +29,10 @@ class Family:
   bench_sampler: `bench_sampler(steps, labels_B, rng, cfg) -> tokens`, how the bench samples the family's tokens
     (default: the driver with the categorical head); a family with its own head or condition sets it, and then the
     bench reports no machine limit for it unless `bench_limit` (XLA counts an inner loop's flops once).
+  demo_group: a demo stage name that runs this family's stage with the others of the group (e.g. 'continuous').
+  sampler_steps: `sampler_steps(config, layout) -> int`, the transformer steps its sampler takes per image under a
+    run's config (a dict, as in config.json) and token layout (the demo's 'AR steps/image'); None: one per group of
+    the layout.
   """
 
   name: str
@@ -43,6 +47,8 @@ class Family:
   bench_limit: bool = True
   bench_diffusion_steps: int = 0  # a diffusion head's respaced steps per token (reported beside the AR steps)
   in_make_demo: bool = True  # False: its demo stage runs under `ar-gen demo --stages all` only (time budget)
+  demo_group: str = ""
+  sampler_steps: Callable[[dict, Any], int] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

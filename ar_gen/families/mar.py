@@ -62,10 +62,16 @@ def bench_sampler(steps: nnx.Module, labels_B: jax.Array, rng: jax.Array, cfg: S
   return driver.sample(steps, bench_head(steps, cfg), {"label": labels_B}, rng, cfg)
 
 
+def sampler_steps(config: dict, layout: TokenLayout) -> int:
+  """Transformer steps per image: `sample.num_steps` in masked order, one per token in raster order."""
+  return config["sample"]["num_steps"] if config["model"]["order"] == "masked" else layout.num_tokens
+
+
 FAMILY = Family("mar", demo_config="mnist_mar.py", demo_tokenizer="tokenizer_kl", demo_tokenizer_config="mnist_kl.py",
                 description=f"continuous (MAR): masked order, {BENCH_DIFFUSION_STEPS}-step diffusion head per token",
                 bench_steps=bench_steps, order=50, bench_sampler=bench_sampler, bench_limit=False,
-                in_make_demo=False, bench_diffusion_steps=BENCH_DIFFUSION_STEPS,
+                in_make_demo=False, bench_diffusion_steps=BENCH_DIFFUSION_STEPS, demo_group="continuous",
+                sampler_steps=sampler_steps,
                 bench_sampling=SamplingConfig(cfg_scale=2.9, cfg_schedule="linear"))  # MAR-B's settings
 
 

@@ -29,5 +29,6 @@ FAMILY = Family("mar_raster", demo_config="mnist_mar_raster.py", demo_tokenizer=
                 description=f"continuous, causal: raster order, KV cache, {mar.BENCH_DIFFUSION_STEPS}-step "
                 "diffusion head",
                 bench_steps=bench_steps, order=51, bench_sampler=mar.bench_sampler, bench_limit=False,
-                in_make_demo=False, bench_diffusion_steps=mar.BENCH_DIFFUSION_STEPS,
+                in_make_demo=False, bench_diffusion_steps=mar.BENCH_DIFFUSION_STEPS, demo_group="continuous",
+                sampler_steps=mar.sampler_steps,
                 bench_sampling=SamplingConfig(cfg_scale=2.9))
