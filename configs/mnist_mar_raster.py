@@ -9,6 +9,6 @@ from ar_gen.families.mar import mnist_mar_config
 
 
 def get_config(arg=None):
-  arg = parse_arg(arg, runlocal=False, steps=1000, tokenizer="runs/demo/tokenizer_kl")
+  arg = parse_arg(arg, runlocal=False, steps=0, tokenizer="runs/demo/tokenizer_kl")
   return mnist_mar_config(f"order=raster,steps={arg.steps},tokenizer={arg.tokenizer}"
                           + (",runlocal" if arg.runlocal else ""))

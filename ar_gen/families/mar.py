@@ -132,16 +132,24 @@ def imagenet_mar_config(arg=None) -> ml_collections.ConfigDict:
   return c
 
 
+# Training steps on MNIST (batch 32): the causal variant reaches the demo's quality bar only at 3000 (0.63 sample
+# accuracy at 3000 with MAR's sampling, 0.32 at 1000; 0.97 at 3000 with constant guidance 3, temperature 0.6).
+MNIST_STEPS = {"masked": 1000, "raster": 3000}
+
+
 def mnist_mar_config(arg=None) -> ml_collections.ConfigDict:
-  """MAR (or `:order=raster`, the causal variant) on the MNIST KL tokens (8 x 8 vectors of 4), CPU-sized."""
-  arg = parse_arg(arg, runlocal=False, steps=1000, order="masked", tokenizer="runs/demo/tokenizer_kl")
+  """MAR (or `:order=raster`, the causal variant) on the MNIST KL tokens (8 x 8 vectors of 4), CPU-sized;
+  `:steps=N` (default: MNIST_STEPS of the order)."""
+  arg = parse_arg(arg, runlocal=False, steps=0, order="masked", tokenizer="runs/demo/tokenizer_kl")
   if arg.order not in ORDERS:
     raise ConfigError(f"order must be one of {ORDERS}, got {arg.order!r}")
-  c = mnist_config(default_config(arg.tokenizer), arg.steps, arg.runlocal)
+  c = mnist_config(default_config(arg.tokenizer), arg.steps or MNIST_STEPS[arg.order], arg.runlocal)
   c.model.update(order=arg.order, size="custom", depth=3, decoder_depth=3, dim=96, num_heads=3, head_depth=3,
                  head_width=128, buffer_size=4, num_classes=10, dropout=0.0, diffusion_batch_mul=4)
   # clip_x0: a head trained for minutes is not accurate enough at the last beta (ar_gen/nn/diffusion.py)
   c.sample.update(cfg_scale=2.0, temperature=0.9, num_steps=16, diffusion_steps=25, clip_x0=4.0)
+  if arg.order == "raster":  # measured on the demo (docs/families.md): the causal variant needs a firmer hand
+    c.sample.update(cfg_scale=3.0, cfg_schedule="constant", temperature=0.6)
   if arg.runlocal:
     c.sample.update(num_steps=4, diffusion_steps=5)
   return c
