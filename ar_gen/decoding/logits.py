@@ -134,3 +134,13 @@ def sample_logits(logits_BV: jax.Array, rng: jax.Array, cfg: SamplingConfig) -> 
   if 0 < cfg.top_k < logits_BV.shape[-1]:
     return _sample_top_k(logits_BV, rng, cfg.top_k, cfg.top_p)
   return jax.random.categorical(rng, top_p_filter(logits_BV, cfg.top_p), axis=-1).astype(jnp.int32)
+
+
+def filtered_log_probs(logits_BV: jax.Array, cfg: SamplingConfig) -> jax.Array:
+  """The log-probabilities `sample_logits` draws from: temperature, top-k, top-p applied (temperature 0: all the
+  mass on the argmax). What speculative decoding compares."""
+  if cfg.temperature == 0:
+    top_BV = jax.nn.one_hot(jnp.argmax(logits_BV, axis=-1), logits_BV.shape[-1], dtype=bool)
+    return jnp.where(top_BV, 0.0, -jnp.inf)
+  filtered_BV = top_p_filter(top_k_filter(logits_BV / cfg.temperature, cfg.top_k), cfg.top_p)
+  return jax.nn.log_softmax(jnp.where(filtered_BV <= NEG_INF, -jnp.inf, filtered_BV), axis=-1)
