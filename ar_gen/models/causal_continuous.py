@@ -18,7 +18,7 @@ from ar_gen.conditioning import null_class_labels
 from ar_gen.layout import TokenLayout
 from ar_gen.nn.diffusion_mlp import DenoisingMLP
 from ar_gen.nn.layers import RMSNorm, swiglu_hidden
-from ar_gen.nn.rope import rope_2d_table
+from ar_gen.nn.rope import padded_rows, rope_2d_table
 from ar_gen.nn.transformer import Cache, Transformer
 
 
@@ -46,7 +46,7 @@ class CausalContinuousModel(nnx.Module):
     return jnp.asarray(rope_2d_table(*self.layout.grid, self.head_dim, self.rope_base)[:self.layout.num_tokens])
 
   def _rope(self, b: int, start, n: int) -> jax.Array:
-    table = jax.lax.dynamic_slice_in_dim(self.rope_table(), start, n)
+    table = jax.lax.dynamic_slice_in_dim(padded_rows(self.rope_table(), n - 1), start, n)
     return jnp.broadcast_to(table, (b, *table.shape))
 
   def __call__(self, tokens_BLD: jax.Array, labels_B: jax.Array, *, train: bool = False,
@@ -66,17 +66,18 @@ class CausalContinuousModel(nnx.Module):
   def null_condition(self, cond: dict) -> dict:
     return null_class_labels(cond, self.num_classes)
 
-  def begin(self, cond: dict) -> tuple[None, jax.Array, Cache]:
+  def begin(self, cond: dict, spare_slots: int = 0) -> tuple[None, jax.Array, Cache]:
+    """(no context, the class embedding [B, 1, C], an empty cache of the L positions and `spare_slots` more)."""
     labels_B = cond["label"]
-    groups = jnp.arange(self.layout.num_tokens, dtype=jnp.int32)
+    groups = jnp.arange(self.layout.num_tokens + spare_slots, dtype=jnp.int32)
     return None, self.cls_embedding(labels_B)[:, None], self.transformer.init_cache(labels_B.shape[0], groups)
 
-  def step(self, inputs_B1C: jax.Array, index, cache: Cache, context=None) -> tuple[jax.Array, Cache]:
-    """z [B, 1, C] of token `index` from its input embedding."""
+  def step(self, inputs_BlC: jax.Array, index, cache: Cache, context=None) -> tuple[jax.Array, Cache]:
+    """z [B, l, C] of tokens index .. index + l - 1 from their input embeddings (l > 1: a speculative window)."""
     del context
-    b = inputs_B1C.shape[0]
-    h, cache = self.transformer(inputs_B1C, self._rope(b, index, 1), jnp.full((b, 1), index, jnp.int32), cache,
-                                index)
+    b, l = inputs_BlC.shape[:2]
+    groups_BL = jnp.broadcast_to(index + jnp.arange(l, dtype=jnp.int32), (b, l))
+    h, cache = self.transformer(inputs_BlC, self._rope(b, index, l), groups_BL, cache, index)
     return self.norm(h), cache
 
   def feed(self, tokens_B1D: jax.Array, index, carry, context=None) -> jax.Array:

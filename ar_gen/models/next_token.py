@@ -20,7 +20,7 @@ from flax import nnx
 from ar_gen.conditioning import null_class_labels
 from ar_gen.layout import TokenLayout
 from ar_gen.nn.layers import RMSNorm, dropout as dropout_fn, logical, swiglu_hidden
-from ar_gen.nn.rope import rope_2d_table
+from ar_gen.nn.rope import padded_rows, rope_2d_table
 from ar_gen.nn.transformer import Cache, Transformer
 from tokenizers.model import dtype
 
@@ -88,27 +88,30 @@ class NextTokenModel(nnx.Module):
     h_BLC, _ = self.transformer(h_BLC, rope, groups_BL, rng=block_rng)
     return self._head(h_BLC)
 
-  def init_cache(self, batch: int) -> Cache:
-    return self.transformer.init_cache(batch, self.groups)
+  def init_cache(self, batch: int, spare_slots: int = 0) -> Cache:
+    """An empty cache of the N positions and `spare_slots` more (speculative windows that run past the end)."""
+    return self.transformer.init_cache(batch, jnp.arange(self.num_tokens + spare_slots, dtype=jnp.int32))
 
   # ---------------------------------------------------------------- the sampler's step contract
   def null_condition(self, cond: dict) -> dict:
     return null_class_labels(cond, self.num_classes)
 
-  def begin(self, cond: dict) -> tuple[None, jax.Array, Cache]:
+  def begin(self, cond: dict, spare_slots: int = 0) -> tuple[None, jax.Array, Cache]:
     """(no context, the class embedding [B, 1, C] as the first input, an empty cache)."""
     labels_B = cond["label"]
-    return None, self.cls_embedding(labels_B)[:, None], self.init_cache(labels_B.shape[0])
+    return None, self.cls_embedding(labels_B)[:, None], self.init_cache(labels_B.shape[0], spare_slots)
 
-  def step(self, inputs_B1C: jax.Array, index: jax.Array | int, cache: Cache,
+  def step(self, inputs_BlC: jax.Array, index: jax.Array | int, cache: Cache,
            context: None = None) -> tuple[jax.Array, Cache]:
-    """Feeds the input embedding of position `index` [B, 1, C]; logits [B, 1, V] for token `index`."""
+    """Feeds the input embeddings of positions index .. index + l - 1 [B, l, C] (l = 1 in plain sampling, more to
+    verify a speculative window); logits [B, l, V] for those tokens. Positions past the end (a window's spare
+    slots, from `begin(spare_slots=...)`) get the last position's rotary table."""
     del context
-    b = inputs_B1C.shape[0]
-    groups_BL = jnp.full((b, 1), index, jnp.int32)
-    table = jax.lax.dynamic_slice_in_dim(self.rope_table(), index, 1)
+    b, l = inputs_BlC.shape[:2]
+    groups_BL = jnp.broadcast_to(index + jnp.arange(l, dtype=jnp.int32), (b, l))
+    table = jax.lax.dynamic_slice_in_dim(padded_rows(self.rope_table(), l - 1), index, l)
     rope = jnp.broadcast_to(table, (b, *table.shape))
-    h_BLC, cache = self.transformer(inputs_B1C, rope, groups_BL, cache, index)
+    h_BLC, cache = self.transformer(inputs_BlC, rope, groups_BL, cache, index)
     return self._head(h_BLC), cache
 
   def feed(self, tokens_B1: jax.Array, index: jax.Array | int, carry: jax.Array, context: None = None) -> jax.Array:

@@ -33,3 +33,12 @@ def apply_rope(x_BLHD: jax.Array, table_BLP2: jax.Array) -> jax.Array:
   cos, sin = table_BLP2[:, :, None, :, 0], table_BLP2[:, :, None, :, 1]
   out = jnp.stack([x[..., 0] * cos - x[..., 1] * sin, x[..., 1] * cos + x[..., 0] * sin], axis=-1)
   return out.reshape(x_BLHD.shape).astype(x_BLHD.dtype)
+
+
+def padded_rows(table_NP2: jax.Array, extra: int) -> jax.Array:
+  """The table with its last row repeated `extra` times, so a slice of positions that runs past the end (a
+  speculative window's spare slots, whose outputs are never kept) is not shifted back by the clamping of
+  `dynamic_slice`."""
+  if extra <= 0:
+    return table_NP2
+  return jnp.concatenate([table_NP2, jnp.repeat(table_NP2[-1:], extra, axis=0)], axis=0)

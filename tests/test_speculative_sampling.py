@@ -1,0 +1,106 @@
+"""Draft-and-verify sampling of next-token models keeps the target's distribution: every sequence of a tiny
+vocabulary and length, counted against the target's exact joint (teacher-forced), with guidance and filters;
+greedy decoding gives the target's greedy tokens; the window step over several positions equals single steps."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from scipy import stats
+
+from ar_gen.decoding import driver
+from ar_gen.decoding import speculative_sampling as spec
+from ar_gen.decoding.heads import CategoricalHead
+from ar_gen.decoding.logits import SamplingConfig, combine_guidance, filtered_log_probs, guidance_scale
+from ar_gen.layout import TokenLayout
+from ar_gen.models.next_token import NextTokenModel
+
+LAYOUT = TokenLayout.raster((1, 3), 3)  # 3 tokens of 3 ids: 27 sequences
+NUM_CLASSES = 2
+
+
+def _perturbed(module, seed, std=0.5):
+  state = nnx.state(module, nnx.Param)
+  leaves, tree = jax.tree.flatten(state)
+  keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
+  nnx.update(module, jax.tree.unflatten(tree, [x + std * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]))
+  return module
+
+
+@pytest.fixture(scope="module")
+def models():
+  target = _perturbed(NextTokenModel(LAYOUT, NUM_CLASSES, 2, 32, 2, rngs=nnx.Rngs(0)), seed=1)
+  draft = _perturbed(NextTokenModel(LAYOUT, NUM_CLASSES, 1, 16, 2, rngs=nnx.Rngs(2)), seed=3)
+  return target, draft
+
+
+def _exact_joint(model, label, cfg):
+  """P(sequence) [27] under the target's own sampling distribution (teacher-forced logits, guidance, filters)."""
+  seqs = jnp.asarray(list(itertools.product(range(3), repeat=3)), jnp.int32)
+  logits = model(seqs, jnp.full((27,), label))
+  if cfg.guided:
+    uncond = model(seqs, jnp.full((27,), NUM_CLASSES))
+    scale = jnp.stack([guidance_scale(cfg, jnp.int32(p), 3) for p in range(3)])
+    logits = combine_guidance(logits, uncond, scale[None, :, None])
+  log_p = filtered_log_probs(logits.reshape(81, 3), cfg).reshape(27, 3, 3)
+  return np.exp(np.asarray(jnp.sum(jnp.take_along_axis(log_p, seqs[..., None], -1)[..., 0], -1), np.float64))
+
+
+@pytest.mark.parametrize("cfg", [SamplingConfig(), SamplingConfig(temperature=0.8, top_k=2, cfg_scale=2.0)],
+                         ids=["plain", "guided-top-k"])
+@pytest.mark.parametrize("gamma", [1, 3])
+def test_speculative_sequences_follow_the_targets_exact_joint(models, cfg, gamma):
+  target, draft = models
+  label = 1
+  run = jax.jit(jax.vmap(lambda key: spec.sample(target, draft, {"label": jnp.full((4,), label)}, key, cfg, gamma)))
+  tokens, stats_ = run(jax.random.split(jax.random.PRNGKey(gamma), 4000))
+  codes = np.asarray(tokens).reshape(-1, 3) @ np.asarray([9, 3, 1])
+  observed = np.bincount(codes, minlength=27)
+  expected = _exact_joint(target, label, cfg) * len(codes)
+  keep = expected > 0
+  assert observed[~keep].sum() == 0
+  assert stats.chisquare(observed[keep], expected[keep] * observed.sum() / expected[keep].sum()).pvalue > 1e-3
+  accepted = int(np.sum(stats_.accepted_K)) / max(int(np.sum(stats_.drafted_K)), 1)
+  assert 0.01 < accepted < 0.99  # the draft really differs from the target and is really used
+
+
+def test_greedy_speculation_gives_the_targets_greedy_tokens(models):
+  target, draft = models
+  cfg = SamplingConfig(temperature=0.0, cfg_scale=1.5)
+  cond = {"label": jnp.asarray([0, 1, 1, 0])}
+  plain = jax.jit(lambda: driver.sample(target, CategoricalHead(cfg), cond, jax.random.PRNGKey(0), cfg))()
+  fast, _ = jax.jit(lambda: spec.sample(target, draft, cond, jax.random.PRNGKey(5), cfg, 2))()
+  np.testing.assert_array_equal(fast, plain)
+
+
+@pytest.mark.parametrize("gamma", [1, 2])
+def test_a_draft_equal_to_the_target_is_always_accepted(models, gamma):
+  target, _ = models
+  _, stats_ = jax.jit(lambda: spec.sample(target, target, {"label": jnp.arange(512) % NUM_CLASSES},
+                                          jax.random.PRNGKey(0), SamplingConfig(), gamma))()
+  assert int(np.sum(stats_.accepted_K)) == int(np.sum(stats_.drafted_K)) > 0
+  # gamma drafts + the target's own token per round; with gamma = 1 the second round's draft reads the cache entry
+  # of the first round's last draft, which only the window's extra draft step writes
+  assert int(stats_.rounds) == {1: 2, 2: 1}[gamma]
+
+
+def test_a_window_step_equals_single_steps(models):
+  target, _ = models
+  labels = jnp.asarray([0, 1])
+  tokens = jnp.asarray([[2, 0, 1], [1, 1, 0]])
+  _, carry, cache = target.begin({"label": labels}, spare_slots=3)
+  inputs = jnp.concatenate([carry, target.feed(tokens[:, :2], 0, carry)], axis=1)
+  window, _ = target.step(inputs, 0, cache)
+  np.testing.assert_allclose(window, target(tokens, labels), rtol=1e-5, atol=1e-5)
+  late, _ = target.step(jnp.concatenate([inputs, inputs], axis=1)[:, :4], 1, cache)  # runs past the end: no error
+  assert late.shape == (2, 4, 3)
+
+
+def test_mismatched_layouts_are_refused(models):
+  target, _ = models
+  other = NextTokenModel(TokenLayout.raster((1, 4), 3), NUM_CLASSES, 1, 16, 2, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="same token ids layout"):
+    spec.sample(target, other, {"label": jnp.zeros((1,), jnp.int32)}, jax.random.PRNGKey(0), SamplingConfig(), 2)
