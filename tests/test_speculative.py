@@ -152,7 +152,7 @@ def test_draft_and_verify_with_truncation_reproduces_the_joint_and_the_one_conte
   assert stats.kstest((x[:, 1] - 0.9 * x[:, 0]) / 0.3, "norm").pvalue > 1e-3
   official = np.asarray(_window_one_context_no_truncation(KEY, N), np.float64)
   np.testing.assert_allclose(np.var(official, axis=0), np.diag(target_cov), atol=0.02)  # each marginal right...
-  assert abs(np.cov(official.T)[0, 1] - 0.9) > 0.2  # ...the joint not: x2 no longer follows x1
+  assert abs(np.cov(official.T)[0, 1]) < 0.05  # ...the joint not: x2 comes out independent of x1 (0.9 in p)
 
 
 # ------------------------------------------------------------------------------------------------ discrete

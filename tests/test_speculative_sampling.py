@@ -1,6 +1,8 @@
-"""Draft-and-verify sampling of next-token models keeps the target's distribution: every sequence of a tiny
+"""Draft-and-verify sampling keeps the target's distribution. Next-token models: every sequence of a tiny
 vocabulary and length, counted against the target's exact joint (teacher-forced), with guidance and filters;
-greedy decoding gives the target's greedy tokens; the window step over several positions equals single steps."""
+greedy decoding gives the target's greedy tokens; the window step over several positions equals single steps.
+Continuous tokens (CSpD over the causal variant's diffusion head): a draft equal to the target is always accepted
+and gives the target's own aligned samples; another draft is judged and counted, never emits zeros."""
 
 import itertools
 
@@ -13,10 +15,12 @@ from scipy import stats
 
 from ar_gen.decoding import driver
 from ar_gen.decoding import speculative_sampling as spec
-from ar_gen.decoding.heads import CategoricalHead
+from ar_gen.decoding.heads import CategoricalHead, DiffusionHead
 from ar_gen.decoding.logits import SamplingConfig, combine_guidance, filtered_log_probs, guidance_scale
 from ar_gen.layout import TokenLayout
+from ar_gen.models.causal_continuous import CausalContinuousModel
 from ar_gen.models.next_token import NextTokenModel
+from ar_gen.nn.diffusion import GaussianDiffusion
 
 LAYOUT = TokenLayout.raster((1, 3), 3)  # 3 tokens of 3 ids: 27 sequences
 NUM_CLASSES = 2
@@ -55,7 +59,8 @@ def _exact_joint(model, label, cfg):
 def test_speculative_sequences_follow_the_targets_exact_joint(models, cfg, gamma):
   target, draft = models
   label = 1
-  run = jax.jit(jax.vmap(lambda key: spec.sample(target, draft, {"label": jnp.full((4,), label)}, key, cfg, gamma)))
+  rule = spec.CategoricalRule(cfg)
+  run = jax.jit(jax.vmap(lambda key: spec.sample(target, draft, {"label": jnp.full((4,), label)}, key, rule, gamma)))
   tokens, stats_ = run(jax.random.split(jax.random.PRNGKey(gamma), 4000))
   codes = np.asarray(tokens).reshape(-1, 3) @ np.asarray([9, 3, 1])
   observed = np.bincount(codes, minlength=27)
@@ -72,7 +77,7 @@ def test_greedy_speculation_gives_the_targets_greedy_tokens(models):
   cfg = SamplingConfig(temperature=0.0, cfg_scale=1.5)
   cond = {"label": jnp.asarray([0, 1, 1, 0])}
   plain = jax.jit(lambda: driver.sample(target, CategoricalHead(cfg), cond, jax.random.PRNGKey(0), cfg))()
-  fast, _ = jax.jit(lambda: spec.sample(target, draft, cond, jax.random.PRNGKey(5), cfg, 2))()
+  fast, _ = jax.jit(lambda: spec.sample(target, draft, cond, jax.random.PRNGKey(5), spec.CategoricalRule(cfg), 2))()
   np.testing.assert_array_equal(fast, plain)
 
 
@@ -80,7 +85,7 @@ def test_greedy_speculation_gives_the_targets_greedy_tokens(models):
 def test_a_draft_equal_to_the_target_is_always_accepted(models, gamma):
   target, _ = models
   _, stats_ = jax.jit(lambda: spec.sample(target, target, {"label": jnp.arange(512) % NUM_CLASSES},
-                                          jax.random.PRNGKey(0), SamplingConfig(), gamma))()
+                                          jax.random.PRNGKey(0), spec.CategoricalRule(SamplingConfig()), gamma))()
   assert int(np.sum(stats_.accepted_K)) == int(np.sum(stats_.drafted_K)) > 0
   # gamma drafts + the target's own token per round; with gamma = 1 the second round's draft reads the cache entry
   # of the first round's last draft, which only the window's extra draft step writes
@@ -102,5 +107,45 @@ def test_a_window_step_equals_single_steps(models):
 def test_mismatched_layouts_are_refused(models):
   target, _ = models
   other = NextTokenModel(TokenLayout.raster((1, 4), 3), NUM_CLASSES, 1, 16, 2, rngs=nnx.Rngs(0))
-  with pytest.raises(ValueError, match="same token ids layout"):
-    spec.sample(target, other, {"label": jnp.zeros((1,), jnp.int32)}, jax.random.PRNGKey(0), SamplingConfig(), 2)
+  with pytest.raises(ValueError, match="same token layout"):
+    spec.sample(target, other, {"label": jnp.zeros((1,), jnp.int32)}, jax.random.PRNGKey(0),
+                spec.CategoricalRule(SamplingConfig()), 2)
+
+
+# ---------------------------------------------------------------------------------------------------- continuous
+def _causal(depth, dim, seed):
+  model = CausalContinuousModel(TokenLayout.raster((2, 2), kind="vectors", token_dim=3), NUM_CLASSES, depth, dim, 2,
+                                head_depth=1, head_width=16, rngs=nnx.Rngs(seed))
+  return _perturbed(model, seed + 10, std=0.1)
+
+
+def _diffusion_rule(draft, target, cfg, **kw):
+  schedule = GaussianDiffusion.cosine(1000).respaced("5")
+  return spec.DiffusionRule(DiffusionHead(draft.head, schedule, cfg.temperature),
+                            DiffusionHead(target.head, schedule, cfg.temperature), cfg, **kw)
+
+
+@pytest.mark.parametrize("cfg", [SamplingConfig(), SamplingConfig(cfg_scale=2.0)], ids=["plain", "guided"])
+def test_continuous_speculation_with_the_target_as_draft_accepts_nearly_everything(cfg):
+  """Not every draft: the draft's one-position steps and the target's window step round differently, and the
+  head's first reverse step (beta near 1) amplifies that beyond the last step's tiny std (docs/speculative.md)."""
+  target = _causal(2, 32, 0)
+  tokens, stats_ = jax.jit(lambda: spec.sample(target, target, {"label": jnp.arange(64) % NUM_CLASSES},
+                                               jax.random.PRNGKey(1), _diffusion_rule(target, target, cfg), 3))()
+  assert int(np.sum(stats_.accepted_K)) >= 0.8 * int(np.sum(stats_.drafted_K)) > 0
+  assert int(stats_.fallbacks) <= 2
+  assert tokens.shape == (64, 4, 3) and bool(jnp.all(jnp.isfinite(tokens))) and not bool(jnp.any(tokens == 0))
+
+
+@pytest.mark.parametrize("trajectory_factor", [False, True])
+def test_continuous_speculation_rejects_a_draft_whose_weights_differ_by_noise_of_std_1e5(trajectory_factor):
+  """The last-step rule is a knife edge: a draft equal to the target up to weight noise of std 1e-5 has none of
+  its drafts accepted, with the exact rule and with the paper's trajectory factor; every token is replaced by a
+  residual draw (the fallback, never zeros, where those fail)."""
+  target, draft = _causal(2, 32, 0), _perturbed(_causal(2, 32, 0), 99, std=1e-5)
+  rule = _diffusion_rule(draft, target, SamplingConfig(), trajectory_factor=trajectory_factor)
+  tokens, stats_ = jax.jit(lambda: spec.sample(target, draft, {"label": jnp.arange(64) % NUM_CLASSES},
+                                               jax.random.PRNGKey(1), rule, 3))()
+  assert int(np.sum(stats_.accepted_K)) == 0 and int(np.sum(stats_.drafted_K)) == 64 * 4
+  assert int(stats_.rounds) == 4  # one token per round
+  assert bool(jnp.all(jnp.isfinite(tokens))) and not bool(jnp.any(tokens == 0))

@@ -16,7 +16,7 @@ from typing import Any
 import jax
 
 from ar_gen.decoding.logits import SamplingConfig, combine_guidance, sample_logits
-from ar_gen.nn.diffusion import GaussianDiffusion
+from ar_gen.nn.diffusion import GaussianDiffusion, LastStep
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +45,13 @@ class DiffusionHead:
 
   def __call__(self, z_BlC: jax.Array, uncond_BlC: jax.Array | None, scale: jax.Array,
                rng: jax.Array) -> jax.Array:
+    b, l, _ = z_BlC.shape
+    return self.last_step(z_BlC, uncond_BlC, scale, rng).mean.reshape(b, l, -1)
+
+  def last_step(self, z_BlC: jax.Array, uncond_BlC: jax.Array | None, scale: jax.Array,
+                rng: jax.Array) -> LastStep:
+    """The reverse process of every token down to its last step ([B l] rows; the mean is the token `__call__`
+    returns, from the same `rng`)."""
     b, l, c = z_BlC.shape
     z_NC = z_BlC.reshape(b * l, c)
     if uncond_BlC is None:
@@ -54,4 +61,4 @@ class DiffusionHead:
       model_fn = lambda x, t: self.net.guided(x, t, z_NC, u_NC, scale)
     noise_key, loop_key = jax.random.split(rng)
     noise = jax.random.normal(noise_key, (b * l, self.net.token_dim), jax.numpy.float32)
-    return self.diffusion.sample_loop(model_fn, noise, loop_key, self.temperature, self.clip_x0).reshape(b, l, -1)
+    return self.diffusion.last_step(model_fn, noise, loop_key, self.temperature, self.clip_x0)

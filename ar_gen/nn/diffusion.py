@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -82,6 +82,15 @@ def discretized_gaussian_log_likelihood(x, mean, log_scale):
 
 def _mean_flat(x: jax.Array) -> jax.Array:
   return jnp.mean(x.reshape(x.shape[0], -1), axis=-1)
+
+
+class LastStep(NamedTuple):
+  """The last reverse step p(x_0 | x_1) of one trajectory: mean [N, D], log std [N, D] (before the temperature),
+  and the sum over the earlier steps and dimensions of their log stds [N] (CSpD's trajectory factor)."""
+
+  mean: jax.Array
+  log_std: jax.Array
+  path_log_std: jax.Array
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -163,16 +172,28 @@ class GaussianDiffusion:
   def sample_loop(self, model_fn: ModelFn, noise: jax.Array, rng: jax.Array,
                   temperature: float | jax.Array = 1.0, clip_x0: float = 0.0) -> jax.Array:
     """x_0 from x_T = `noise` [N, D] through every step of the schedule; step i's noise from fold_in(rng, i)."""
+    return self.last_step(model_fn, noise, rng, temperature, clip_x0).mean
+
+  def last_step(self, model_fn: ModelFn, noise: jax.Array, rng: jax.Array,
+                temperature: float | jax.Array = 1.0, clip_x0: float = 0.0) -> "LastStep":
+    """The reverse process from x_T = `noise` [N, D] down to x_1 (step i's noise from fold_in(rng, i)), and the
+    Gaussian of its last step p(x_0 | x_1): its mean is `sample_loop`'s x_0. Speculative decoding judges tokens on
+    it (`ar_gen.decoding.speculative`)."""
     n = noise.shape[0]
 
-    def body(j, x):
+    def body(j, carry):
+      x, path_log_std_N = carry
       i = self.num_steps - 1 - j
       t = jnp.full((n,), i, jnp.int32)
-      out = model_fn(x, self.model_timesteps(t))
+      out = self.p_mean_variance(model_fn(x, self.model_timesteps(t)), x, t, clip_x0)
       noise_i = jax.random.normal(jax.random.fold_in(rng, i), x.shape, x.dtype)
-      return self.p_sample(out, x, t, noise_i, temperature, clip_x0)
+      x = out["mean"] + jnp.exp(0.5 * out["log_variance"]) * noise_i * temperature
+      return x, path_log_std_N + 0.5 * jnp.sum(out["log_variance"], axis=-1)
 
-    return jax.lax.fori_loop(0, self.num_steps, body, noise)
+    x1, path_log_std_N = jax.lax.fori_loop(0, self.num_steps - 1, body, (noise, jnp.zeros((n,), noise.dtype)))
+    t0 = jnp.zeros((n,), jnp.int32)
+    out = self.p_mean_variance(model_fn(x1, self.model_timesteps(t0)), x1, t0, clip_x0)
+    return LastStep(out["mean"], 0.5 * out["log_variance"], path_log_std_N)
 
   # ------------------------------------------------------------------ training
   def training_loss(self, model_fn: ModelFn, x0: jax.Array, t: jax.Array, noise: jax.Array) -> jax.Array:
