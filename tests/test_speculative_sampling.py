@@ -1,8 +1,9 @@
 """Draft-and-verify sampling keeps the target's distribution. Next-token models: every sequence of a tiny
 vocabulary and length, counted against the target's exact joint (teacher-forced), with guidance and filters;
 greedy decoding gives the target's greedy tokens; the window step over several positions equals single steps.
-Continuous tokens (CSpD over the causal variant's diffusion head): a draft equal to the target is always accepted
-and gives the target's own aligned samples; another draft is judged and counted, never emits zeros."""
+Continuous tokens (CSpD over the causal variant's diffusion head): a copy of the target as draft is accepted
+nearly always (up to rounding, amplified by the head); a draft 1e-5 away is never accepted (the last-step test's
+knife edge); the trajectory factor's sign; heads that cannot be aligned are refused."""
 
 import itertools
 
@@ -53,8 +54,9 @@ def _exact_joint(model, label, cfg):
   return np.exp(np.asarray(jnp.sum(jnp.take_along_axis(log_p, seqs[..., None], -1)[..., 0], -1), np.float64))
 
 
-@pytest.mark.parametrize("cfg", [SamplingConfig(), SamplingConfig(temperature=0.8, top_k=2, cfg_scale=2.0)],
-                         ids=["plain", "guided-top-k"])
+@pytest.mark.parametrize("cfg", [SamplingConfig(), SamplingConfig(temperature=0.8, top_k=2, cfg_scale=2.0,
+                                                                  cfg_schedule="linear")],
+                         ids=["plain", "guided-linear-top-k"])
 @pytest.mark.parametrize("gamma", [1, 3])
 def test_speculative_sequences_follow_the_targets_exact_joint(models, cfg, gamma):
   target, draft = models
@@ -100,6 +102,8 @@ def test_a_window_step_equals_single_steps(models):
   inputs = jnp.concatenate([carry, target.feed(tokens[:, :2], 0, carry)], axis=1)
   window, _ = target.step(inputs, 0, cache)
   np.testing.assert_allclose(window, target(tokens, labels), rtol=1e-5, atol=1e-5)
+  traced, _ = jax.jit(lambda i: target.step(inputs, i, cache))(jnp.int32(0))  # the sampler's traced index
+  np.testing.assert_allclose(traced, window, rtol=1e-5, atol=1e-5)
   late, _ = target.step(jnp.concatenate([inputs, inputs], axis=1)[:, :4], 1, cache)  # runs past the end: no error
   assert late.shape == (2, 4, 3)
 
@@ -149,3 +153,29 @@ def test_continuous_speculation_rejects_a_draft_whose_weights_differ_by_noise_of
   assert int(np.sum(stats_.accepted_K)) == 0 and int(np.sum(stats_.drafted_K)) == 64 * 4
   assert int(stats_.rounds) == 4  # one token per round
   assert bool(jnp.all(jnp.isfinite(tokens))) and not bool(jnp.any(tokens == 0))
+
+
+def test_the_trajectory_factor_raises_acceptance_when_the_draft_path_is_wider():
+  """log Sigma = sum log s_q,t - sum log s_p,t (the paper's prod s_q / s_p): a draft path of larger stds accepts
+  more drafts than equal paths, a narrower one fewer."""
+  target, draft = _causal(2, 32, 0), _causal(1, 16, 1)
+  rule = _diffusion_rule(draft, target, SamplingConfig(), trajectory_factor=True)
+  n, g, d = 4000, 1, 3
+  mean_q, mean_p = jnp.zeros((n, g, d)), jnp.full((n, g, d), 0.5)
+  log_std = jnp.zeros((n, g, d))
+  drafts = jax.random.normal(jax.random.PRNGKey(0), (n, g, d))
+  rates = []
+  for path_q in (-1.0, 0.0, 1.0):
+    q = spec._Last(mean_q, log_std, jnp.full((n, g), path_q))
+    p = spec._Last(mean_p, log_std, jnp.zeros((n, g)))
+    rates.append(float(jnp.mean(rule.judge(jax.random.PRNGKey(1), drafts, q, p, drafts).accepted)))
+  assert rates[0] < rates[1] < rates[2], rates
+
+
+def test_heads_that_cannot_be_aligned_or_a_zero_temperature_are_refused():
+  target, draft = _causal(2, 32, 0), _causal(1, 16, 1)
+  five, ten = GaussianDiffusion.cosine(1000).respaced("5"), GaussianDiffusion.cosine(1000).respaced("10")
+  with pytest.raises(ValueError, match="sample alike"):
+    spec.DiffusionRule(DiffusionHead(draft.head, five), DiffusionHead(target.head, ten), SamplingConfig())
+  with pytest.raises(ValueError, match="temperature > 0"):
+    _diffusion_rule(draft, target, SamplingConfig(temperature=0.0))

@@ -21,12 +21,15 @@ are dropped (truncation), the rejected one is the resampled token.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-LOG_2PI = float(jnp.log(2 * jnp.pi))
+LOG_2PI = math.log(2 * math.pi)
+TINY = float(np.finfo(np.float32).tiny)  # uniforms in [TINY, 1): log u is finite
 
 
 class Gaussian(NamedTuple):
@@ -56,7 +59,7 @@ def gaussian_accept(rng: jax.Array, x_ND: jax.Array, p: Gaussian, q: Gaussian,
                     log_sigma_N: jax.Array | float = 0.0) -> jax.Array:
   """Whether each draft token x ~ q is kept: log u < log Sigma + log p(x) - log q(x). [N] bool."""
   log_ratio = log_sigma_N + p.log_density(x_ND) - q.log_density(x_ND)
-  return jnp.log(jax.random.uniform(rng, log_ratio.shape, minval=1e-38)) < jnp.minimum(log_ratio, 0.0)
+  return jnp.log(jax.random.uniform(rng, log_ratio.shape, minval=TINY)) < jnp.minimum(log_ratio, 0.0)
 
 
 def gaussian_residual(rng: jax.Array, p: Gaussian, q: Gaussian, num_proposals: int,
@@ -68,7 +71,7 @@ def gaussian_residual(rng: jax.Array, p: Gaussian, q: Gaussian, num_proposals: i
   x_KND = p.sample(prop_key, (num_proposals, n, d))
   log_q_over_p_KN = (jax.vmap(q.log_density)(x_KND) - jax.vmap(p.log_density)(x_KND)) - log_sigma_N
   log_keep_KN = log1mexp(jnp.minimum(log_q_over_p_KN, 0.0))  # log max(0, 1 - q / (Sigma p))
-  keep_KN = jnp.log(jax.random.uniform(u_key, log_keep_KN.shape, minval=1e-38)) < log_keep_KN
+  keep_KN = jnp.log(jax.random.uniform(u_key, log_keep_KN.shape, minval=TINY)) < log_keep_KN
   first_N = jnp.argmax(keep_KN, axis=0)
   return x_KND[first_N, jnp.arange(n)], jnp.any(keep_KN, axis=0)
 
@@ -100,7 +103,7 @@ def categorical_speculative(rng: jax.Array, tokens_N: jax.Array, log_p_NV: jax.A
   accept_key, residual_key = jax.random.split(rng)
   rows = jnp.arange(tokens_N.shape[0])
   log_ratio_N = log_p_NV[rows, tokens_N] - log_q_NV[rows, tokens_N]
-  accepted_N = jnp.log(jax.random.uniform(accept_key, log_ratio_N.shape, minval=1e-38)) < jnp.minimum(log_ratio_N, 0)
+  accepted_N = jnp.log(jax.random.uniform(accept_key, log_ratio_N.shape, minval=TINY)) < jnp.minimum(log_ratio_N, 0)
   residual_NV = jnp.maximum(jnp.exp(log_p_NV) - jnp.exp(log_q_NV), 0.0)
   empty_N = jnp.sum(residual_NV, axis=-1) <= 0
   log_residual_NV = jnp.where(empty_N[:, None], log_p_NV, jnp.log(residual_NV))

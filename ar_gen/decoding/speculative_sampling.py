@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ar_gen.decoding.heads import DiffusionHead
 from ar_gen.decoding.logits import SamplingConfig, combine_guidance, filtered_log_probs, guidance_scale
@@ -84,6 +85,20 @@ class DiffusionRule:
   cfg: SamplingConfig
   trajectory_factor: bool = False
   num_proposals: int = 16
+
+  def __post_init__(self):
+    d, t = self.draft_head, self.target_head
+    if self.cfg.temperature <= 0 or d.temperature <= 0 or t.temperature <= 0:
+      raise ValueError("continuous speculative decoding needs a temperature > 0 (at 0 the last step is a point "
+                       "and no draft can be judged)")
+    same = (d.diffusion.num_steps == t.diffusion.num_steps
+            and np.array_equal(d.diffusion.timestep_map, t.diffusion.timestep_map)
+            and d.temperature == t.temperature and d.net.token_dim == t.net.token_dim)
+    if not same:
+      raise ValueError(f"the draft's and the target's heads must sample alike to be aligned (steps, timesteps, "
+                       f"temperature, token width): draft {d.diffusion.num_steps} steps, temperature "
+                       f"{d.temperature}, {d.net.token_dim} dims; target {t.diffusion.num_steps} steps, "
+                       f"temperature {t.temperature}, {t.net.token_dim} dims")
 
   @property
   def token_shape(self) -> tuple[int, ...]:
