@@ -143,15 +143,18 @@ def removed_on_failure(*paths: str) -> Iterator[None]:
 
 
 def save_tokenizer_and_model(claim: Any, out: str, tokenizer: tuple[ml_collections.ConfigDict, dict],
-                             model_name: str, model_config: Callable[[str], ml_collections.ConfigDict],
-                             model_params: dict, sources: tuple[str, str]) -> dict:
-  """Writes `out/tokenizer` and `out/MODEL_NAME` (its config from `model_config(tokenizer_dir)`) once every input
-  is mapped: the claimed earlier output goes first, and a failure removes what was written."""
+                             model_name: str, family_config: Callable[[str], ml_collections.ConfigDict],
+                             model_updates: dict, model_params: dict, sources: tuple[str, str]) -> dict:
+  """Writes `out/tokenizer` and `out/MODEL_NAME` (its config: `family_config(tokenizer_dir)` with its `model`
+  section updated by `model_updates`) once every input is mapped: the claimed earlier output goes first, and a
+  failure removes what was written."""
   tok_dir, model_dir = fileio.join(out, "tokenizer"), fileio.join(out, model_name)
   with removed_on_failure(out, tok_dir, model_dir):
     claim.clear()
     save_workdir(*tokenizer, tok_dir, sources[0])
-    save_workdir(model_config(tok_dir), model_params, model_dir, sources[1])
+    model_config = family_config(tok_dir)
+    model_config.model.update(model_updates)
+    save_workdir(model_config, model_params, model_dir, sources[1])
   return {"tokenizer": tok_dir, model_name: model_dir}
 
 

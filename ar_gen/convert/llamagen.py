@@ -114,10 +114,7 @@ def convert(vq_path: str, gpt_path: str, size: str, image_size: int, out: str, o
   model_params = common.mapped(gpt_params, gpt_sd, gpt_path, GPT_FILE)
   check_size(gpt_sd, size, gpt_path)
 
-  def gpt_workdir_config(tok_dir: str) -> ml_collections.ConfigDict:
-    config = next_token_config(tok_dir, **data)
-    config.model.update(size=size, num_classes=gpt_sd["cls_embedding.embedding_table.weight"].shape[0] - 1)
-    return config
-
-  return common.save_tokenizer_and_model(claim, out, (tok_config, tok_params), "gpt", gpt_workdir_config,
+  model_updates = dict(size=size, num_classes=gpt_sd["cls_embedding.embedding_table.weight"].shape[0] - 1)
+  return common.save_tokenizer_and_model(claim, out, (tok_config, tok_params), "gpt",
+                                         lambda tok_dir: next_token_config(tok_dir, **data), model_updates,
                                          model_params, (vq_path, gpt_path))

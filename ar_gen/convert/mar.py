@@ -13,7 +13,6 @@ factor 0.2325) and `DIR/mar` (the EMA weights unless `--no-ema`), which `ar-gen 
 
 from __future__ import annotations
 
-import ml_collections
 import numpy as np
 
 from ar_gen import outputs
@@ -126,12 +125,8 @@ def convert_state_dicts(vae_sd: StateDict, mar_sd: StateDict, size: str, out: st
   model_config = common.mapped(lambda sd: mar_model_config(sd, size, num_tokens), mar_sd, sources[1], MAR_FILE)
   model_params = common.mapped(mar_params, mar_sd, sources[1], MAR_FILE)
 
-  def mar_workdir_config(tok_dir: str) -> ml_collections.ConfigDict:
-    config = mar_config(tok_dir, **data)
-    config.model.update(model_config)
-    return config
-
-  return common.save_tokenizer_and_model(claim, out, (tok_config, tok_params), "mar", mar_workdir_config,
+  return common.save_tokenizer_and_model(claim, out, (tok_config, tok_params), "mar",
+                                         lambda tok_dir: mar_config(tok_dir, **data), model_config,
                                          model_params, sources)
 
 

@@ -112,12 +112,8 @@ def convert_state_dicts(vae_sd: StateDict, var_sd: StateDict, out: str, image_si
   model_config = common.mapped(var_model_config, var_sd, sources[1], VAR_FILE)
   model_params = common.mapped(var_params, var_sd, sources[1], VAR_FILE)
 
-  def var_workdir_config(tok_dir: str) -> ml_collections.ConfigDict:
-    config = next_scale_config(tok_dir, **data)
-    config.model.update(model_config)
-    return config
-
-  return common.save_tokenizer_and_model(claim, out, (tok_config, tok_params), "var", var_workdir_config,
+  return common.save_tokenizer_and_model(claim, out, (tok_config, tok_params), "var",
+                                         lambda tok_dir: next_scale_config(tok_dir, **data), model_config,
                                          model_params, sources)
 
 
