@@ -84,6 +84,11 @@ def _mean_flat(x: jax.Array) -> jax.Array:
   return jnp.mean(x.reshape(x.shape[0], -1), axis=-1)
 
 
+def _reverse_draw(out: dict[str, jax.Array], noise: jax.Array, temperature: float | jax.Array) -> jax.Array:
+  """x_{t-1} from a reverse step's mean and log-variance: the mean plus the std times `noise` * `temperature`."""
+  return out["mean"] + jnp.exp(0.5 * out["log_variance"]) * noise * temperature
+
+
 class LastStep(NamedTuple):
   """The last reverse step p(x_0 | x_1) of one trajectory: mean [N, D], log std [N, D] (before the temperature),
   and the sum over the earlier steps and dimensions of their log stds [N] (CSpD's trajectory factor)."""
@@ -167,7 +172,7 @@ class GaussianDiffusion:
     """x_{t-1}: the mean plus the scaled standard deviation times `noise` * `temperature`; no noise at t = 0."""
     out = self.p_mean_variance(model_output, x_t, t, clip_x0)
     nonzero = (t != 0).astype(x_t.dtype).reshape(t.shape + (1,) * (x_t.ndim - 1))
-    return out["mean"] + nonzero * jnp.exp(0.5 * out["log_variance"]) * noise * temperature
+    return _reverse_draw(out, noise * nonzero, temperature)
 
   def sample_loop(self, model_fn: ModelFn, noise: jax.Array, rng: jax.Array,
                   temperature: float | jax.Array = 1.0, clip_x0: float = 0.0) -> jax.Array:
@@ -187,7 +192,7 @@ class GaussianDiffusion:
       t = jnp.full((n,), i, jnp.int32)
       out = self.p_mean_variance(model_fn(x, self.model_timesteps(t)), x, t, clip_x0)
       noise_i = jax.random.normal(jax.random.fold_in(rng, i), x.shape, x.dtype)
-      x = out["mean"] + jnp.exp(0.5 * out["log_variance"]) * noise_i * temperature
+      x = _reverse_draw(out, noise_i, temperature)
       return x, path_log_std_N + 0.5 * jnp.sum(out["log_variance"], axis=-1)
 
     x1, path_log_std_N = jax.lax.fori_loop(0, self.num_steps - 1, body, (noise, jnp.zeros((n,), noise.dtype)))
