@@ -15,6 +15,7 @@ from flax import nnx
 from scipy import stats
 
 from ar_gen.decoding import driver
+from ar_gen.decoding import speculative_rules as rules
 from ar_gen.decoding import speculative_sampling as spec
 from ar_gen.decoding.heads import CategoricalHead, DiffusionHead
 from ar_gen.decoding.logits import SamplingConfig, combine_guidance, filtered_log_probs, guidance_scale
@@ -54,15 +55,27 @@ def _exact_joint(model, label, cfg):
   return np.exp(np.asarray(jnp.sum(jnp.take_along_axis(log_p, seqs[..., None], -1)[..., 0], -1), np.float64))
 
 
-@pytest.mark.parametrize("cfg", [SamplingConfig(), SamplingConfig(temperature=0.8, top_k=2, cfg_scale=2.0,
-                                                                  cfg_schedule="linear")],
-                         ids=["plain", "guided-linear-top-k"])
-@pytest.mark.parametrize("gamma", [1, 3])
-def test_speculative_sequences_follow_the_targets_exact_joint(models, cfg, gamma):
+def _sampler(method, target, draft, cfg, gamma, prefill=0):
+  """sampler(cond, key) -> (tokens, stats) of the draft-model method or the draft-free one."""
+  if method == "jacobi":
+    return lambda cond, key: spec.sample_jacobi(target, cond, key, cfg, gamma, prefill=prefill)
+  return lambda cond, key: spec.sample(target, draft, cond, key, rules.CategoricalRule(cfg), gamma, prefill=prefill)
+
+
+GUIDED_TOP_K = SamplingConfig(temperature=0.8, top_k=2, cfg_scale=2.0, cfg_schedule="linear")
+
+
+@pytest.mark.parametrize("method,cfg,gamma,prefill", [
+    ("draft", SamplingConfig(), 1, 0), ("draft", SamplingConfig(), 3, 0), ("draft", GUIDED_TOP_K, 1, 0),
+    ("draft", GUIDED_TOP_K, 3, 0), ("draft", GUIDED_TOP_K, 2, 1), ("jacobi", SamplingConfig(), 3, 0),
+    ("jacobi", GUIDED_TOP_K, 2, 0), ("jacobi", GUIDED_TOP_K, 3, 1)])
+def test_speculative_sequences_follow_the_targets_exact_joint(models, method, cfg, gamma, prefill):
+  """With a draft model and draft-free (Jacobi, whose drafts are coupled across rounds), with and without
+  target-only pre-fill."""
   target, draft = models
   label = 1
-  rule = spec.CategoricalRule(cfg)
-  run = jax.jit(jax.vmap(lambda key: spec.sample(target, draft, {"label": jnp.full((4,), label)}, key, rule, gamma)))
+  run = jax.jit(jax.vmap(lambda key: _sampler(method, target, draft, cfg, gamma, prefill)(
+      {"label": jnp.full((4,), label)}, key)))
   tokens, stats_ = run(jax.random.split(jax.random.PRNGKey(gamma), 1500))  # 6000 sequences
   codes = np.asarray(tokens).reshape(-1, 3) @ np.asarray([9, 3, 1])
   observed = np.bincount(codes, minlength=27)
@@ -75,19 +88,21 @@ def test_speculative_sequences_follow_the_targets_exact_joint(models, cfg, gamma
 
 
 def test_greedy_speculation_gives_the_targets_greedy_tokens(models):
+  """With a draft model and draft-free."""
   target, draft = models
   cfg = SamplingConfig(temperature=0.0, cfg_scale=1.5)
   cond = {"label": jnp.asarray([0, 1, 1, 0])}
   plain = jax.jit(lambda: driver.sample(target, CategoricalHead(cfg), cond, jax.random.PRNGKey(0), cfg))()
-  fast, _ = jax.jit(lambda: spec.sample(target, draft, cond, jax.random.PRNGKey(5), spec.CategoricalRule(cfg), 2))()
-  np.testing.assert_array_equal(fast, plain)
+  for method in ("draft", "jacobi"):
+    fast, _ = jax.jit(lambda: _sampler(method, target, draft, cfg, 2)(cond, jax.random.PRNGKey(5)))()
+    np.testing.assert_array_equal(fast, plain)
 
 
 @pytest.mark.parametrize("gamma", [1, 2])
 def test_a_draft_equal_to_the_target_is_always_accepted(models, gamma):
   target, _ = models
   _, stats_ = jax.jit(lambda: spec.sample(target, target, {"label": jnp.arange(512) % NUM_CLASSES},
-                                          jax.random.PRNGKey(0), spec.CategoricalRule(SamplingConfig()), gamma))()
+                                          jax.random.PRNGKey(0), rules.CategoricalRule(SamplingConfig()), gamma))()
   assert int(np.sum(stats_.accepted_K)) == int(np.sum(stats_.drafted_K)) > 0
   # gamma drafts + the target's own token per round; with gamma = 1 the second round's draft reads the cache entry
   # of the first round's last draft, which only the window's extra draft step writes
@@ -113,7 +128,7 @@ def test_mismatched_layouts_are_refused(models):
   other = NextTokenModel(TokenLayout.raster((1, 4), 3), NUM_CLASSES, 1, 16, 2, rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="same token layout"):
     spec.sample(target, other, {"label": jnp.zeros((1,), jnp.int32)}, jax.random.PRNGKey(0),
-                spec.CategoricalRule(SamplingConfig()), 2)
+                rules.CategoricalRule(SamplingConfig()), 2)
 
 
 # ---------------------------------------------------------------------------------------------------- continuous
@@ -125,7 +140,7 @@ def _causal(depth, dim, seed):
 
 def _diffusion_rule(draft, target, cfg, **kw):
   schedule = GaussianDiffusion.cosine(1000).respaced("5")
-  return spec.DiffusionRule(DiffusionHead(draft.head, schedule, cfg.temperature),
+  return rules.DiffusionRule(DiffusionHead(draft.head, schedule, cfg.temperature),
                             DiffusionHead(target.head, schedule, cfg.temperature), cfg, **kw)
 
 
@@ -166,8 +181,8 @@ def test_the_trajectory_factor_raises_acceptance_when_the_draft_path_is_wider():
   drafts = jax.random.normal(jax.random.PRNGKey(0), (n, g, d))
   rates = []
   for path_q in (-1.0, 0.0, 1.0):
-    q = spec._Last(mean_q, log_std, jnp.full((n, g), path_q))
-    p = spec._Last(mean_p, log_std, jnp.zeros((n, g)))
+    q = rules._Last(mean_q, log_std, jnp.full((n, g), path_q))
+    p = rules._Last(mean_p, log_std, jnp.zeros((n, g)))
     rates.append(float(jnp.mean(rule.judge(jax.random.PRNGKey(1), drafts, q, p, drafts).accepted)))
   assert rates[0] < rates[1] < rates[2], rates
 
@@ -176,6 +191,6 @@ def test_heads_that_cannot_be_aligned_or_a_zero_temperature_are_refused():
   target, draft = _causal(2, 32, 0), _causal(1, 16, 1)
   five, ten = GaussianDiffusion.cosine(1000).respaced("5"), GaussianDiffusion.cosine(1000).respaced("10")
   with pytest.raises(ValueError, match="sample alike"):
-    spec.DiffusionRule(DiffusionHead(draft.head, five), DiffusionHead(target.head, ten), SamplingConfig())
+    rules.DiffusionRule(DiffusionHead(draft.head, five), DiffusionHead(target.head, ten), SamplingConfig())
   with pytest.raises(ValueError, match="temperature > 0"):
     _diffusion_rule(draft, target, SamplingConfig(temperature=0.0))

@@ -1,152 +1,69 @@
-"""Draft-and-verify sampling for causal (one token per step, KV-cached) models: a small draft model proposes a window
-of `gamma` tokens one step at a time, the target scores the window in one call of its step over gamma + 1
-positions, and a rule keeps each draft or replaces it; the window is truncated at the first rejection.
+"""Draft-and-verify sampling for causal (one token per step, KV-cached) models: drafts of a window of `gamma`
+tokens, scored by the target in one call of its step over gamma + 1 positions, kept or replaced by a rule
+(`ar_gen.decoding.speculative_rules`), the window truncated at the first rejection.
 
-Rules (`ar_gen.decoding.speculative` holds their acceptance tests):
-- `CategoricalRule(cfg)`: token ids; both models judged on the distributions they would sample from (guidance,
-  temperature, top-k, top-p). Exact: the result is distributed as the target's own sampling.
-- `DiffusionRule(draft_head, target_head, cfg)`: token vectors of a diffusion head (continuous speculative decoding,
-  CSpD). Both heads denoise a position from the same noise (trajectory alignment: the noise comes from the
-  position's key, never stored), with noise on the last step too, and a draft is judged on the two last steps'
-  Gaussians. `trajectory_factor=False` (default) is the exact rule given the trajectories; True multiplies the
-  ratio by the paper's factor (approximate: docs/speculative.md). When a rejected token's residual proposals all
-  fail, the token is the target's own aligned sample, and `fallbacks` counts it.
+Two sources of drafts, one verify-and-commit loop:
+- `sample(target, draft, cond, rng, rule, gamma)`: a small draft model of the same layout proposes the window one
+  step at a time (gamma + 1 draft steps a window: the last only puts the last draft into the draft's cache).
+  With `CategoricalRule` the result is distributed as the target's own sampling; with `DiffusionRule` it is
+  continuous speculative decoding (CSpD).
+- `sample_jacobi(target, cond, rng, cfg, window)`: no draft model (speculative Jacobi decoding). The drafts of
+  a window are the target's own tokens of the previous round, sampled from contexts that held earlier drafts,
+  and their distribution is the one they were sampled from; positions never seen before start as uniform ids.
+  Each round judges every draft of the window with the categorical rule: up to the stop the results are
+  committed, after it the judged token (the draft itself if accepted, else a draw of norm(max(0, p - q))) is
+  the next round's draft with distribution p. That is the maximal coupling of the old draft with the new
+  distribution (MC-SJD, arXiv 2510.24211): a draft stays unless its distribution moved, where the original
+  SJD (2410.01699) redraws it independently. Exact for the same reason as with a draft model: a draft is
+  drawn from its recorded distribution given everything earlier positions' tests see.
 
-Both models implement the sampler's step contract (`ar_gen.decoding.driver.Steps`) with two extras the causal
-models have: `begin(cond, spare_slots=n)` (a cache with room for a window that runs past the end) and `step` over
-l consecutive positions. The batch advances together: every row commits the same number of tokens, the smallest
-accepted prefix of the batch plus one (that row's replaced token, or the target's own token after a fully
-accepted window). Stopping a row earlier than its own first rejection keeps it exact (the stop does not depend
-on that row's later tokens) but costs acceptance at large batch; `SpeculativeStats` counts what happened.
+`prefill=n` samples the first n tokens with the target alone (CSpD's pre-fill; the draft's cache then reads them
+in one step). Both models implement the sampler's step contract (`ar_gen.decoding.driver.Steps`) with the causal
+models' extras: `begin(cond, spare_slots=n)` (a cache with room for a window that runs past the end) and `step`
+over l consecutive positions; on CPU they run on `few_rows_view` like the plain sampler. The batch advances
+together: every row commits the same number of tokens, the smallest accepted prefix of the batch plus one (that
+row's replaced token, or the target's own token after a fully accepted window). Stopping a row earlier than its
+own first rejection keeps it exact (the stop depends on that row's tests up to the stop only) but costs
+acceptance at large batch; `SpeculativeStats` counts what happened.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from ar_gen.decoding.heads import DiffusionHead
-from ar_gen.decoding.logits import SamplingConfig, combine_guidance, filtered_log_probs, guidance_scale
-from ar_gen.decoding.speculative import (Gaussian, StepResult, categorical_speculative, first_rejection,
-                                         gaussian_speculative)
+from ar_gen.decoding.logits import SamplingConfig
+from ar_gen.decoding.speculative import StepResult, first_rejection
+from ar_gen.decoding.speculative_rules import CategoricalRule, DiffusionRule
+from ar_gen.nn.few_rows import few_rows_view
 
 NUM_BANDS = 4  # acceptance is reported per quarter of the sequence
-
-
-def _scales(cfg: SamplingConfig, positions_l: jax.Array, num_tokens: int) -> jax.Array:
-  return jax.vmap(lambda p: guidance_scale(cfg, p, num_tokens))(positions_l)
-
-
-@dataclasses.dataclass(frozen=True)
-class CategoricalRule:
-  """Token ids from logits [B(x2 guided), l, V]; a proposal's distribution is its log-probabilities [B, l, V]."""
-
-  cfg: SamplingConfig
-  token_shape: tuple[int, ...] = ()
-
-  def propose(self, which: str, logits_BlV: jax.Array, positions_l: jax.Array, num_tokens: int,
-              keys_l: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(tokens [B, l], their distribution) of the draft or target at these positions."""
-    del which
-    if self.cfg.guided:
-      b = logits_BlV.shape[0] // 2
-      scale_l = _scales(self.cfg, positions_l, num_tokens)
-      logits_BlV = combine_guidance(logits_BlV[:b], logits_BlV[b:], scale_l[None, :, None])
-    b, l, v = logits_BlV.shape
-    log_p_BlV = filtered_log_probs(logits_BlV.reshape(b * l, v), self.cfg).reshape(b, l, v)
-    tokens_lB = jax.vmap(lambda k, lp: jax.random.categorical(k, lp), in_axes=(0, 1))(keys_l, log_p_BlV)
-    return tokens_lB.T, log_p_BlV
-
-  def judge(self, rng: jax.Array, drafts_BG: jax.Array, draft_dist: jax.Array, target_dist: jax.Array,
-            own_BG: jax.Array) -> StepResult:
-    del own_BG
-    b, g, v = draft_dist.shape
-    out = categorical_speculative(rng, drafts_BG.reshape(-1), target_dist.reshape(-1, v), draft_dist.reshape(-1, v))
-    return StepResult(*(x.reshape(b, g) for x in out))
-
-
-class _Last(NamedTuple):
-  mean: jax.Array  # [B, l, D]
-  log_std: jax.Array  # [B, l, D], the temperature included
-  path_log_std: jax.Array  # [B, l]
-
-
-@dataclasses.dataclass(frozen=True)
-class DiffusionRule:
-  """Token vectors of each model's diffusion head from its z [B(x2 guided), l, C]; a proposal's distribution is
-  its last reverse step's Gaussian (`_Last`)."""
-
-  draft_head: DiffusionHead
-  target_head: DiffusionHead
-  cfg: SamplingConfig
-  trajectory_factor: bool = False
-  num_proposals: int = 16
-
-  def __post_init__(self):
-    d, t = self.draft_head, self.target_head
-    if self.cfg.temperature <= 0 or d.temperature <= 0 or t.temperature <= 0:
-      raise ValueError("continuous speculative decoding needs a temperature > 0 (at 0 the last step is a point "
-                       "and no draft can be judged)")
-    same = (d.diffusion.num_steps == t.diffusion.num_steps
-            and np.array_equal(d.diffusion.timestep_map, t.diffusion.timestep_map)
-            and d.temperature == t.temperature and d.net.token_dim == t.net.token_dim)
-    if not same:
-      raise ValueError(f"the draft's and the target's heads must sample alike to be aligned (steps, timesteps, "
-                       f"temperature, token width): draft {d.diffusion.num_steps} steps, temperature "
-                       f"{d.temperature}, {d.net.token_dim} dims; target {t.diffusion.num_steps} steps, "
-                       f"temperature {t.temperature}, {t.net.token_dim} dims")
-
-  @property
-  def token_shape(self) -> tuple[int, ...]:
-    return (self.target_head.net.token_dim,)
-
-  def propose(self, which: str, z_BlC: jax.Array, positions_l: jax.Array, num_tokens: int,
-              keys_l: jax.Array) -> tuple[jax.Array, _Last]:
-    head = self.draft_head if which == "draft" else self.target_head
-    uncond = None
-    if self.cfg.guided:
-      b = z_BlC.shape[0] // 2
-      z_BlC, uncond = z_BlC[:b], z_BlC[b:]
-    b, l, _ = z_BlC.shape
-    scale = jnp.tile(_scales(self.cfg, positions_l, num_tokens), b)[:, None]  # [B l, 1], rows in (b, l) order
-
-    def one_position(z_B1C, u_B1C, scale_B1, key):
-      return head.last_step(z_B1C, u_B1C, scale_B1, key)
-
-    # each position's noise from its own key, the same for both models (trajectory alignment)
-    per = [one_position(z_BlC[:, j:j + 1], None if uncond is None else uncond[:, j:j + 1],
-                        scale.reshape(b, l)[:, j:j + 1], keys_l[j]) for j in range(l)]
-    mean = jnp.stack([p.mean for p in per], 1)
-    log_std = jnp.stack([p.log_std for p in per], 1) + jnp.log(head.temperature)
-    path = jnp.stack([p.path_log_std for p in per], 1)
-    eps_lBD = jnp.stack([jax.random.normal(jax.random.fold_in(k, 7), mean[:, 0].shape) for k in keys_l])
-    tokens = mean + jnp.exp(log_std) * jnp.swapaxes(eps_lBD, 0, 1)
-    return tokens, _Last(mean, log_std, path)
-
-  def judge(self, rng: jax.Array, drafts_BGD: jax.Array, draft_dist: _Last, target_dist: _Last,
-            own_BGD: jax.Array) -> StepResult:
-    b, g, d = drafts_BGD.shape
-    flat = lambda x: x.reshape(b * g, *x.shape[2:])
-    log_sigma = flat(draft_dist.path_log_std - target_dist.path_log_std) if self.trajectory_factor else 0.0
-    out = gaussian_speculative(rng, flat(drafts_BGD), Gaussian(flat(target_dist.mean), flat(target_dist.log_std)),
-                               Gaussian(flat(draft_dist.mean), flat(draft_dist.log_std)), flat(own_BGD),
-                               num_proposals=self.num_proposals, log_sigma_N=log_sigma)
-    return StepResult(out.tokens.reshape(b, g, d), out.accepted.reshape(b, g), out.fell_back.reshape(b, g))
+PREFILL_KEY, ROUND_KEY, JUDGE_KEY, FRESH_KEY = 3, 1, 2, 4  # fold_in(rng, .) of each use of randomness
 
 
 class SpeculativeStats(NamedTuple):
-  """Counts of one sampling call: rounds (= target calls), draft_calls, drafted and accepted draft tokens per
-  position band [NUM_BANDS], fallbacks (continuous rule only)."""
+  """Counts of one sampling call: rounds (verifying target calls), prefill (target-only steps), draft_calls,
+  drafted and accepted draft tokens per position band [NUM_BANDS], fallbacks (continuous rule only)."""
 
   rounds: jax.Array
+  prefill: jax.Array
   draft_calls: jax.Array
   drafted_K: jax.Array
   accepted_K: jax.Array
   fallbacks: jax.Array
+
+
+class _Verified(NamedTuple):
+  """One round's outcome: the committed tokens [B, gamma + 1] (zero after the stop), the last committed index,
+  every draft's judged token, the target's own tokens and distributions at the gamma + 1 positions."""
+
+  window: jax.Array
+  stop: jax.Array
+  judged: StepResult
+  own: jax.Array
+  p_dist: Any
 
 
 class _State(NamedTuple):
@@ -154,8 +71,7 @@ class _State(NamedTuple):
   pos: jax.Array  # tokens committed so far (every row)
   target_carry: Any
   target_cache: Any
-  draft_carry: Any
-  draft_cache: Any
+  drafter: Any
   stats: SpeculativeStats
 
 
@@ -168,69 +84,206 @@ def _along(mask_J: jax.Array, x: jax.Array) -> jax.Array:
   return mask_J.reshape((1, -1) + (1,) * (x.ndim - 2))
 
 
-def sample(target: Any, draft: Any, cond: Any, rng: jax.Array, rule: CategoricalRule | DiffusionRule,
-           gamma: int) -> tuple[jax.Array, SpeculativeStats]:
-  """Tokens [B, L(, D)] of `target.layout` by draft-and-verify with windows of `gamma` drafts (trace under jit)."""
+def _position_keys(key: jax.Array, positions_J: jax.Array) -> jax.Array:
+  return jax.vmap(lambda p: jax.random.fold_in(key, p))(positions_J)
+
+
+class _ModelDrafter:
+  """Drafts from a draft model; its state is (carry, cache)."""
+
+  def __init__(self, model: Any, rule: Any, guided: bool, num_tokens: int):
+    self.model, self.rule, self.guided, self.num_tokens = model, rule, guided, num_tokens
+
+  def init(self, cond: Any, spare: int, b: int, rng: jax.Array) -> Any:
+    del b, rng
+    _, carry, cache = self.model.begin(cond, spare_slots=spare)
+    return carry, cache
+
+  def prefill(self, state: Any, prefix: jax.Array) -> Any:
+    """The draft's cache reads the target's first n tokens [B, n] in one step."""
+    carry, cache = state
+    n = prefix.shape[1]
+    inputs = jnp.concatenate([carry, self.model.feed(_double(prefix[:, :n - 1], self.guided), 0, carry, None)],
+                             axis=1)
+    _, cache = self.model.step(inputs, 0, cache, None)
+    return self.model.feed(_double(prefix[:, n - 1:], self.guided), n - 1, carry, None), cache
+
+  def draft(self, state: Any, pos: jax.Array, keys_J: jax.Array, round_: jax.Array) -> tuple[Any, Any, Any]:
+    del round_
+    gamma = keys_J.shape[0] - 1
+
+    def one(carry, j):
+      d_carry, d_cache = carry
+      out, d_cache = self.model.step(d_carry, pos + j, d_cache, None)
+      token, dist = self.rule.propose("draft", out, (pos + j)[None], self.num_tokens, keys_J[j][None])
+      d_carry = self.model.feed(_double(token, self.guided), pos + j, d_carry, None)
+      return (d_carry, d_cache), (token[:, 0], jax.tree.map(lambda x: x[:, 0], dist))
+
+    state, (drafts_J, q_J) = jax.lax.scan(one, state, jnp.arange(gamma + 1))
+    first = lambda x: jnp.swapaxes(x, 0, 1)[:, :gamma]
+    return first(drafts_J), jax.tree.map(first, q_J), state
+
+  def calls(self, gamma: int) -> int:
+    return gamma + 1
+
+  def advance(self, state: Any, verified: _Verified, pos: jax.Array, rng: jax.Array, round_: jax.Array) -> Any:
+    """Feeds the last committed token; the cache's window entries after it are overwritten by the next round."""
+    del rng, round_
+    carry, cache = state
+    last = jax.lax.dynamic_slice_in_dim(verified.window, verified.stop, 1, axis=1)
+    return self.model.feed(_double(last, self.guided), pos + verified.stop, carry, None), cache
+
+
+class _JacobiDrafter:
+  """Drafts from the target's previous round; its state is (drafts [B, W], their log-probabilities [B, W, V])."""
+
+  def __init__(self, vocab_size: int, window: int):
+    self.vocab_size, self.window = vocab_size, window
+
+  def calls(self, gamma: int) -> int:
+    del gamma
+    return 0
+
+  def _fresh(self, rng: jax.Array, b: int, positions_J: jax.Array, r: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Uniform ids for positions no round has drafted yet (keys of round r; -1 before the first), and their
+    (uniform) log-probabilities."""
+    keys = _position_keys(jax.random.fold_in(jax.random.fold_in(rng, FRESH_KEY), r + 1), positions_J)
+    ids_JB = jax.vmap(lambda k: jax.random.randint(k, (b,), 0, self.vocab_size))(keys)
+    log_q = jnp.full((b, positions_J.shape[0], self.vocab_size), -jnp.log(float(self.vocab_size)))
+    return ids_JB.T.astype(jnp.int32), log_q
+
+  def init(self, cond: Any, spare: int, b: int, rng: jax.Array) -> Any:
+    del cond, spare
+    return self._fresh(rng, b, jnp.arange(self.window), jnp.int32(-1))
+
+  def prefill(self, state: Any, prefix: jax.Array) -> Any:
+    del prefix
+    return state  # the first drafts are uniform wherever they start
+
+  def draft(self, state: Any, pos: jax.Array, keys_J: jax.Array, round_: jax.Array) -> tuple[Any, Any, Any]:
+    del pos, keys_J, round_
+    drafts, log_q = state
+    return drafts, log_q, state
+
+  def advance(self, state: Any, verified: _Verified, pos: jax.Array, rng: jax.Array, round_: jax.Array) -> Any:
+    """The window moved by stop + 1: judged tokens after the stop, the target's token after the window, then
+    uniform ids."""
+    del state
+    w = self.window
+    b = verified.own.shape[0]
+    fresh, fresh_q = self._fresh(rng, b, pos + w + 1 + jnp.arange(w), round_)
+    tokens = jnp.concatenate([verified.judged.tokens, verified.own[:, w:], fresh], axis=1)
+    log_q = jnp.concatenate([verified.p_dist, fresh_q], axis=1)
+    start = verified.stop + 1
+    return (jax.lax.dynamic_slice_in_dim(tokens, start, w, axis=1),
+            jax.lax.dynamic_slice_in_dim(log_q, start, w, axis=1))
+
+
+def _verify(target: Any, rule: Any, state: _State, drafts: jax.Array, q_dist: Any, keys_J: jax.Array,
+            judge_key: jax.Array, num_tokens: int, guided: bool) -> tuple[_Verified, Any]:
+  """The target's step over the window [carry, drafts]; the judged drafts; the committed tokens up to the stop."""
+  gamma = drafts.shape[1]
+  pos = state.pos
+  inputs = jnp.concatenate([state.target_carry, target.feed(_double(drafts, guided), pos, state.target_carry,
+                                                            None)], axis=1)
+  out, cache = target.step(inputs, pos, state.target_cache, None)  # tokens pos .. pos + gamma
+  own, p_dist = rule.propose("target", out, pos + jnp.arange(gamma + 1), num_tokens, keys_J)
+  judged = rule.judge(judge_key, drafts, q_dist, jax.tree.map(lambda x: x[:, :gamma], p_dist), own[:, :gamma])
+  stop = jnp.minimum(jnp.min(first_rejection(judged.accepted)), num_tokens - 1 - pos)  # last committed
+  window = jnp.concatenate([jnp.where(_along(jnp.arange(gamma) < stop, drafts), drafts, judged.tokens),
+                            own[:, gamma:]], axis=1)
+  window = jnp.where(_along(jnp.arange(gamma + 1) <= stop, window), window, 0).astype(state.tokens.dtype)
+  return _Verified(window, stop, judged, own, p_dist), cache
+
+
+def _count(stats: SpeculativeStats, verified: _Verified, positions_G: jax.Array, num_tokens: int,
+           draft_calls: int) -> SpeculativeStats:
+  b, gamma = verified.judged.accepted.shape
+  band_G = jnp.minimum(positions_G * NUM_BANDS // num_tokens, NUM_BANDS - 1)
+  judged_G = jnp.arange(gamma) <= jnp.minimum(verified.stop, gamma - 1)  # the drafts up to the stop were judged
+  zeros_K = jnp.zeros_like(stats.drafted_K)
+  drafted = zeros_K.at[band_G].add(b * judged_G.astype(jnp.int32))
+  accepted = zeros_K.at[band_G].add(jnp.sum(verified.judged.accepted & judged_G, axis=0).astype(jnp.int32))
+  fell = jnp.sum(verified.judged.fell_back & judged_G).astype(jnp.int32)
+  return SpeculativeStats(stats.rounds + 1, stats.prefill, stats.draft_calls + draft_calls,
+                          stats.drafted_K + drafted, stats.accepted_K + accepted, stats.fallbacks + fell)
+
+
+def _prefill(target: Any, rule: Any, state: _State, n: int, rng: jax.Array, num_tokens: int,
+             guided: bool) -> _State:
+  """The first n tokens by the target alone, one step each (keys of `PREFILL_KEY` and the position)."""
+  keys = _position_keys(jax.random.fold_in(rng, PREFILL_KEY), jnp.arange(n))
+
+  def one(carry, i):
+    t_carry, t_cache = carry
+    out, t_cache = target.step(t_carry, i, t_cache, None)
+    token, _ = rule.propose("target", out, i[None], num_tokens, keys[i][None])
+    return (target.feed(_double(token, guided), i, t_carry, None), t_cache), token[:, 0]
+
+  (t_carry, t_cache), prefix_n = jax.lax.scan(one, (state.target_carry, state.target_cache), jnp.arange(n))
+  prefix = jnp.swapaxes(prefix_n, 0, 1).astype(state.tokens.dtype)
+  return state._replace(tokens=jax.lax.dynamic_update_slice_in_dim(state.tokens, prefix, 0, axis=1),
+                        pos=jnp.int32(n), target_carry=t_carry, target_cache=t_cache,
+                        stats=state.stats._replace(prefill=jnp.int32(n)))
+
+
+def _decode(target: Any, drafter: Any, cond: Any, rng: jax.Array, rule: Any, gamma: int,
+            prefill: int) -> tuple[jax.Array, SpeculativeStats]:
+  num_tokens, guided = target.layout.num_tokens, rule.cfg.guided
   if gamma < 1:
     raise ValueError(f"gamma (drafts per window) must be at least 1, got {gamma}")
-  if target.layout != draft.layout:
-    raise ValueError(f"draft and target need the same token layout; target {target.layout.describe()}, "
-                     f"draft {draft.layout.describe()}")
-  num_tokens, guided = target.layout.num_tokens, rule.cfg.guided
+  if not 0 <= prefill < num_tokens:
+    raise ValueError(f"prefill (tokens the target samples alone) must lie in [0, {num_tokens - 1}], got {prefill}")
+  b = jax.tree.leaves(cond)[0].shape[0]
   if guided:
     cond = jax.tree.map(lambda c, n: jnp.concatenate([c, n]), cond, target.null_condition(cond))
   spare = gamma + 1
   _, t_carry, t_cache = target.begin(cond, spare_slots=spare)
-  _, d_carry, d_cache = draft.begin(cond, spare_slots=spare)
-  b = jax.tree.leaves(cond)[0].shape[0] // (2 if guided else 1)
-  dtype = jnp.float32 if rule.token_shape else jnp.int32
   zeros_K = jnp.zeros((NUM_BANDS,), jnp.int32)
-  stats = SpeculativeStats(jnp.int32(0), jnp.int32(0), zeros_K, zeros_K, jnp.int32(0))
+  stats = SpeculativeStats(jnp.int32(0), jnp.int32(0), jnp.int32(0), zeros_K, zeros_K, jnp.int32(0))
+  dtype = jnp.float32 if rule.token_shape else jnp.int32
   state = _State(jnp.zeros((b, num_tokens + spare, *rule.token_shape), dtype), jnp.int32(0), t_carry, t_cache,
-                 d_carry, d_cache, stats)
+                 drafter.init(cond, spare, b, rng), stats)
+  if prefill:
+    state = _prefill(target, rule, state, prefill, rng, num_tokens, guided)
+    state = state._replace(drafter=drafter.prefill(state.drafter, state.tokens[:, :prefill]))
 
   def round_(state: _State) -> _State:
-    round_key = jax.random.fold_in(jax.random.fold_in(rng, 1), state.stats.rounds)
+    r = state.stats.rounds
     positions_J = state.pos + jnp.arange(gamma + 1)
-    keys_J = jax.vmap(lambda p: jax.random.fold_in(round_key, p))(positions_J)  # shared by draft and target
-
-    def draft_one(carry, j):
-      """One draft step; the window runs gamma + 1 of them, the last only to put the last draft into the draft's
-      cache (needed when the whole window is accepted; its own draft is never used)."""
-      d_carry, d_cache = carry
-      out, d_cache = draft.step(d_carry, state.pos + j, d_cache, None)
-      token, dist = rule.propose("draft", out, positions_J[j][None], num_tokens, keys_J[j][None])
-      d_carry = draft.feed(_double(token, guided), state.pos + j, d_carry, None)
-      return (d_carry, d_cache), (token[:, 0], jax.tree.map(lambda x: x[:, 0], dist))
-
-    (d_carry, d_cache), (drafts_J, q_J) = jax.lax.scan(draft_one, (state.draft_carry, state.draft_cache),
-                                                       jnp.arange(gamma + 1))
-    drafts = jnp.swapaxes(drafts_J, 0, 1)[:, :gamma]
-    q_dist = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1)[:, :gamma], q_J)
-    inputs = jnp.concatenate([state.target_carry, target.feed(_double(drafts, guided), state.pos,
-                                                              state.target_carry, None)], axis=1)
-    out, t_cache = target.step(inputs, state.pos, state.target_cache, None)  # tokens pos .. pos + gamma
-    own, p_dist = rule.propose("target", out, positions_J, num_tokens, keys_J)
-    judged = rule.judge(jax.random.fold_in(jax.random.fold_in(rng, 2), state.stats.rounds), drafts, q_dist,
-                        jax.tree.map(lambda x: x[:, :gamma], p_dist), own[:, :gamma])
-    stop = jnp.minimum(jnp.min(first_rejection(judged.accepted)), num_tokens - 1 - state.pos)  # last committed
-    before_G = jnp.arange(gamma) < stop
-    window = jnp.concatenate([jnp.where(_along(before_G, drafts), drafts, judged.tokens), own[:, gamma:]], axis=1)
-    window = jnp.where(_along(jnp.arange(gamma + 1) <= stop, window), window, 0).astype(state.tokens.dtype)
-    tokens = jax.lax.dynamic_update_slice_in_dim(state.tokens, window, state.pos, axis=1)
-    last = jax.lax.dynamic_slice_in_dim(window, stop, 1, axis=1)
-    t_carry = target.feed(_double(last, guided), state.pos + stop, state.target_carry, None)
-    d_carry = draft.feed(_double(last, guided), state.pos + stop, d_carry, None)
-    # the draft's cache holds the window's drafts; the next round re-feeds from pos + stop + 1, overwriting them
-    band_G = jnp.minimum(positions_J[:gamma] * NUM_BANDS // num_tokens, NUM_BANDS - 1)
-    judged_G = jnp.arange(gamma) <= jnp.minimum(stop, gamma - 1)  # the drafts up to the stop were judged
-    drafted = zeros_K.at[band_G].add(b * judged_G.astype(jnp.int32))
-    accepted = zeros_K.at[band_G].add(jnp.sum(judged.accepted & judged_G, axis=0).astype(jnp.int32))
-    fell = jnp.sum(judged.fell_back & judged_G).astype(jnp.int32)
-    s = state.stats
-    stats = SpeculativeStats(s.rounds + 1, s.draft_calls + gamma + 1, s.drafted_K + drafted,
-                             s.accepted_K + accepted, s.fallbacks + fell)
-    return _State(tokens, state.pos + stop + 1, t_carry, t_cache, d_carry, d_cache, stats)
+    keys_J = _position_keys(jax.random.fold_in(jax.random.fold_in(rng, ROUND_KEY), r), positions_J)
+    drafts, q_dist, drafter_state = drafter.draft(state.drafter, state.pos, keys_J, r)
+    judge_key = jax.random.fold_in(jax.random.fold_in(rng, JUDGE_KEY), r)
+    verified, cache = _verify(target, rule, state._replace(drafter=drafter_state), drafts, q_dist, keys_J,
+                              judge_key, num_tokens, guided)
+    tokens = jax.lax.dynamic_update_slice_in_dim(state.tokens, verified.window, state.pos, axis=1)
+    last = jax.lax.dynamic_slice_in_dim(verified.window, verified.stop, 1, axis=1)
+    t_carry = target.feed(_double(last, guided), state.pos + verified.stop, state.target_carry, None)
+    drafter_state = drafter.advance(drafter_state, verified, state.pos, rng, r)
+    stats = _count(state.stats, verified, positions_J[:gamma], num_tokens, drafter.calls(gamma))
+    return _State(tokens, state.pos + verified.stop + 1, t_carry, cache, drafter_state, stats)
 
   state = jax.lax.while_loop(lambda s: s.pos < num_tokens, round_, state)
   return state.tokens[:, :num_tokens], state.stats
+
+
+def sample(target: Any, draft: Any, cond: Any, rng: jax.Array, rule: CategoricalRule | DiffusionRule,
+           gamma: int, prefill: int = 0) -> tuple[jax.Array, SpeculativeStats]:
+  """Tokens [B, L(, D)] of `target.layout` by draft-and-verify with windows of `gamma` drafts of `draft` after
+  `prefill` target-only tokens (trace under jit)."""
+  if target.layout != draft.layout:
+    raise ValueError(f"draft and target need the same token layout; target {target.layout.describe()}, "
+                     f"draft {draft.layout.describe()}")
+  draft = few_rows_view(draft)
+  drafter = _ModelDrafter(draft, rule, rule.cfg.guided, target.layout.num_tokens)
+  return _decode(few_rows_view(target), drafter, cond, rng, rule, gamma, prefill)
+
+
+def sample_jacobi(target: Any, cond: Any, rng: jax.Array, cfg: SamplingConfig, window: int,
+                  prefill: int = 0) -> tuple[jax.Array, SpeculativeStats]:
+  """Token ids [B, L] of `target.layout` by speculative Jacobi decoding over windows of `window` drafts, the
+  drafts coupled across rounds (trace under jit)."""
+  if target.layout.kind != "ids":
+    raise ValueError(f"speculative Jacobi decoding needs token ids, got {target.layout.describe()}")
+  drafter = _JacobiDrafter(target.layout.vocab_size, window)
+  return _decode(few_rows_view(target), drafter, cond, rng, CategoricalRule(cfg), window, prefill)
