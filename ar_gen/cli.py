@@ -158,8 +158,16 @@ def _sample_arguments(p):
   p.add_argument("--num-shards", type=int, default=1,
                  help="split the sampling into this many independent jobs (merge with `ar-gen merge-samples`)")
   p.add_argument("--shard-index", type=int, default=None, help="with --num-shards: this job's shard, 0 .. K-1")
+  p.add_argument("--draft-workdir", default=None,
+                 help="speculative decoding with this draft model (trained on the same tokenizer; docs/speculative.md)")
+  p.add_argument("--jacobi", action="store_true",
+                 help="speculative decoding without a draft model (speculative Jacobi decoding; token ids)")
+  p.add_argument("--gamma", type=int, default=None, help="speculative: drafts per window (default 4)")
+  p.add_argument("--prefill", type=float, default=None,
+                 help="speculative: the fraction of the tokens the target samples alone first (default 0)")
   p.add_argument("--out", required=True)
-  _overwrite_flag(p, "earlier samples in OUT (samples.npz, grid.png, images/; or this shard's file)")
+  _overwrite_flag(p, "earlier samples in OUT (samples.npz, grid.png, images/, speculative.json; or this shard's "
+                     "files)")
   _distributed_flags(p)
 
 
@@ -183,7 +191,9 @@ def _sample(args, overrides):
   result = sample.sample(args.workdir, args.out, args.num_images, args.batch_size, args.classes, args.seed,
                          overwrite=args.overwrite, overrides=tuple(overrides), num_shards=args.num_shards,
                          shard_index=args.shard_index, cfg_scale=args.cfg_scale, temperature=args.temperature,
-                         top_k=args.top_k, top_p=args.top_p, cfg_schedule=args.cfg_schedule, cfg_interval=interval)
+                         top_k=args.top_k, top_p=args.top_p, cfg_schedule=args.cfg_schedule, cfg_interval=interval,
+                         draft_workdir=args.draft_workdir, gamma=args.gamma, prefill=args.prefill,
+                         jacobi=args.jacobi)
   print(result)
 
 

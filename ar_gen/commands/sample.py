@@ -13,6 +13,11 @@ computes batches I, I + K, ... and writes `OUT/shards/shard-I-of-K.npz`; once al
 --out OUT` writes samples.npz, PNGs and the grid, identical to one job with the same flags. Each shard records
 the flags, work directory and checkpoint step it used, and the merge refuses shards that disagree.
 
+Speculative decoding (`--draft-workdir DIR` with a draft model trained on the same tokenizer, or `--jacobi`,
+draft-free, for token ids; `--gamma N` drafts a window, `--prefill R` the fraction of tokens the target samples
+alone first) gives samples of the target's distribution (docs/speculative.md) and writes OUT/speculative.json:
+acceptance overall and per quarter of the sequence, tokens per target call, calls, fallbacks, speed.
+
 The model is restored without optimizer state, straight into a copy on every device (no single-device hop), with
 `--config.KEY=VALUE` overrides of the run's config (e.g. `model.attn_impl=xla`).
 """
@@ -27,13 +32,15 @@ import numpy as np
 from ar_gen import fileio, outputs
 from ar_gen.config import load_workdir_config
 from ar_gen.decoding.logits import SamplingConfig
+from ar_gen.decoding.speculative_sampling import Speculation
 from ar_gen.errors import UserError
-from ar_gen.eval.generate import (SAMPLE_RESULTS, generate, labels_for, num_batches, parse_classes, sampling_mesh,
-                                  write_samples)
+from ar_gen.eval.generate import (SAMPLE_RESULTS, Speculative, generate, labels_for, num_batches, parse_classes,
+                                  sampling_mesh, write_samples)
 from ar_gen.runs.run import restore_run
 from ar_gen.runs.task import family_names
 
 SHARDS = "shards"
+SPECULATIVE = "speculative.json"
 
 
 def shard_name(index: int, count: int) -> str:
@@ -49,13 +56,31 @@ def _check_shards(num_shards: int, shard_index: int | None) -> None:
     raise UserError(f"--shard-index must lie in [0, {num_shards - 1}], got {shard_index}")
 
 
+def _speculation(draft_workdir: str | None, gamma: int | None, prefill: float | None,
+                 jacobi: bool) -> Speculation | None:
+  """The speculation the flags ask for (None: plain sampling), checked."""
+  if draft_workdir is not None and jacobi:
+    raise UserError("--draft-workdir and --jacobi exclude each other: --jacobi decodes without a draft model")
+  if draft_workdir is None and not jacobi:
+    if gamma is not None or prefill is not None:
+      raise UserError("--gamma and --prefill are settings of speculative decoding: add --draft-workdir DIR (a "
+                      "draft model) or --jacobi (draft-free)")
+    return None
+  try:
+    return Speculation(gamma=4 if gamma is None else gamma, prefill=prefill or 0.0, jacobi=jacobi)
+  except ValueError as e:
+    raise UserError(str(e)) from e
+
+
 def sample(workdir: str, out: str, num_images: int, batch_size: int = 64, classes: str = "all", seed: int = 0,
            overwrite: bool = False, overrides: tuple[str, ...] = (), num_shards: int = 1,
-           shard_index: int | None = None, **sampling_overrides) -> dict:
+           shard_index: int | None = None, draft_workdir: str | None = None, gamma: int | None = None,
+           prefill: float | None = None, jacobi: bool = False, **sampling_overrides) -> dict:
   """Samples `num_images` images (or one shard of them); writes OUT/samples.npz, OUT/images/*.png and OUT/grid.png
   (a shard: OUT/shards/shard-I-of-K.npz). Every flag, the work directory's task and `out` are checked before the
   model is loaded; an `out` holding earlier results is refused unless `overwrite`, which removes them once the new
-  images exist (`ar_gen.outputs`)."""
+  images exist (`ar_gen.outputs`). With a speculation (`draft_workdir` or `jacobi`), also OUT/speculative.json
+  (a shard: OUT/shards/shard-I-of-K.speculative.json)."""
   if num_images < 1:
     raise ValueError(f"--num-images must be at least 1, got {num_images}")
   if batch_size < 1:
@@ -70,15 +95,28 @@ def sample(workdir: str, out: str, num_images: int, batch_size: int = 64, classe
                      f"{family_names()}")
   SamplingConfig.from_config(config.sample, **sampling_overrides)  # bad flags fail before the model loads
   parse_classes(classes, config.model.num_classes)
+  how = _speculation(draft_workdir, gamma, prefill, jacobi)
+  if draft_workdir is not None:
+    draft_config = load_workdir_config(draft_workdir)
+    if draft_config.task not in family_names():
+      raise UserError(f"--draft-workdir {draft_workdir} holds a {draft_config.task!r} run, not a generator")
   sharded = shard_index is not None
   results = (shard_name(shard_index, num_shards),) if sharded else SAMPLE_RESULTS
-  claim = outputs.claim_dir(out, results, overwrite)
+  stats_name = results[0].replace(".npz", "." + SPECULATIVE) if sharded else SPECULATIVE
+  claim = outputs.claim_dir(out, results + ((stats_name,) if how else ()), overwrite)
   replicated = jax.sharding.NamedSharding(sampling_mesh(), jax.sharding.PartitionSpec())
   run, state, step = restore_run(workdir, overrides=overrides, sharding=replicated)
+  speculative, draft_step = None, None
+  if how is not None:
+    draft = restore_run(draft_workdir, sharding=replicated) if draft_workdir is not None else None
+    run.task.check_speculation(how, draft[0].task if draft else None)
+    draft_step = draft[2] if draft else None
+    speculative = Speculative(how, *(draft[:2] if draft else ()))
   cfg = run.task.sampling_config(**sampling_overrides)
   labels = labels_for(parse_classes(classes, run.config.model.num_classes), num_images)
   batches = list(range(num_batches(num_images, batch_size)))[shard_index or 0::num_shards]
-  generated = generate(run, state, labels, seed=seed, batch_size=batch_size, cfg=cfg, batch_indices=batches)
+  generated = generate(run, state, labels, seed=seed, batch_size=batch_size, cfg=cfg, batch_indices=batches,
+                       speculative=speculative)
   claim.clear(primary=jax.process_index() == 0)  # the earlier results go only now that the new ones exist
   if sharded:
     index = np.concatenate([np.arange(b * batch_size, min((b + 1) * batch_size, num_images)) for b in batches])
@@ -91,6 +129,13 @@ def sample(workdir: str, out: str, num_images: int, batch_size: int = 64, classe
   else:
     write_samples(out, generated.images, labels, pngs=True, seed=seed)
   count = len(generated.images)
+  if how is not None and jax.process_index() == 0:
+    record = {"method": "jacobi" if how.jacobi else "draft", "gamma": how.gamma, "prefill": how.prefill,
+              "draft_workdir": fileio.absolute(draft_workdir) if draft_workdir else None, "draft_step": draft_step,
+              "workdir": fileio.absolute(workdir), "step": step, "batch_size": batch_size, "num_images": count,
+              "seconds": generated.seconds, "images_per_second": count / generated.seconds,
+              "sampling": repr(cfg), **generated.speculative}
+    fileio.write_json(fileio.join(out, stats_name), record)
   return {"num_images": count, "seconds": generated.seconds, "images_per_second": count / generated.seconds,
           "images_per_second_per_device": count / generated.seconds / jax.device_count(),
           "compile_seconds": generated.compile_seconds, "step": step, "devices": jax.device_count(),

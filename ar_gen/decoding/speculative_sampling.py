@@ -29,10 +29,12 @@ acceptance at large batch; `SpeculativeStats` counts what happened.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ar_gen.decoding.logits import SamplingConfig
 from ar_gen.decoding.speculative import StepResult, first_rejection
@@ -53,6 +55,44 @@ class SpeculativeStats(NamedTuple):
   drafted_K: jax.Array
   accepted_K: jax.Array
   fallbacks: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Speculation:
+  """How a run samples speculatively (`ar-gen sample --gamma N --prefill R [--jacobi | --draft-workdir DIR]`):
+  `gamma` drafts a window, the fraction `prefill` of the tokens the target samples alone first, and draft-free
+  (`jacobi`) or with a draft model."""
+
+  gamma: int = 4
+  prefill: float = 0.0
+  jacobi: bool = False
+
+  def __post_init__(self):
+    if self.gamma < 1:
+      raise ValueError(f"--gamma (drafts per window) must be at least 1, got {self.gamma}")
+    if not 0 <= self.prefill < 1:
+      raise ValueError(f"--prefill (the fraction of tokens the target samples alone) must lie in [0, 1), got "
+                       f"{self.prefill}")
+
+  def prefill_tokens(self, num_tokens: int) -> int:
+    return min(int(round(self.prefill * num_tokens)), num_tokens - 1)
+
+
+def summarize(stats: SpeculativeStats, num_calls: int, num_tokens: int) -> dict:
+  """The numbers of `speculative.json` from stats summed over `num_calls` sampling calls of L tokens: acceptance
+  overall and per position band, tokens committed per verifying target call, calls of each model, fallbacks."""
+  drafted, accepted = np.asarray(stats.drafted_K, np.int64), np.asarray(stats.accepted_K, np.int64)
+  rounds, prefill = int(stats.rounds), int(stats.prefill)
+  rate = lambda a, d: float(a / d) if d else None
+  return {"acceptance": rate(accepted.sum(), drafted.sum()),
+          "acceptance_per_band": [rate(a, d) for a, d in zip(accepted, drafted)],
+          "bands": [f"tokens {k * num_tokens // NUM_BANDS}-{(k + 1) * num_tokens // NUM_BANDS - 1}"
+                    for k in range(NUM_BANDS)],
+          "drafted": int(drafted.sum()), "accepted": int(accepted.sum()),
+          "tokens_per_round": rate(num_calls * num_tokens - prefill, rounds),
+          "target_calls": rounds + prefill, "plain_target_calls": num_calls * num_tokens,
+          "rounds": rounds, "prefill_steps": prefill, "draft_calls": int(stats.draft_calls),
+          "fallbacks": int(stats.fallbacks)}
 
 
 class _Verified(NamedTuple):

@@ -27,6 +27,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ar_gen import fileio, images
 from ar_gen.data.preprocess import to_uint8
+from ar_gen.decoding import speculative_sampling
 from ar_gen.decoding.logits import SamplingConfig
 from ar_gen.runs.run import Run
 
@@ -108,10 +109,20 @@ def _put(tree: Any, sharding: NamedSharding) -> Any:
   return jax.tree.map(put, tree)
 
 
+class Speculative(NamedTuple):
+  """Speculative decoding for `generate`: how, and the draft run with its state (None when draft-free); the
+  target's task has checked them (`check_speculation`)."""
+
+  how: speculative_sampling.Speculation
+  run: Run | None = None
+  state: dict | None = None
+
+
 class Generated(NamedTuple):
   images: np.ndarray  # uint8 [N, H, W, C]
   seconds: float  # sampling, compilation excluded
   compile_seconds: float
+  speculative: dict | None = None  # speculative_sampling.summarize of every batch (padding rows included)
 
 
 def num_batches(num_images: int, batch_size: int) -> int:
@@ -120,10 +131,10 @@ def num_batches(num_images: int, batch_size: int) -> int:
 
 def generate(run: Run, state: dict, labels_N: np.ndarray, *, seed: int = 0, batch_size: int = 64,
              cfg: SamplingConfig | None = None, progress: bool = True, cache: dict | None = None,
-             batch_indices: list[int] | None = None) -> Generated:
+             batch_indices: list[int] | None = None, speculative: Speculative | None = None) -> Generated:
   """Images for class labels [N] on every process, or for the rows of the batches `batch_indices` only (in that
   order); `cache` (a dict the caller keeps) reuses the compiled sampler across calls with the same settings (an
-  in-training evaluator)."""
+  in-training evaluator); `speculative`: by speculative decoding, with its statistics."""
   jax.config.update("jax_threefry_partitionable", True)
   task = run.task
   cfg = cfg or task.sampling_config()
@@ -137,33 +148,47 @@ def generate(run: Run, state: dict, labels_N: np.ndarray, *, seed: int = 0, batc
   model_state = _put(model_state, replicated)
   frozen = _put(run.frozen_state, replicated) if run.frozen_state is not None else None
   key = jax.random.PRNGKey(seed)
+  draft_run = speculative.run if speculative is not None else None
+  draft_graphdef, draft_state = nnx.split(draft_run.model(speculative.state)) if draft_run else (None, None)
+  draft_state = _put(draft_state, replicated) if draft_run else None
 
   def batch_labels(i: int) -> jax.Array:
     """Labels of batch i, padded with its last label to `batch_size` (one compiled shape) and then to `rows`."""
     lab = labels_N[i * batch_size:(i + 1) * batch_size]
     return _put(np.concatenate([lab, np.full(rows - len(lab), lab[-1], np.int32)]), sharded)
 
-  def images_of(model_state, frozen, labels_B, rng):
-    images, _ = task.sample_images(nnx.merge(graphdef, model_state), task.condition(labels_B), rng, frozen, cfg)
-    return images
+  def images_of(model_state, draft_state, frozen, labels_B, rng):
+    model, cond = nnx.merge(graphdef, model_state), task.condition(labels_B)
+    if speculative is None:
+      return task.sample_images(model, cond, rng, frozen, cfg)[0], None
+    draft = nnx.merge(draft_graphdef, draft_state) if draft_run else None
+    return task.speculative_images(model, draft, draft_run.task if draft_run else None, cond, rng, frozen, cfg,
+                                   speculative.how)
 
   start = time.perf_counter()
-  cache_key = (cfg, rows, tuple(d.id for d in mesh.devices.flat))
+  cache_key = (cfg, rows, tuple(d.id for d in mesh.devices.flat), speculative and speculative.how)
   fn = (cache or {}).get(cache_key)
   if fn is None:
-    fn = jax.jit(images_of, out_shardings=replicated).lower(model_state, frozen, batch_labels(0), key).compile()
+    fn = jax.jit(images_of, out_shardings=replicated).lower(model_state, draft_state, frozen, batch_labels(0),
+                                                            key).compile()
     if cache is not None:
       cache[cache_key] = fn
   compile_seconds = time.perf_counter() - start
-  outs, start = [], time.perf_counter()
+  outs, stats, start = [], [], time.perf_counter()
   batch_indices = list(range(num_batches(len(labels_N), batch_size))) if batch_indices is None else batch_indices
   total = sum(min(batch_size, len(labels_N) - b * batch_size) for b in batch_indices)
   bar = tqdm.tqdm(total=total, unit="img", desc="sample", disable=not progress or jax.process_index() != 0)
   for b in batch_indices:
-    x = fn(model_state, frozen, batch_labels(b), jax.random.fold_in(key, b))
+    x, batch_stats = fn(model_state, draft_state, frozen, batch_labels(b), jax.random.fold_in(key, b))
+    stats.append(jax.device_get(batch_stats))
     count = min(batch_size, len(labels_N) - b * batch_size)
     outs.append(to_uint8(np.asarray(jax.device_get(x.addressable_data(0))))[:count])
     bar.update(count)
     bar.set_postfix({"images/s": f"{sum(len(o) for o in outs) / (time.perf_counter() - start):.2f}"})
   bar.close()
-  return Generated(np.concatenate(outs), time.perf_counter() - start, compile_seconds)
+  seconds = time.perf_counter() - start
+  summary = None
+  if speculative is not None:
+    total_stats = jax.tree.map(lambda *x: np.sum(x, axis=0), *stats)
+    summary = speculative_sampling.summarize(total_stats, len(stats), task.layout.num_tokens)
+  return Generated(np.concatenate(outs), seconds, compile_seconds, summary)

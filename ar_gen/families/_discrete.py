@@ -24,6 +24,8 @@ from ar_gen.config import sample_quality_eval
 from ar_gen.decoding import driver
 from ar_gen.decoding.heads import CategoricalHead
 from ar_gen.decoding.logits import SamplingConfig
+from ar_gen.decoding.speculative_sampling import Speculation
+from ar_gen.errors import UserError
 from ar_gen.layout import TokenLayout
 from ar_gen.runs.task import TaskBase
 
@@ -58,6 +60,38 @@ class FrozenTokenizerTask(TaskBase):
                     cfg: SamplingConfig) -> jax.Array:
     """Tokens of the layout for conditions {"label": [B]} (trace under jit)."""
     raise NotImplementedError
+
+  def speculative_tokens(self, model: nnx.Module, draft: nnx.Module | None, draft_task: Any, cond: dict,
+                         rng: jax.Array, frozen: Any, cfg: SamplingConfig, how: Speculation) -> tuple[jax.Array, Any]:
+    """(tokens, SpeculativeStats) by speculative decoding (`ar_gen.decoding.speculative_sampling`) with the draft
+    run's model `draft` and task (None when draft-free) (trace under jit); `check_speculation` has passed."""
+    raise NotImplementedError
+
+  def check_speculation(self, how: Speculation, draft_task: Any) -> None:
+    """Refuses, naming why, a speculation this family cannot do or a draft run that cannot draft for it (a
+    family with a speculative sampler overrides this)."""
+    raise UserError(f"task {self.config.task} has no speculative sampler (the causal families have one: "
+                    "next_token, mar_raster)")
+
+  def check_draft(self, draft_task: Any, what: str) -> None:
+    """A draft run must generate the same tokens: the same tokenizer (weights and step) and layout."""
+    if draft_task is None:
+      raise UserError(f"{what}: speculative decoding with a draft model needs --draft-workdir (or --jacobi, "
+                      "draft-free, for token ids)")
+    mine, theirs = self.tokenizer.identity, getattr(getattr(draft_task, "tokenizer", None), "identity", None)
+    if theirs is None or (theirs["fingerprint"], theirs["step"]) != (mine["fingerprint"], mine["step"]):
+      where = f"{theirs['workdir']} at step {theirs['step']}" if theirs else f"no tokenizer ({draft_task.config.task})"
+      raise UserError(f"{what} generates the tokens of {where}, but the target's are those of {mine['workdir']} "
+                      f"at step {mine['step']}: a draft must be trained on the target's tokenizer")
+    if draft_task.layout != self.layout:
+      raise UserError(f"{what} generates {draft_task.layout.describe()}, the target {self.layout.describe()}")
+
+  def speculative_images(self, model: nnx.Module, draft: nnx.Module | None, draft_task: Any, cond: dict,
+                         rng: jax.Array, frozen: Any, cfg: SamplingConfig,
+                         how: Speculation) -> tuple[jax.Array, Any]:
+    """(images [B, H, W, C] in [-1, 1], SpeculativeStats) by speculative decoding (trace under jit)."""
+    tokens, stats = self.speculative_tokens(model, draft, draft_task, cond, rng, frozen, cfg, how)
+    return jnp.clip(self.tokenizer_module(frozen).decode(tokens), -1, 1), stats
 
   # ---------------------------------------------------------------- shared
   def tokenizer_module(self, frozen: Any):

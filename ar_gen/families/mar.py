@@ -16,9 +16,11 @@ import ml_collections
 from flax import nnx
 
 from ar_gen.config import IMAGENET_TRAIN_EXAMPLES, ConfigError, base_config, num_steps, parse_arg
-from ar_gen.decoding import driver
+from ar_gen.decoding import driver, speculative_sampling
 from ar_gen.decoding.heads import DiffusionHead
 from ar_gen.decoding.logits import SamplingConfig
+from ar_gen.decoding.speculative_rules import DiffusionRule
+from ar_gen.errors import UserError
 from ar_gen.families._continuous import ContinuousTokenTask
 from ar_gen.families._discrete import mnist_config
 from ar_gen.families._registry import BenchSpec, Family
@@ -139,13 +141,16 @@ MNIST_STEPS = {"masked": 1000, "raster": 3000}
 
 def mnist_mar_config(arg=None) -> ml_collections.ConfigDict:
   """MAR (or `:order=raster`, the causal variant) on the MNIST KL tokens (8 x 8 vectors of 4), CPU-sized;
-  `:steps=N` (default: MNIST_STEPS of the order)."""
-  arg = parse_arg(arg, runlocal=False, steps=0, order="masked", tokenizer="runs/demo/tokenizer_kl")
+  `:steps=N` (default: MNIST_STEPS of the order); `:draft`: a one-block model of width 48 with a small head, a
+  draft for speculative decoding (docs/speculative.md)."""
+  arg = parse_arg(arg, runlocal=False, steps=0, order="masked", tokenizer="runs/demo/tokenizer_kl", draft=False)
   if arg.order not in ORDERS:
     raise ConfigError(f"order must be one of {ORDERS}, got {arg.order!r}")
   c = mnist_config(default_config(arg.tokenizer), arg.steps or MNIST_STEPS[arg.order], arg.runlocal)
   c.model.update(order=arg.order, size="custom", depth=3, decoder_depth=3, dim=96, num_heads=3, head_depth=3,
                  head_width=128, buffer_size=4, num_classes=10, dropout=0.0, diffusion_batch_mul=4)
+  if arg.draft:
+    c.model.update(depth=1, decoder_depth=1, dim=48, num_heads=2, head_depth=2, head_width=64)
   # clip_x0: a head trained for minutes is not accurate enough at the last beta (ar_gen/nn/diffusion.py)
   c.sample.update(cfg_scale=2.0, temperature=0.9, num_steps=16, diffusion_steps=25, clip_x0=4.0)
   if arg.order == "raster":  # measured on the demo (docs/families.md): the causal variant needs a firmer hand
@@ -198,3 +203,27 @@ class Task(ContinuousTokenTask):
     order_BL = random_orders(order_key, cond["label"].shape[0], self.layout.num_tokens)
     tokens = driver.sample(MARSteps(model, self.config.sample.num_steps), head, {**cond, "order": order_BL}, rng, cfg)
     return in_grid_order(tokens, order_BL)
+
+  def check_speculation(self, how: speculative_sampling.Speculation, draft_task) -> None:
+    """Continuous speculative decoding (CSpD) with a draft model, for the causal (raster) order."""
+    if self.config.model.order != "raster":
+      raise UserError(f"speculative decoding of MAR's masked order is not built yet; it runs on the causal variant "
+                      f"(model.order='raster', task mar_raster), this run has model.order={self.config.model.order!r}")
+    if how.jacobi:
+      raise UserError("--jacobi (draft-free speculative Jacobi decoding) needs token ids; continuous tokens need "
+                      "a draft model (--draft-workdir)")
+    self.check_draft(draft_task, "--draft-workdir")
+    if draft_task.config.model.order != "raster":
+      raise UserError(f"--draft-workdir holds a model of order {draft_task.config.model.order!r}; a draft for the "
+                      "causal variant must be causal (model.order='raster')")
+    if draft_task.config.sample.diffusion_steps != self.config.sample.diffusion_steps:
+      raise UserError(f"the draft's head samples {draft_task.config.sample.diffusion_steps} diffusion steps, the "
+                      f"target's {self.config.sample.diffusion_steps}: aligned trajectories need the same steps "
+                      "(set --config.sample.diffusion_steps on the target, or train the draft alike)")
+
+  def speculative_tokens(self, model, draft, draft_task, cond, rng, frozen, cfg, how):
+    """CSpD: both heads at the target's sampling settings, the exact last-step rule (docs/speculative.md)."""
+    del frozen
+    rule = DiffusionRule(draft_task.head(draft, cfg), self.head(model, cfg), cfg)
+    return speculative_sampling.sample(model, draft, cond, rng, rule, how.gamma,
+                                       how.prefill_tokens(self.layout.num_tokens))

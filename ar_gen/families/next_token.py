@@ -15,7 +15,9 @@ import ml_collections
 from flax import nnx
 
 from ar_gen.config import IMAGENET_TRAIN_EXAMPLES, ConfigError, base_config, num_steps, parse_arg
+from ar_gen.decoding import speculative_sampling
 from ar_gen.decoding.logits import SamplingConfig
+from ar_gen.decoding.speculative_rules import CategoricalRule
 from ar_gen.families._discrete import DiscreteTokenTask
 from ar_gen.families._registry import BenchSpec, Family
 from ar_gen.layout import TokenLayout
@@ -105,3 +107,15 @@ class Task(DiscreteTokenTask):
   def steps(self, model: NextTokenModel, frozen: Any) -> NextTokenModel:
     del frozen
     return model
+
+  def check_speculation(self, how: speculative_sampling.Speculation, draft_task) -> None:
+    if not how.jacobi:
+      self.check_draft(draft_task, "--draft-workdir")
+
+  def speculative_tokens(self, model, draft, draft_task, cond, rng, frozen, cfg, how):
+    """Draft-and-verify with the draft run's model, or speculative Jacobi decoding (`how.jacobi`)."""
+    del draft_task, frozen
+    prefill = how.prefill_tokens(self.layout.num_tokens)
+    if how.jacobi:
+      return speculative_sampling.sample_jacobi(model, cond, rng, cfg, how.gamma, prefill)
+    return speculative_sampling.sample(model, draft, cond, rng, CategoricalRule(cfg), how.gamma, prefill)
