@@ -301,11 +301,12 @@ def _convert_inception(args, overrides):
 
 # ------------------------------------------------------------------------------------------------- bench, demo
 def _bench_arguments(p):
-  p.add_argument("target", choices=("sample", "attention", "fid", "roofline"),
+  p.add_argument("target", choices=("sample", "attention", "fid", "roofline", "speculative"),
                  help="sample: next-token sampling, cached vs uncached, every family's sampler vs next-token, and "
                       "each family as users sample against the machine's limit; attention: kernel vs XLA vs cuDNN, "
                       "ms and TFLOP/s; fid: Inception images/s vs pytorch-fid; roofline: this machine's fp32 matmul "
-                      "rate and weight-read bandwidth")
+                      "rate and weight-read bandwidth; speculative: a trained run's speculative sampling vs its "
+                      "plain sampling (--workdir, --draft-workdir or --jacobi, --gammas)")
   p.add_argument("--size", default="B", help="model size preset: B, L, XL, XXL (LlamaGen) or tiny")
   p.add_argument("--batch-sizes", default="1,8,64")
   p.add_argument("--tokens", type=int, default=256, help="sequence length (a square token grid)")
@@ -328,6 +329,11 @@ def _bench_arguments(p):
   p.add_argument("--batch-size", type=int, default=16, help="fid: batch size of both implementations")
   p.add_argument("--image-size", type=int, default=256, help="fid: size of the random images")
   p.add_argument("--torch-python", default=None, help="fid: a python with torch + pytorch-fid (default: this one)")
+  p.add_argument("--workdir", default=None, help="speculative: the target run")
+  p.add_argument("--draft-workdir", default=None, help="speculative: the draft run")
+  p.add_argument("--jacobi", action="store_true", help="speculative: draft-free (speculative Jacobi decoding)")
+  p.add_argument("--gammas", default="2,4", help="speculative: windows to time")
+  p.add_argument("--prefill", type=float, default=0.0, help="speculative: target-only fraction of the tokens")
   p.add_argument("--out", default=None, help="also write the results as JSON here")
 
 
@@ -341,6 +347,12 @@ def _bench(args, overrides):
     bench_sample.run(args.size, batches, args.tokens, args.vocab_size, args.num_classes, positions,
                      args.min_seconds, args.out, _ints(args.scales, "--scales") if args.scales else None,
                      args.var_d16, args.read_mib)
+  elif args.target == "speculative":
+    from ar_gen.bench import speculative  # pylint: disable=g-import-not-at-top
+    if not args.workdir:
+      raise ValueError("bench speculative needs --workdir (the target run)")
+    speculative.run(args.workdir, args.draft_workdir, args.jacobi, _ints(args.gammas, "--gammas"),
+                    _ints(args.batch_sizes, "--batch-sizes"), args.prefill, args.min_seconds, args.out)
   elif args.target == "roofline":
     from ar_gen.bench import roofline  # pylint: disable=g-import-not-at-top
     roofline.run(args.min_seconds, args.read_mib, args.out)
