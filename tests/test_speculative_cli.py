@@ -4,6 +4,7 @@ speculative samples equal to greedy plain ones, and the refusals (flags, drafts 
 import json
 import types
 
+import ml_collections
 import numpy as np
 import pytest
 
@@ -60,7 +61,7 @@ def test_bad_speculation_flags_are_refused_by_name(trained_next_token_workdir, t
 
 def _task(fingerprint="abc", step=4, order="raster", diffusion_steps=25, task="next_token", grid=(2, 2)):
   tokenizer = types.SimpleNamespace(identity={"fingerprint": fingerprint, "step": step, "workdir": f"/tok{step}"})
-  config = types.SimpleNamespace(task=task, model=types.SimpleNamespace(order=order),
+  config = types.SimpleNamespace(task=task, model=ml_collections.ConfigDict({"order": order, "num_classes": 10}),
                                  sample=types.SimpleNamespace(diffusion_steps=diffusion_steps))
   return types.SimpleNamespace(tokenizer=tokenizer, layout=TokenLayout.raster(grid, 4), config=config)
 

@@ -103,7 +103,7 @@ def sample(workdir: str, out: str, num_images: int, batch_size: int = 64, classe
   sharded = shard_index is not None
   results = (shard_name(shard_index, num_shards),) if sharded else SAMPLE_RESULTS
   stats_name = results[0].replace(".npz", "." + SPECULATIVE) if sharded else SPECULATIVE
-  claim = outputs.claim_dir(out, results + ((stats_name,) if how else ()), overwrite)
+  claim = outputs.claim_dir(out, results + (stats_name,), overwrite)  # a plain run also replaces old statistics
   replicated = jax.sharding.NamedSharding(sampling_mesh(), jax.sharding.PartitionSpec())
   run, state, step = restore_run(workdir, overrides=overrides, sharding=replicated)
   speculative, draft_step = None, None

@@ -83,6 +83,10 @@ class FrozenTokenizerTask(TaskBase):
       where = f"{theirs['workdir']} at step {theirs['step']}" if theirs else f"no tokenizer ({draft_task.config.task})"
       raise UserError(f"{what} generates the tokens of {where}, but the target's are those of {mine['workdir']} "
                       f"at step {mine['step']}: a draft must be trained on the target's tokenizer")
+    classes = (self.config.model.get("num_classes"), draft_task.config.model.get("num_classes"))
+    if classes[0] != classes[1]:
+      raise UserError(f"{what} is a model of {classes[1]} classes, the target of {classes[0]}: a draft must know "
+                      "the target's classes")
     if draft_task.layout != self.layout:
       raise UserError(f"{what} generates {draft_task.layout.describe()}, the target {self.layout.describe()}")
 
