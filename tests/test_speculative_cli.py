@@ -87,3 +87,26 @@ def test_a_draft_of_another_tokenizer_order_or_head_is_refused():
     check(_task(diffusion_steps=50), _task())
   with pytest.raises(UserError, match="needs token ids"):
     check(_task(), _task(), Speculation(jacobi=True))
+
+
+def test_speculative_shards_merge_into_one_statistics_file_and_mixed_shards_are_refused(trained_next_token_workdir,
+                                                                                        tmp_path, capsys):
+  out = tmp_path / "sharded"
+  for i in range(2):
+    assert _sample(trained_next_token_workdir, out, "--jacobi", "--gamma", "3", "--num-shards", "2",
+                   "--shard-index", str(i)) == 0, capsys.readouterr().err
+  shards = [json.loads(p.read_text()) for p in sorted((out / "shards").glob("*.speculative.json"))]
+  assert len(shards) == 2
+  assert cli.main(["merge-samples", "--out", str(out)]) == 0, capsys.readouterr().err
+  merged = json.loads((out / "speculative.json").read_text())
+  assert merged["method"] == "jacobi" and merged["gamma"] == 3 and merged["shards"] == 2
+  for key in ("rounds", "drafted", "accepted", "plain_target_calls"):
+    assert merged[key] == shards[0][key] + shards[1][key], key
+  assert merged["num_images"] == 4
+  # a shard sampled another way (plain) is named as a difference, and nothing is merged
+  mixed = tmp_path / "mixed"
+  assert _sample(trained_next_token_workdir, mixed, "--jacobi", "--num-shards", "2", "--shard-index", "0") == 0
+  assert _sample(trained_next_token_workdir, mixed, "--num-shards", "2", "--shard-index", "1") == 0
+  capsys.readouterr()
+  assert cli.main(["merge-samples", "--out", str(mixed)]) == 2
+  assert "speculative" in capsys.readouterr().err and not (mixed / "samples.npz").exists()

@@ -55,11 +55,12 @@ def _exact_joint(model, label, cfg):
   return np.exp(np.asarray(jnp.sum(jnp.take_along_axis(log_p, seqs[..., None], -1)[..., 0], -1), np.float64))
 
 
-def _sampler(method, target, draft, cfg, gamma, prefill=0):
+def _sampler(method, target, draft, cfg, gamma, prefill=0, valid_B=None):
   """sampler(cond, key) -> (tokens, stats) of the draft-model method or the draft-free one."""
   if method == "jacobi":
-    return lambda cond, key: spec.sample_jacobi(target, cond, key, cfg, gamma, prefill=prefill)
-  return lambda cond, key: spec.sample(target, draft, cond, key, rules.CategoricalRule(cfg), gamma, prefill=prefill)
+    return lambda cond, key: spec.sample_jacobi(target, cond, key, cfg, gamma, prefill=prefill, valid_B=valid_B)
+  return lambda cond, key: spec.sample(target, draft, cond, key, rules.CategoricalRule(cfg), gamma, prefill=prefill,
+                                       valid_B=valid_B)
 
 
 GUIDED_TOP_K = SamplingConfig(temperature=0.8, top_k=2, cfg_scale=2.0, cfg_schedule="linear")
@@ -107,6 +108,39 @@ def test_a_draft_equal_to_the_target_is_always_accepted(models, gamma):
   # gamma drafts + the target's own token per round; with gamma = 1 the second round's draft reads the cache entry
   # of the first round's last draft, which only the window's extra draft step writes
   assert int(stats_.rounds) == {1: 2, 2: 1}[gamma]
+
+
+@pytest.mark.parametrize("method", ["draft", "jacobi"])
+def test_rows_that_pad_the_batch_never_move_its_stop(models, method):
+  """Rows marked not valid (a batch padded to the device count) change neither the real rows' tokens nor the
+  counts; as real rows they would (the batch commits the fewest accepted drafts of its rows)."""
+  target, draft = models
+  run = lambda b, valid: jax.jit(lambda key: _sampler(method, target, draft, SamplingConfig(), 3, valid_B=valid)(
+      {"label": jnp.arange(b) % NUM_CLASSES}, key))
+  key = jax.random.PRNGKey(5)
+  real, real_stats = run(2, None)(key)
+  padded, padded_stats = run(16, jnp.arange(16) < 2)(key)
+  np.testing.assert_array_equal(padded[:2], real)
+  for a, b in zip(real_stats, padded_stats):
+    np.testing.assert_array_equal(a, b)
+  _, counted_stats = run(16, None)(key)
+  assert int(counted_stats.rounds) >= int(real_stats.rounds)  # more rows: never a later stop
+  assert int(np.sum(counted_stats.drafted_K)) > int(np.sum(real_stats.drafted_K))  # and the pads counted
+
+
+def test_draft_calls_count_the_prefill_step_and_bands_name_the_positions_they_count(models):
+  target, draft = models
+  _, stats_ = jax.jit(lambda key: spec.sample(target, draft, {"label": jnp.zeros((2,), jnp.int32)}, key,
+                                              rules.CategoricalRule(SamplingConfig()), 1, prefill=1))(
+      jax.random.PRNGKey(0))
+  assert int(stats_.draft_calls) == 1 + 2 * int(stats_.rounds)  # the prefill read, then gamma + 1 a round
+  summary = spec.summarize(stats_, 1, 10)
+  # L = 10: _count bins position p into p * 4 // 10
+  assert summary["bands"] == ["tokens 0-2", "tokens 3-4", "tokens 5-7", "tokens 8-9"]
+  assert [p * 4 // 10 for p in range(10)] == [0, 0, 0, 1, 1, 2, 2, 2, 3, 3]
+  merged = spec.merge_summaries([summary, summary])
+  assert merged["rounds"] == 2 * summary["rounds"] and merged["acceptance"] == summary["acceptance"]
+  assert merged["plain_target_calls"] == 20
 
 
 def test_a_window_step_equals_single_steps(models):

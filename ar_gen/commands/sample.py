@@ -32,7 +32,7 @@ import numpy as np
 from ar_gen import fileio, outputs
 from ar_gen.config import load_workdir_config
 from ar_gen.decoding.logits import SamplingConfig
-from ar_gen.decoding.speculative_sampling import Speculation
+from ar_gen.decoding.speculative_sampling import Speculation, merge_summaries
 from ar_gen.errors import UserError
 from ar_gen.eval.generate import (SAMPLE_RESULTS, Speculative, generate, labels_for, num_batches, parse_classes,
                                   sampling_mesh, write_samples)
@@ -80,7 +80,7 @@ def sample(workdir: str, out: str, num_images: int, batch_size: int = 64, classe
   (a shard: OUT/shards/shard-I-of-K.npz). Every flag, the work directory's task and `out` are checked before the
   model is loaded; an `out` holding earlier results is refused unless `overwrite`, which removes them once the new
   images exist (`ar_gen.outputs`). With a speculation (`draft_workdir` or `jacobi`), also OUT/speculative.json
-  (a shard: OUT/shards/shard-I-of-K.speculative.json)."""
+  (a shard: its .speculative.json next to its .npz in OUT/shards/)."""
   if num_images < 1:
     raise ValueError(f"--num-images must be at least 1, got {num_images}")
   if batch_size < 1:
@@ -118,11 +118,14 @@ def sample(workdir: str, out: str, num_images: int, batch_size: int = 64, classe
   generated = generate(run, state, labels, seed=seed, batch_size=batch_size, cfg=cfg, batch_indices=batches,
                        speculative=speculative)
   claim.clear(primary=jax.process_index() == 0)  # the earlier results go only now that the new ones exist
+  settings = None if how is None else {
+      "method": "jacobi" if how.jacobi else "draft", "gamma": how.gamma, "prefill": how.prefill,
+      "draft_workdir": fileio.absolute(draft_workdir) if draft_workdir else None, "draft_step": draft_step}
   if sharded:
     index = np.concatenate([np.arange(b * batch_size, min((b + 1) * batch_size, num_images)) for b in batches])
     meta = {"workdir": fileio.absolute(workdir), "step": step, "num_images": num_images, "batch_size": batch_size,
             "classes": classes, "seed": seed, "sampling": repr(cfg), "overrides": list(overrides),
-            "num_shards": num_shards}
+            "num_shards": num_shards, "speculative": settings}
     if jax.process_index() == 0:
       fileio.save_npz(fileio.join(out, results[0]), images=generated.images, labels=labels[index], index=index,
                       meta=np.asarray(json.dumps(meta, sort_keys=True)))
@@ -130,9 +133,8 @@ def sample(workdir: str, out: str, num_images: int, batch_size: int = 64, classe
     write_samples(out, generated.images, labels, pngs=True, seed=seed)
   count = len(generated.images)
   if how is not None and jax.process_index() == 0:
-    record = {"method": "jacobi" if how.jacobi else "draft", "gamma": how.gamma, "prefill": how.prefill,
-              "draft_workdir": fileio.absolute(draft_workdir) if draft_workdir else None, "draft_step": draft_step,
-              "workdir": fileio.absolute(workdir), "step": step, "batch_size": batch_size, "num_images": count,
+    record = {**settings, "workdir": fileio.absolute(workdir), "step": step, "batch_size": batch_size,
+              "num_images": count,
               "seconds": generated.seconds, "images_per_second": count / generated.seconds,
               "sampling": repr(cfg), **generated.speculative}
     fileio.write_json(fileio.join(out, stats_name), record)
@@ -143,9 +145,10 @@ def sample(workdir: str, out: str, num_images: int, batch_size: int = 64, classe
 
 
 def merge(out: str, overwrite: bool = False) -> dict:
-  """Merges OUT/shards/*.npz (all K shards of one sampling) into OUT/samples.npz, OUT/images/ and OUT/grid.png."""
+  """Merges OUT/shards/*.npz (all K shards of one sampling) into OUT/samples.npz, OUT/images/ and OUT/grid.png;
+  shards of speculative decoding (the same settings, checked) also into OUT/speculative.json."""
   directory = fileio.join(out, SHARDS)
-  names = [n for n in fileio.listdir(directory) if n.endswith(".npz")] if fileio.isdir(directory) else []
+  names = sorted(n for n in fileio.listdir(directory) if n.endswith(".npz")) if fileio.isdir(directory) else []
   if not names:
     raise UserError(f"{directory} holds no shards: run `ar-gen sample ... --num-shards K --shard-index I --out {out}`"
                     " for every I first")
@@ -159,7 +162,12 @@ def merge(out: str, overwrite: bool = False) -> dict:
   missing = sorted(set(shard_name(i, count).split("/")[1] for i in range(count)) - set(names))
   if missing:
     raise UserError(f"{directory} lacks {len(missing)} of {count} shards: {missing[:5]}")
-  claim = outputs.claim_dir(out, SAMPLE_RESULTS, overwrite)
+  settings = metas[0].get("speculative")
+  stats_paths = [fileio.join(directory, n.replace(".npz", "." + SPECULATIVE)) for n in names]
+  if settings and not all(fileio.exists(p) for p in stats_paths):
+    raise UserError(f"the shards in {directory} were sampled speculatively, but some lack their statistics: "
+                    f"{[p for p in stats_paths if not fileio.exists(p)][:3]}")
+  claim = outputs.claim_dir(out, SAMPLE_RESULTS + (SPECULATIVE,) if settings else SAMPLE_RESULTS, overwrite)
   num_images = metas[0]["num_images"]
   index = np.concatenate([s["index"] for s in shards])
   if sorted(index.tolist()) != list(range(num_images)):
@@ -170,4 +178,11 @@ def merge(out: str, overwrite: bool = False) -> dict:
     images_NHWC[s["index"]], labels_N[s["index"]] = s["images"], s["labels"]
   claim.clear()
   path = write_samples(out, images_NHWC, labels_N, pngs=True, seed=metas[0]["seed"])
+  if settings:
+    records = [fileio.read_json(p) for p in stats_paths]
+    seconds = sum(r["seconds"] for r in records)
+    fileio.write_json(fileio.join(out, SPECULATIVE), {
+        **settings, "workdir": metas[0]["workdir"], "step": metas[0]["step"], "batch_size": metas[0]["batch_size"],
+        "num_images": num_images, "shards": count, "seconds": seconds, "images_per_second": num_images / seconds,
+        "sampling": metas[0]["sampling"], **merge_summaries(records)})
   return {"num_images": num_images, "shards": count, "out": path}

@@ -78,21 +78,41 @@ class Speculation:
     return min(int(round(self.prefill * num_tokens)), num_tokens - 1)
 
 
+def _band_start(k: int, num_tokens: int) -> int:
+  """The first position p of band k: the least p with p * NUM_BANDS // num_tokens >= k (as `_count` bins)."""
+  return -(-k * num_tokens // NUM_BANDS)
+
+
 def summarize(stats: SpeculativeStats, num_calls: int, num_tokens: int) -> dict:
   """The numbers of `speculative.json` from stats summed over `num_calls` sampling calls of L tokens: acceptance
-  overall and per position band, tokens committed per verifying target call, calls of each model, fallbacks."""
+  overall and per position band, tokens committed per verifying target call, calls of each model, fallbacks, and
+  the raw `counts` that `merge_summaries` adds up."""
   drafted, accepted = np.asarray(stats.drafted_K, np.int64), np.asarray(stats.accepted_K, np.int64)
   rounds, prefill = int(stats.rounds), int(stats.prefill)
   rate = lambda a, d: float(a / d) if d else None
   return {"acceptance": rate(accepted.sum(), drafted.sum()),
           "acceptance_per_band": [rate(a, d) for a, d in zip(accepted, drafted)],
-          "bands": [f"tokens {k * num_tokens // NUM_BANDS}-{(k + 1) * num_tokens // NUM_BANDS - 1}"
+          "bands": [f"tokens {_band_start(k, num_tokens)}-{_band_start(k + 1, num_tokens) - 1}"
                     for k in range(NUM_BANDS)],
           "drafted": int(drafted.sum()), "accepted": int(accepted.sum()),
           "tokens_per_round": rate(num_calls * num_tokens - prefill, rounds),
           "target_calls": rounds + prefill, "plain_target_calls": num_calls * num_tokens,
           "rounds": rounds, "prefill_steps": prefill, "draft_calls": int(stats.draft_calls),
-          "fallbacks": int(stats.fallbacks)}
+          "fallbacks": int(stats.fallbacks),
+          "counts": {"calls": num_calls, "num_tokens": num_tokens, "rounds": rounds, "prefill": prefill,
+                     "draft_calls": int(stats.draft_calls), "drafted_K": drafted.tolist(),
+                     "accepted_K": accepted.tolist(), "fallbacks": int(stats.fallbacks)}}
+
+
+def merge_summaries(summaries: list[dict]) -> dict:
+  """One `summarize` of the calls of several summaries (the shards of one sampling) from their raw counts."""
+  counts = [s["counts"] for s in summaries]
+  if len({c["num_tokens"] for c in counts}) != 1:
+    raise ValueError(f"summaries of different sequence lengths: {sorted({c['num_tokens'] for c in counts})}")
+  total = lambda k: np.sum([np.asarray(c[k]) for c in counts], axis=0)
+  stats = SpeculativeStats(total("rounds"), total("prefill"), total("draft_calls"), total("drafted_K"),
+                           total("accepted_K"), total("fallbacks"))
+  return summarize(stats, int(total("calls")), counts[0]["num_tokens"])
 
 
 class _Verified(NamedTuple):
@@ -166,6 +186,8 @@ class _ModelDrafter:
   def calls(self, gamma: int) -> int:
     return gamma + 1
 
+  prefill_calls = 1  # the draft's cache reads the pre-filled tokens in one step
+
   def advance(self, state: Any, verified: _Verified, pos: jax.Array, rng: jax.Array, round_: jax.Array) -> Any:
     """Feeds the last committed token; the cache's window entries after it are overwritten by the next round."""
     del rng, round_
@@ -183,6 +205,8 @@ class _JacobiDrafter:
   def calls(self, gamma: int) -> int:
     del gamma
     return 0
+
+  prefill_calls = 0
 
   def _fresh(self, rng: jax.Array, b: int, positions_J: jax.Array, r: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Uniform ids for positions no round has drafted yet (keys of round r; -1 before the first), and their
@@ -220,8 +244,9 @@ class _JacobiDrafter:
 
 
 def _verify(target: Any, rule: Any, state: _State, drafts: jax.Array, q_dist: Any, keys_J: jax.Array,
-            judge_key: jax.Array, num_tokens: int, guided: bool) -> tuple[_Verified, Any]:
-  """The target's step over the window [carry, drafts]; the judged drafts; the committed tokens up to the stop."""
+            judge_key: jax.Array, num_tokens: int, guided: bool, valid_B: jax.Array) -> tuple[_Verified, Any]:
+  """The target's step over the window [carry, drafts]; the judged drafts; the committed tokens up to the stop
+  (the first rejection of the real rows `valid_B`: rows that pad a batch never move it)."""
   gamma = drafts.shape[1]
   pos = state.pos
   inputs = jnp.concatenate([state.target_carry, target.feed(_double(drafts, guided), pos, state.target_carry,
@@ -229,7 +254,8 @@ def _verify(target: Any, rule: Any, state: _State, drafts: jax.Array, q_dist: An
   out, cache = target.step(inputs, pos, state.target_cache, None)  # tokens pos .. pos + gamma
   own, p_dist = rule.propose("target", out, pos + jnp.arange(gamma + 1), num_tokens, keys_J)
   judged = rule.judge(judge_key, drafts, q_dist, jax.tree.map(lambda x: x[:, :gamma], p_dist), own[:, :gamma])
-  stop = jnp.minimum(jnp.min(first_rejection(judged.accepted)), num_tokens - 1 - pos)  # last committed
+  stop_B = jnp.where(valid_B, first_rejection(judged.accepted), gamma)
+  stop = jnp.minimum(jnp.min(stop_B), num_tokens - 1 - pos)  # last committed
   window = jnp.concatenate([jnp.where(_along(jnp.arange(gamma) < stop, drafts), drafts, judged.tokens),
                             own[:, gamma:]], axis=1)
   window = jnp.where(_along(jnp.arange(gamma + 1) <= stop, window), window, 0).astype(state.tokens.dtype)
@@ -237,14 +263,17 @@ def _verify(target: Any, rule: Any, state: _State, drafts: jax.Array, q_dist: An
 
 
 def _count(stats: SpeculativeStats, verified: _Verified, positions_G: jax.Array, num_tokens: int,
-           draft_calls: int) -> SpeculativeStats:
-  b, gamma = verified.judged.accepted.shape
+           draft_calls: int, valid_B: jax.Array) -> SpeculativeStats:
+  """The round's counts over the real rows `valid_B`."""
+  gamma = verified.judged.accepted.shape[1]
+  b = jnp.sum(valid_B.astype(jnp.int32))
   band_G = jnp.minimum(positions_G * NUM_BANDS // num_tokens, NUM_BANDS - 1)
   judged_G = jnp.arange(gamma) <= jnp.minimum(verified.stop, gamma - 1)  # the drafts up to the stop were judged
   zeros_K = jnp.zeros_like(stats.drafted_K)
   drafted = zeros_K.at[band_G].add(b * judged_G.astype(jnp.int32))
-  accepted = zeros_K.at[band_G].add(jnp.sum(verified.judged.accepted & judged_G, axis=0).astype(jnp.int32))
-  fell = jnp.sum(verified.judged.fell_back & judged_G).astype(jnp.int32)
+  real_BG = judged_G[None] & valid_B[:, None]
+  accepted = zeros_K.at[band_G].add(jnp.sum(verified.judged.accepted & real_BG, axis=0).astype(jnp.int32))
+  fell = jnp.sum(verified.judged.fell_back & real_BG).astype(jnp.int32)
   return SpeculativeStats(stats.rounds + 1, stats.prefill, stats.draft_calls + draft_calls,
                           stats.drafted_K + drafted, stats.accepted_K + accepted, stats.fallbacks + fell)
 
@@ -268,13 +297,16 @@ def _prefill(target: Any, rule: Any, state: _State, n: int, rng: jax.Array, num_
 
 
 def _decode(target: Any, drafter: Any, cond: Any, rng: jax.Array, rule: Any, gamma: int,
-            prefill: int) -> tuple[jax.Array, SpeculativeStats]:
+            prefill: int, valid_B: jax.Array | None) -> tuple[jax.Array, SpeculativeStats]:
   num_tokens, guided = target.layout.num_tokens, rule.cfg.guided
   if gamma < 1:
     raise ValueError(f"gamma (drafts per window) must be at least 1, got {gamma}")
   if not 0 <= prefill < num_tokens:
     raise ValueError(f"prefill (tokens the target samples alone) must lie in [0, {num_tokens - 1}], got {prefill}")
   b = jax.tree.leaves(cond)[0].shape[0]
+  valid_B = jnp.ones((b,), bool) if valid_B is None else jnp.asarray(valid_B, bool)
+  if valid_B.shape != (b,):
+    raise ValueError(f"valid_B (the real rows) must have shape ({b},), got {valid_B.shape}")
   if guided:
     cond = jax.tree.map(lambda c, n: jnp.concatenate([c, n]), cond, target.null_condition(cond))
   spare = gamma + 1
@@ -286,7 +318,8 @@ def _decode(target: Any, drafter: Any, cond: Any, rng: jax.Array, rule: Any, gam
                  drafter.init(cond, spare, b, rng), stats)
   if prefill:
     state = _prefill(target, rule, state, prefill, rng, num_tokens, guided)
-    state = state._replace(drafter=drafter.prefill(state.drafter, state.tokens[:, :prefill]))
+    state = state._replace(drafter=drafter.prefill(state.drafter, state.tokens[:, :prefill]),
+                           stats=state.stats._replace(draft_calls=jnp.int32(drafter.prefill_calls)))
 
   def round_(state: _State) -> _State:
     r = state.stats.rounds
@@ -295,12 +328,12 @@ def _decode(target: Any, drafter: Any, cond: Any, rng: jax.Array, rule: Any, gam
     drafts, q_dist, drafter_state = drafter.draft(state.drafter, state.pos, keys_J, r)
     judge_key = jax.random.fold_in(jax.random.fold_in(rng, JUDGE_KEY), r)
     verified, cache = _verify(target, rule, state._replace(drafter=drafter_state), drafts, q_dist, keys_J,
-                              judge_key, num_tokens, guided)
+                              judge_key, num_tokens, guided, valid_B)
     tokens = jax.lax.dynamic_update_slice_in_dim(state.tokens, verified.window, state.pos, axis=1)
     last = jax.lax.dynamic_slice_in_dim(verified.window, verified.stop, 1, axis=1)
     t_carry = target.feed(_double(last, guided), state.pos + verified.stop, state.target_carry, None)
     drafter_state = drafter.advance(drafter_state, verified, state.pos, rng, r)
-    stats = _count(state.stats, verified, positions_J[:gamma], num_tokens, drafter.calls(gamma))
+    stats = _count(state.stats, verified, positions_J[:gamma], num_tokens, drafter.calls(gamma), valid_B)
     return _State(tokens, state.pos + verified.stop + 1, t_carry, cache, drafter_state, stats)
 
   state = jax.lax.while_loop(lambda s: s.pos < num_tokens, round_, state)
@@ -308,22 +341,23 @@ def _decode(target: Any, drafter: Any, cond: Any, rng: jax.Array, rule: Any, gam
 
 
 def sample(target: Any, draft: Any, cond: Any, rng: jax.Array, rule: CategoricalRule | DiffusionRule,
-           gamma: int, prefill: int = 0) -> tuple[jax.Array, SpeculativeStats]:
+           gamma: int, prefill: int = 0, valid_B: jax.Array | None = None) -> tuple[jax.Array, SpeculativeStats]:
   """Tokens [B, L(, D)] of `target.layout` by draft-and-verify with windows of `gamma` drafts of `draft` after
-  `prefill` target-only tokens (trace under jit)."""
+  `prefill` target-only tokens (trace under jit); `valid_B` (default all): the real rows, the others (padding)
+  neither move the batch's stop nor count in the stats."""
   if target.layout != draft.layout:
     raise ValueError(f"draft and target need the same token layout; target {target.layout.describe()}, "
                      f"draft {draft.layout.describe()}")
   draft = few_rows_view(draft)
   drafter = _ModelDrafter(draft, rule, rule.cfg.guided, target.layout.num_tokens)
-  return _decode(few_rows_view(target), drafter, cond, rng, rule, gamma, prefill)
+  return _decode(few_rows_view(target), drafter, cond, rng, rule, gamma, prefill, valid_B)
 
 
 def sample_jacobi(target: Any, cond: Any, rng: jax.Array, cfg: SamplingConfig, window: int,
-                  prefill: int = 0) -> tuple[jax.Array, SpeculativeStats]:
+                  prefill: int = 0, valid_B: jax.Array | None = None) -> tuple[jax.Array, SpeculativeStats]:
   """Token ids [B, L] of `target.layout` by speculative Jacobi decoding over windows of `window` drafts, the
-  drafts coupled across rounds (trace under jit)."""
+  drafts coupled across rounds (trace under jit); `valid_B` as for `sample`."""
   if target.layout.kind != "ids":
     raise ValueError(f"speculative Jacobi decoding needs token ids, got {target.layout.describe()}")
   drafter = _JacobiDrafter(target.layout.vocab_size, window)
-  return _decode(few_rows_view(target), drafter, cond, rng, CategoricalRule(cfg), window, prefill)
+  return _decode(few_rows_view(target), drafter, cond, rng, CategoricalRule(cfg), window, prefill, valid_B)

@@ -122,7 +122,7 @@ class Generated(NamedTuple):
   images: np.ndarray  # uint8 [N, H, W, C]
   seconds: float  # sampling, compilation excluded
   compile_seconds: float
-  speculative: dict | None = None  # speculative_sampling.summarize of every batch (padding rows included)
+  speculative: dict | None = None  # speculative_sampling.summarize of every batch (the real rows)
 
 
 def num_batches(num_images: int, batch_size: int) -> int:
@@ -152,18 +152,21 @@ def generate(run: Run, state: dict, labels_N: np.ndarray, *, seed: int = 0, batc
   draft_graphdef, draft_state = nnx.split(draft_run.model(speculative.state)) if draft_run else (None, None)
   draft_state = _put(draft_state, replicated) if draft_run else None
 
-  def batch_labels(i: int) -> jax.Array:
-    """Labels of batch i, padded with its last label to `batch_size` (one compiled shape) and then to `rows`."""
+  def batch_labels(i: int) -> tuple[jax.Array, jax.Array]:
+    """Labels of batch i, padded with its last label to `batch_size` (one compiled shape) and then to `rows`, and
+    which rows are real."""
     lab = labels_N[i * batch_size:(i + 1) * batch_size]
-    return _put(np.concatenate([lab, np.full(rows - len(lab), lab[-1], np.int32)]), sharded)
+    return (_put(np.concatenate([lab, np.full(rows - len(lab), lab[-1], np.int32)]), sharded),
+            _put(np.arange(rows) < len(lab), sharded))
 
-  def images_of(model_state, draft_state, frozen, labels_B, rng):
+  def images_of(model_state, draft_state, frozen, labels_valid, rng):
+    labels_B, valid_B = labels_valid
     model, cond = nnx.merge(graphdef, model_state), task.condition(labels_B)
     if speculative is None:
       return task.sample_images(model, cond, rng, frozen, cfg)[0], None
     draft = nnx.merge(draft_graphdef, draft_state) if draft_run else None
     return task.speculative_images(model, draft, draft_run.task if draft_run else None, cond, rng, frozen, cfg,
-                                   speculative.how)
+                                   speculative.how, valid_B)
 
   start = time.perf_counter()
   cache_key = (cfg, rows, tuple(d.id for d in mesh.devices.flat), speculative and speculative.how)

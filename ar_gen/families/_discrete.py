@@ -62,9 +62,11 @@ class FrozenTokenizerTask(TaskBase):
     raise NotImplementedError
 
   def speculative_tokens(self, model: nnx.Module, draft: nnx.Module | None, draft_task: Any, cond: dict,
-                         rng: jax.Array, frozen: Any, cfg: SamplingConfig, how: Speculation) -> tuple[jax.Array, Any]:
+                         rng: jax.Array, frozen: Any, cfg: SamplingConfig, how: Speculation,
+                         valid_B: jax.Array | None = None) -> tuple[jax.Array, Any]:
     """(tokens, SpeculativeStats) by speculative decoding (`ar_gen.decoding.speculative_sampling`) with the draft
-    run's model `draft` and task (None when draft-free) (trace under jit); `check_speculation` has passed."""
+    run's model `draft` and task (None when draft-free) (trace under jit); `check_speculation` has passed;
+    `valid_B`: the real rows (the others pad the batch and never move its stop)."""
     raise NotImplementedError
 
   def check_speculation(self, how: Speculation, draft_task: Any) -> None:
@@ -92,9 +94,9 @@ class FrozenTokenizerTask(TaskBase):
 
   def speculative_images(self, model: nnx.Module, draft: nnx.Module | None, draft_task: Any, cond: dict,
                          rng: jax.Array, frozen: Any, cfg: SamplingConfig,
-                         how: Speculation) -> tuple[jax.Array, Any]:
+                         how: Speculation, valid_B: jax.Array | None = None) -> tuple[jax.Array, Any]:
     """(images [B, H, W, C] in [-1, 1], SpeculativeStats) by speculative decoding (trace under jit)."""
-    tokens, stats = self.speculative_tokens(model, draft, draft_task, cond, rng, frozen, cfg, how)
+    tokens, stats = self.speculative_tokens(model, draft, draft_task, cond, rng, frozen, cfg, how, valid_B)
     return jnp.clip(self.tokenizer_module(frozen).decode(tokens), -1, 1), stats
 
   # ---------------------------------------------------------------- shared

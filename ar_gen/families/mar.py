@@ -221,9 +221,9 @@ class Task(ContinuousTokenTask):
                       f"target's {self.config.sample.diffusion_steps}: aligned trajectories need the same steps "
                       "(set --config.sample.diffusion_steps on the target, or train the draft alike)")
 
-  def speculative_tokens(self, model, draft, draft_task, cond, rng, frozen, cfg, how):
+  def speculative_tokens(self, model, draft, draft_task, cond, rng, frozen, cfg, how, valid_B=None):
     """CSpD: both heads at the target's sampling settings, the exact last-step rule (docs/speculative.md)."""
     del frozen
     rule = DiffusionRule(draft_task.head(draft, cfg), self.head(model, cfg), cfg)
     return speculative_sampling.sample(model, draft, cond, rng, rule, how.gamma,
-                                       how.prefill_tokens(self.layout.num_tokens))
+                                       how.prefill_tokens(self.layout.num_tokens), valid_B)

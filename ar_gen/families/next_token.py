@@ -112,10 +112,10 @@ class Task(DiscreteTokenTask):
     if not how.jacobi:
       self.check_draft(draft_task, "--draft-workdir")
 
-  def speculative_tokens(self, model, draft, draft_task, cond, rng, frozen, cfg, how):
+  def speculative_tokens(self, model, draft, draft_task, cond, rng, frozen, cfg, how, valid_B=None):
     """Draft-and-verify with the draft run's model, or speculative Jacobi decoding (`how.jacobi`)."""
     del draft_task, frozen
     prefill = how.prefill_tokens(self.layout.num_tokens)
     if how.jacobi:
-      return speculative_sampling.sample_jacobi(model, cond, rng, cfg, how.gamma, prefill)
-    return speculative_sampling.sample(model, draft, cond, rng, CategoricalRule(cfg), how.gamma, prefill)
+      return speculative_sampling.sample_jacobi(model, cond, rng, cfg, how.gamma, prefill, valid_B)
+    return speculative_sampling.sample(model, draft, cond, rng, CategoricalRule(cfg), how.gamma, prefill, valid_B)
