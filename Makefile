@@ -18,7 +18,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/python -m pytest -n 2 -q $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -n 2 -q --durations=25 $(PYTEST_ARGS)
 
 test-all: $(STAMP)
 	$(VENV)/bin/lint-imports

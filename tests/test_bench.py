@@ -7,6 +7,7 @@ import pytest
 from ar_gen import cli
 
 
+@pytest.mark.slow
 def test_bench_sample_tiny(tmp_path, capsys):
   out = tmp_path / "bench.json"
   assert cli.main(["bench", "sample", "--size", "tiny", "--tokens", "16", "--vocab-size", "32", "--num-classes", "4",
@@ -50,6 +51,7 @@ def test_bench_fid_refuses_a_partial_batch():
   assert cli.main(["bench", "fid", "--num-images", "3", "--batch-size", "2"]) == 2
 
 
+@pytest.mark.slow
 def test_bench_attention_small_shapes(tmp_path, capsys):
   out = tmp_path / "attention.json"
   assert cli.main(["bench", "attention", "--shapes", "1x2x680x64", "--decode-lengths", "300", "--impls",
@@ -99,6 +101,7 @@ def test_limit_of_a_workload_is_the_slower_of_arithmetic_and_reads_per_step():
   assert limits.limit_seconds(fast_reads, Steps(), 100.0, 10, 50) == pytest.approx(0.2 + 0.8)
 
 
+@pytest.mark.slow
 def test_gpu_bench_script_runs_at_tiny_sizes(tmp_path):
   import os
   import subprocess

@@ -98,6 +98,7 @@ def test_bucket_token_set_reads_like_a_local_one(bucket, trained_vq_workdir, tmp
     assert there[i]["label"] == here[i]["label"]
 
 
+@pytest.mark.slow
 def test_bucket_tokenizer_run_evaluates_into_the_bucket(bucket, trained_vq_workdir):
   from ar_gen.eval import tokenizer_eval  # pylint: disable=g-import-not-at-top
   from tests.conftest import tiny_config  # pylint: disable=g-import-not-at-top

@@ -213,6 +213,7 @@ def _sample(steps, head_net, cond, key, cfg, diffusion_steps="4"):
   return jax.jit(lambda c, k: driver.sample(steps, head, c, k, cfg))(cond, key)
 
 
+@pytest.mark.slow
 def test_guidance_scale_one_plus_epsilon_is_conditional_sampling_and_a_seed_gives_the_same_samples():
   model = _mar()
   steps = MARSteps(model, 4)

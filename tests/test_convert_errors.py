@@ -179,6 +179,7 @@ def test_a_key_missing_deep_in_the_state_dict_is_named():
     common.mapped(var_convert.var_model_config, sd, "var.pth", var_convert.VAR_FILE)
 
 
+@pytest.mark.slow
 def test_a_failure_after_the_first_work_directory_removes_it(tmp_path):
   fixture = golden.load("var_tiny.npz")
   var_sd = golden.state_dict(fixture, "var")

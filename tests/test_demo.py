@@ -29,6 +29,7 @@ def _check_tokenizer(stage: dict) -> None:
   assert os.path.exists(os.path.join(stage["workdir"], "images", "eval_recon.png"))
 
 
+@pytest.mark.slow
 def test_quick_demo_of_the_next_scale_stage_writes_the_summary(tmp_path):
   demo.run(str(tmp_path), quick=True, stages="classifier,next_scale")
   summary = json.load(open(tmp_path / "summary.json"))

@@ -64,6 +64,7 @@ def test_a_data2_fsdp4_mesh_of_8_devices_gives_the_losses_of_one_device(tmp_path
                              atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_launch_local_2_processes_x_2_devices_equal_1_process_x_4_devices_across_a_preemption(tmp_path):
   cmd = [sys.executable, os.path.join(REPO, "launch", "local.py"), "--processes", "2", "--devices-per-process", "2",
          "--", "--config", os.path.join(CONFIGS, "mnist_vq.py"), "--workdir", str(tmp_path / "two"), *TINY_ARGS,

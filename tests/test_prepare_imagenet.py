@@ -230,6 +230,7 @@ def test_bad_input_is_named(tmp_path, capsys, make, named):
   assert code == 2 and last.startswith("ar-gen prepare-imagenet: error: ") and named in last, err
 
 
+@pytest.mark.slow
 def test_one_training_step_on_the_prepared_dataset(prepared, tmp_path, capsys):
   """The acceptance check: an ImageNet config trains on the output as it is (~45 s on 2 cores, mostly compiling)."""
   code = cli.main(["train", "--config", os.path.join(CONFIGS, "imagenet256_vq16.py:runlocal"), "--workdir",

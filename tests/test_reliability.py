@@ -403,6 +403,7 @@ def test_keeping_fewer_checkpoints_on_resume_needs_the_flag(trained_vq_workdir, 
   assert snapshot(workdir) == before
 
 
+@pytest.mark.slow
 def test_a_run_that_never_saved_may_restart_with_another_config(tmp_path):
   workdir = str(tmp_path / "w")
   with pytest.raises(FloatingPointError):  # dies at step 1, before its first checkpoint
