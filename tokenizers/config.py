@@ -9,7 +9,7 @@ from tokenizers.model import QUANTIZERS
 def tokenizer_config(quantizer: str = "vq", **data) -> ml_collections.ConfigDict:
   """A tokenizer training config with every key and its default; experiment files change what they need.
 
-  model: `quantizer` (vq, lfq, multiscale) and its own section `model.<quantizer>` only (its keys and defaults:
+  model: `quantizer` (vq, lfq, multiscale, frequency, kl) and its own section `model.<quantizer>` only (its keys and defaults:
   `tokenizers/<quantizer>.py::default_config`), encoder/decoder widths, projection kernel. loss:
   `decoder_level_attention=False` leaves out the decoder's attention after its lowest-resolution residual blocks
 (MAR's KL-16 has none; its middle block keeps one). loss: reconstruction (l1 | l2), MS-SSIM, LPIPS (weight 1.0 as LlamaGen's: training then needs the weights from `ar-gen

@@ -16,11 +16,11 @@ import ml_collections
 from flax import nnx
 
 from ar_gen.layout import TokenLayout
-from tokenizers import kl, lfq, multiscale, nets, vq
+from tokenizers import frequency, kl, lfq, multiscale, nets, vq
 from tokenizers.protocol import Quantizer
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-QUANTIZERS = {"vq": vq, "lfq": lfq, "multiscale": multiscale, "kl": kl}  # name -> module with default_config, from_config
+QUANTIZERS = {"vq": vq, "lfq": lfq, "multiscale": multiscale, "frequency": frequency, "kl": kl}  # name -> module with default_config, from_config
 
 
 def dtype(name: str):

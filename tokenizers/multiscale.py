@@ -13,7 +13,8 @@ Resizing follows PyTorch's `F.interpolate` (`area`, and `bicubic` with A = -0.75
 borders, no antialiasing) so that VAR's released weights give VAR's tokens; both are separable linear maps,
 applied as two small matrices built once at trace time.
 
-The training loss is VAR's: the mean over scales of `|f_hat_k - sg(z)|^2 + beta |sg(f_hat_k) - z|^2`, with the
+The training loss is VAR's: the mean over scales of `|f_hat_k - sg(t_k)|^2 + beta |sg(f_hat_k) - t_k|^2` with the
+target t_k = z (`target`; a subclass may change it, as the frequency-band quantizer does), and the
 straight-through estimator from the full f_hat to z. Tokens of an image are one flat sequence [L] in scale order
 (L = sum p_k^2), the layout of the next-scale model (`TokenLayout.square_maps`, one AR step per scale).
 
@@ -175,13 +176,19 @@ class MultiScaleQuantizer(nnx.Module):
     """Inputs of group `group` > 0 [B, p^2, D]: f_hat of the groups before it, downsampled to its side."""
     return self.downsample(f_hat_BhwD, group).reshape(f_hat_BhwD.shape[0], -1, self.code_dim)
 
+  def target(self, z_BhwD: jax.Array, scale: int) -> jax.Array:
+    """What f_hat after scale `scale` approximates: the whole latent in VAR (a frequency-band quantizer,
+    `tokenizers/frequency.py`, low-passes it to the band)."""
+    del scale
+    return z_BhwD
+
   def _quantize(self, z_BhwD: jax.Array) -> tuple[list[jax.Array], list[jax.Array]]:
     """Per scale: the indices [B, p, p] and f_hat after that scale [B, h, w, D]."""
     self._check_side(z_BhwD)
     z = jax.lax.stop_gradient(z_BhwD.astype(jnp.float32))
     f_hat, indices, f_hats = jnp.zeros_like(z), [], []
     for k in range(len(self.scales)):
-      idx = self.vq.nearest(self.downsample(z - jax.lax.stop_gradient(f_hat), k))
+      idx = self.vq.nearest(self.downsample(self.target(z, k) - jax.lax.stop_gradient(f_hat), k))
       f_hat = self.add_scale(f_hat, k, idx)
       indices.append(idx), f_hats.append(f_hat)
     return indices, f_hats
@@ -219,8 +226,9 @@ class MultiScaleQuantizer(nnx.Module):
     z = z_BhwD.astype(jnp.float32)
     indices, f_hats = self._quantize(z)
     sg = jax.lax.stop_gradient
-    codebook_loss = sum(jnp.mean(jnp.square(f - sg(z))) for f in f_hats) / len(f_hats)
-    commit_loss = sum(jnp.mean(jnp.square(sg(f) - z)) for f in f_hats) / len(f_hats)
+    targets = [self.target(z, k) for k in range(len(f_hats))]
+    codebook_loss = sum(jnp.mean(jnp.square(f - sg(t))) for f, t in zip(f_hats, targets)) / len(f_hats)
+    commit_loss = sum(jnp.mean(jnp.square(sg(f) - t)) for f, t in zip(f_hats, targets)) / len(f_hats)
     tokens_BL = jnp.concatenate([i.reshape(i.shape[0], -1) for i in indices], axis=1)
     hist_K = code_histogram(tokens_BL, self.codebook_size)
     if train:
