@@ -98,12 +98,25 @@ def _rule_masks(side: int, scales: tuple[int, ...], rule: str) -> np.ndarray:
   return masks
 
 
+def band_limited(z_BhwD: jax.Array, masks_hw: Sequence[np.ndarray]) -> list[jax.Array]:
+  """z with only the FFT bins of each mask (per channel, over the spatial axes; one FFT of z for all), z itself
+  for a mask that keeps every bin."""
+  spectrum = None
+  out = []
+  for mask_hw in masks_hw:
+    if mask_hw.all():
+      out.append(z_BhwD)
+      continue
+    if spectrum is None:
+      spectrum = jnp.fft.fft2(z_BhwD.astype(jnp.float32), axes=(1, 2))
+    kept = jnp.fft.ifft2(spectrum * jnp.asarray(mask_hw)[None, :, :, None], axes=(1, 2))
+    out.append(jnp.real(kept).astype(jnp.float32))
+  return out
+
+
 def low_pass(z_BhwD: jax.Array, mask_hw: np.ndarray) -> jax.Array:
-  """z with only the FFT bins of `mask_hw` (per channel, over the spatial axes); z itself if every bin is kept."""
-  if mask_hw.all():
-    return z_BhwD
-  spectrum = jnp.fft.fft2(z_BhwD.astype(jnp.float32), axes=(1, 2))
-  return jnp.real(jnp.fft.ifft2(spectrum * jnp.asarray(mask_hw)[None, :, :, None], axes=(1, 2))).astype(jnp.float32)
+  """z with only the FFT bins of `mask_hw`; z itself if every bin is kept."""
+  return band_limited(z_BhwD, [mask_hw])[0]
 
 
 class FrequencyBandQuantizer(multiscale.MultiScaleQuantizer):
@@ -113,15 +126,13 @@ class FrequencyBandQuantizer(multiscale.MultiScaleQuantizer):
                masks: np.ndarray | None = None, rngs: nnx.Rngs, **kwargs):
     super().__init__(codebook_size, code_dim, scales, rngs=rngs, **kwargs)
     side = self.scales[-1]
-    self.band_rule = band_rule
     masks = _rule_masks(side, self.scales, band_rule) if masks is None else np.asarray(masks, np.float32)
     if masks.shape != (len(self.scales), side, side):
       raise ValueError(f"band masks of shape {masks.shape} do not fit {len(self.scales)} bands on a {side} x {side} "
                        "latent")
     # static (nested tuples of bools, not arrays, so that nnx keeps them out of the module's state)
     self.kept = tuple(tuple(map(tuple, m.tolist())) for m in np.cumsum(masks, axis=0) > 0.5)
-    self.bin_counts = tuple(int(m.sum()) for m in masks)
 
-  def target(self, z_BhwD: jax.Array, scale: int) -> jax.Array:
-    """LP_scale(z): the latent low-passed to band `scale` (z itself at the last band)."""
-    return low_pass(z_BhwD, np.array(self.kept[scale], bool))
+  def targets(self, z_BhwD: jax.Array) -> list[jax.Array]:
+    """LP_k(z) for every band k: the latent low-passed to band k (z itself at the last band)."""
+    return band_limited(z_BhwD, [np.array(kept, bool) for kept in self.kept])

@@ -14,7 +14,7 @@ borders, no antialiasing) so that VAR's released weights give VAR's tokens; both
 applied as two small matrices built once at trace time.
 
 The training loss is VAR's: the mean over scales of `|f_hat_k - sg(t_k)|^2 + beta |sg(f_hat_k) - t_k|^2` with the
-target t_k = z (`target`; a subclass may change it, as the frequency-band quantizer does), and the
+target t_k = z (`targets`; a subclass may change it, as the frequency-band quantizer does), and the
 straight-through estimator from the full f_hat to z. Tokens of an image are one flat sequence [L] in scale order
 (L = sum p_k^2), the layout of the next-scale model (`TokenLayout.square_maps`, one AR step per scale).
 
@@ -176,26 +176,26 @@ class MultiScaleQuantizer(nnx.Module):
     """Inputs of group `group` > 0 [B, p^2, D]: f_hat of the groups before it, downsampled to its side."""
     return self.downsample(f_hat_BhwD, group).reshape(f_hat_BhwD.shape[0], -1, self.code_dim)
 
-  def target(self, z_BhwD: jax.Array, scale: int) -> jax.Array:
-    """What f_hat after scale `scale` approximates: the whole latent in VAR (a frequency-band quantizer,
-    `tokenizers/frequency.py`, low-passes it to the band)."""
-    del scale
-    return z_BhwD
+  def targets(self, z_BhwD: jax.Array) -> list[jax.Array]:
+    """What f_hat after each scale approximates: the whole latent in VAR (a frequency-band quantizer,
+    `tokenizers/frequency.py`, low-passes it to each band)."""
+    return [z_BhwD] * len(self.scales)
 
-  def _quantize(self, z_BhwD: jax.Array) -> tuple[list[jax.Array], list[jax.Array]]:
-    """Per scale: the indices [B, p, p] and f_hat after that scale [B, h, w, D]."""
+  def _quantize(self, z_BhwD: jax.Array) -> tuple[list[jax.Array], list[jax.Array], list[jax.Array]]:
+    """Per scale: the indices [B, p, p], f_hat after that scale [B, h, w, D] and its target (`targets`)."""
     self._check_side(z_BhwD)
-    z = jax.lax.stop_gradient(z_BhwD.astype(jnp.float32))
-    f_hat, indices, f_hats = jnp.zeros_like(z), [], []
-    for k in range(len(self.scales)):
-      idx = self.vq.nearest(self.downsample(self.target(z, k) - jax.lax.stop_gradient(f_hat), k))
+    sg = jax.lax.stop_gradient
+    targets = self.targets(z_BhwD.astype(jnp.float32))
+    f_hat, indices, f_hats = jnp.zeros_like(targets[0]), [], []
+    for k, t in enumerate(targets):
+      idx = self.vq.nearest(self.downsample(sg(t) - sg(f_hat), k))
       f_hat = self.add_scale(f_hat, k, idx)
       indices.append(idx), f_hats.append(f_hat)
-    return indices, f_hats
+    return indices, f_hats, targets
 
   def indices(self, z_BhwD: jax.Array) -> jax.Array:
     """Token ids [B, L]: the scales' index maps, flattened in raster order, concatenated coarse to fine."""
-    indices, _ = self._quantize(z_BhwD)
+    indices, _, _ = self._quantize(z_BhwD)
     return jnp.concatenate([i.reshape(i.shape[0], -1) for i in indices], axis=1)
 
   def embed(self, tokens_BL: jax.Array, num_maps: int | None = None) -> jax.Array:
@@ -224,9 +224,8 @@ class MultiScaleQuantizer(nnx.Module):
     learns the progressive previews; the loss still asks for the whole image.
     """
     z = z_BhwD.astype(jnp.float32)
-    indices, f_hats = self._quantize(z)
+    indices, f_hats, targets = self._quantize(z)
     sg = jax.lax.stop_gradient
-    targets = [self.target(z, k) for k in range(len(f_hats))]
     codebook_loss = sum(jnp.mean(jnp.square(f - sg(t))) for f, t in zip(f_hats, targets)) / len(f_hats)
     commit_loss = sum(jnp.mean(jnp.square(sg(f) - t)) for f, t in zip(f_hats, targets)) / len(f_hats)
     tokens_BL = jnp.concatenate([i.reshape(i.shape[0], -1) for i in indices], axis=1)
