@@ -231,6 +231,32 @@ def _fid(args, overrides):
                args.splits, args.cache_dir, args.out, overwrite=args.overwrite)
 
 
+def _spectrum_arguments(p):
+  p.add_argument("sets", nargs="+", help="image sets as `ar-gen fid` reads them: .npz, image folders, dataset specs "
+                 "(e.g. runs/x/samples.npz bundled:mnist:test)")
+  p.add_argument("--image-size", type=int, default=256, help="size dataset specs are read at")
+  p.add_argument("--channels", type=int, default=3, help="channels dataset specs are read with (1: luma)")
+  p.add_argument("--resize", default="crop", choices=("crop", "pad"), help="how dataset specs are resized")
+  p.add_argument("--edges", default="0.3333,0.6667",
+                 help="low / mid and mid / high edges as fractions of the Nyquist frequency")
+  p.add_argument("--out", default=None, help="results JSON (with each set's radially averaged profile)")
+  _overwrite_flag(p, "an existing --out file")
+
+
+def _spectrum(args, overrides):
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from ar_gen.eval import spectrum  # pylint: disable=g-import-not-at-top
+  try:
+    edges = tuple(float(e) for e in args.edges.split(","))
+  except ValueError:
+    edges = ()
+  if len(edges) != 2:
+    raise ValueError(f"--edges {args.edges!r}: two comma-separated numbers, e.g. 0.3333,0.6667")
+  data = ml_collections.ConfigDict(dict(eval="", data_dir="", image_size=args.image_size, channels=args.channels,
+                                        resize=args.resize))
+  spectrum.evaluate(args.sets, data, edges, args.out, overwrite=args.overwrite)
+
+
 # ------------------------------------------------------------------------------------------------- converters
 def _convert_llamagen_arguments(p):
   p.add_argument("--vq", required=True, help="vq_ds16_c2i.pt")
@@ -414,6 +440,8 @@ COMMANDS = (
     Command("convert-lpips", "convert LPIPS VGG weights (PyTorch files) for loss.lpips_path",
             _convert_lpips_arguments, _convert_lpips),
     Command("fid", "FID, IS, precision/recall of sample sets against a reference", _fid_arguments, _fid),
+    Command("spectrum", "low / mid / high frequency power of image sets (samples and data side by side)",
+            _spectrum_arguments, _spectrum),
     Command("convert-inception", "pytorch-fid's Inception .pth -> ar-gen's weights file",
             _convert_inception_arguments, _convert_inception),
     Command("bench", "speed measurements (tables; --out FILE.json)", _bench_arguments, _bench),

@@ -9,13 +9,9 @@ ramps from 1 at the first scale to 2 at the last (`cfg_schedule='linear'`, VAR's
 """
 
 from ar_gen.config import parse_arg
-from ar_gen.families._discrete import mnist_config
-from ar_gen.families.next_scale import default_config
+from ar_gen.families.next_scale import default_config, mnist_var_config
 
 
 def get_config(arg=None):
   arg = parse_arg(arg, runlocal=False, steps=500, tokenizer="runs/demo/tokenizer_var")
-  c = mnist_config(default_config(arg.tokenizer), arg.steps, arg.runlocal)
-  c.model.update(depth=4, dim=96, num_heads=3, num_classes=10, class_dropout=0.1)
-  c.sample.update(cfg_scale=2.0, top_k=0, top_p=1.0, temperature=1.0)
-  return c
+  return mnist_var_config(default_config(arg.tokenizer), arg.steps, arg.runlocal)

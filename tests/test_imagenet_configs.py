@@ -59,6 +59,19 @@ RECIPES = {
 }
 VAR_SIZES = {d: (d, 64 * d, d) for d in (16, 20, 24, 30)}  # models/__init__.py:19-20 heads = depth, width = 64 depth
 
+# ------------------------------------------------------------------------------------------ NFIG (next-frequency)
+# NFIG (arXiv 2503.07076) released no code: its numbers come from the paper, the rest is VAR-d16's recipe.
+RECIPES["imagenet256_nfig.py"] = {
+    **{k: v for k, v in _var(16, bs=768, tblr=8e-5, ep=350, wpe=0.1, alng=1e-3).items() if not k.startswith("sample.")},
+    "task": "next_frequency",
+    "sample.cfg_scale": 4.5, "sample.top_k": 990, "sample.top_p": 1.0,  # the paper: CFG 4.5, top-k 990
+}
+RECIPES["imagenet256_nfig_tok.py"] = {
+    "model.quantizer": "frequency", "model.frequency.band_rule": "bins_quantile",
+    "model.frequency.codebook_size": 4096, "model.frequency.code_dim": 32,  # VAR's VQVAE, as NFIG
+    "model.frequency.scales": (1, 2, 3, 4, 5, 6, 8, 10, 13, 16),  # 10 bands on VAR's maps, 680 tokens
+}
+
 # ------------------------------------------------------------------------------------------ LlamaGen (next-token)
 LLAMAGEN_COMMON = {  # autoregressive/train/train_c2i.py (train_c2i_fsdp.py:366-384 has the same defaults)
     "batch_size": 256,  # train_c2i.py:286 --global-batch-size 256
@@ -212,6 +225,7 @@ def test_runlocal_step_on_mock_imagenet(name, tmp_path):
 
 @pytest.mark.slow  # ~1 min each on 2 cores; `make test-all`
 @pytest.mark.parametrize("tokenizer, generator", [("imagenet256_var_tok.py", "imagenet256_var.py:depth=16"),
+                                                  ("imagenet256_nfig_tok.py", "imagenet256_nfig.py:"),
                                                   ("imagenet256_vq16.py", "imagenet256_llamagen.py:size=B")])
 def test_tokenizer_then_generator_runlocal_on_mock_imagenet(tokenizer, generator, tmp_path):
   tok_dir, gen_dir = str(tmp_path / "tokenizer"), str(tmp_path / "generator")

@@ -19,7 +19,7 @@ from flax import nnx
 from ar_gen.conditioning import null_class_labels
 from ar_gen.config import IMAGENET_TRAIN_EXAMPLES, ConfigError, base_config, parse_arg
 from ar_gen.decoding.logits import SamplingConfig
-from ar_gen.families._discrete import DiscreteTokenTask
+from ar_gen.families._discrete import DiscreteTokenTask, mnist_config
 from ar_gen.families._registry import BenchSpec, Family
 from ar_gen.layout import TokenLayout
 from ar_gen.models.next_scale import NextScaleModel, build_next_scale
@@ -112,8 +112,12 @@ def imagenet_var_config(arg=None) -> ml_collections.ConfigDict:
   if not (isinstance(depth, int) and not isinstance(depth, bool) and depth in VAR_RECIPES):
     raise ConfigError(f"imagenet256_var.py needs :depth=N with N one of VAR's depths {sorted(VAR_RECIPES)}, "
                       f"got {'no depth' if depth is None else f'depth={depth!r}'}")
-  recipe = VAR_RECIPES[depth]
-  c = default_config(arg.tokenizer, train="tfds:imagenet2012:train", eval="tfds:imagenet2012:validation",
+  return recipe_config(depth, VAR_RECIPES[depth], arg.tokenizer, arg.runlocal)
+
+
+def recipe_config(depth: int, recipe: dict, tokenizer: str, runlocal: bool) -> ml_collections.ConfigDict:
+  """A VAR-style ImageNet 256 config of `depth` under `recipe` (a `VAR_RECIPES` row; next-frequency uses it too)."""
+  c = default_config(tokenizer, train="tfds:imagenet2012:train", eval="tfds:imagenet2012:validation",
                      image_size=256, channels=3, resize="crop", random_flip=False)
   c.batch_size = recipe["batch_size"]
   c.total_steps = recipe["epochs"] * var_steps_per_epoch(c.batch_size)
@@ -126,7 +130,7 @@ def imagenet_var_config(arg=None) -> ml_collections.ConfigDict:
                  adaln_gate_init=recipe["adaln_gate_init"], dtype="bfloat16")
   if depth >= 24:
     c.mesh.update(data=1, fsdp=-1)
-  if arg.runlocal:
+  if runlocal:
     c.update(total_steps=1, batch_size=2, log_every_steps=1, ckpt_every_steps=1, vis_every_steps=1, vis_examples=2)
     c.data.update(image_size=64, num_threads=1)
     c.mesh.update(data=-1, fsdp=1)
@@ -134,9 +138,19 @@ def imagenet_var_config(arg=None) -> ml_collections.ConfigDict:
   return c
 
 
-def bench_steps(spec: BenchSpec) -> "ResidualSteps":
-  """A random-weight VAR model of the bench's depth / width / heads over a multi-scale quantizer's scales."""
-  quantizer = MultiScaleQuantizer(spec.vocab_size, BENCH_CODE_DIM, spec.scales, rngs=nnx.Rngs(0))
+def mnist_var_config(c: ml_collections.ConfigDict, steps: int, runlocal: bool) -> ml_collections.ConfigDict:
+  """The MNIST next-scale generator of configs/mnist_var.py (4 blocks, width 96, guidance 2 ramped) over any
+  residual tokenizer's `c`: configs/mnist_nfig.py shares it, so the demo's next_scale and next_frequency stages
+  differ only in the quantizer's targets."""
+  c = mnist_config(c, steps, runlocal)
+  c.model.update(depth=4, dim=96, num_heads=3, num_classes=10, class_dropout=0.1)
+  c.sample.update(cfg_scale=2.0, top_k=0, top_p=1.0, temperature=1.0)
+  return c
+
+
+def bench_steps(spec: BenchSpec, quantizer_class: type = MultiScaleQuantizer) -> "ResidualSteps":
+  """A random-weight VAR model of the bench's depth / width / heads over a residual quantizer's maps (`spec.scales`)."""
+  quantizer = quantizer_class(spec.vocab_size, BENCH_CODE_DIM, spec.scales, rngs=nnx.Rngs(0))
   model = NextScaleModel(quantizer.layout, BENCH_CODE_DIM, spec.num_classes, spec.depth, spec.dim, spec.num_heads,
                          rngs=nnx.Rngs(0))
   return ResidualSteps(model, quantizer)
