@@ -29,7 +29,8 @@ import numpy as np
 
 from ar_gen import config as config_lib
 from ar_gen import outputs, table
-from ar_gen.data import pipeline
+from ar_gen.data import pipeline, preprocess
+from ar_gen.eval import spectrum
 from ar_gen.eval.classifier import Classifier
 from ar_gen.families._registry import registered
 from ar_gen.layout import TokenLayout
@@ -142,16 +143,25 @@ def tokenizer_result(workdir: str, seconds: float) -> dict:
   return {**{k: result[k] for k in keep if k in result}, "train_seconds": seconds, "workdir": workdir}
 
 
+def _spectrum(images_NHWC: np.ndarray) -> dict:
+  """The low / mid / high power fractions and the radial profile of an image set (`ar_gen.eval.spectrum`)."""
+  result = spectrum.summarize(images_NHWC)
+  return {k: result[k] for k in ("low", "mid", "high", "profile")}
+
+
 def classifier_result(workdir: str, seconds: float) -> dict:
+  """The classifier's held-out accuracy, and the held-out images' spectrum: the data row of the spectral table."""
   classifier = Classifier(workdir)
   batches = list(pipeline.eval_batches(classifier.config.data, 500))
-  accuracy = classifier.accuracy(np.concatenate([b["image"] for b in batches]),
-                                 np.concatenate([b["label"] for b in batches]))
-  return {"heldout_accuracy": accuracy, "train_seconds": seconds, "workdir": workdir}
+  images = np.concatenate([b["image"] for b in batches])
+  accuracy = classifier.accuracy(images, np.concatenate([b["label"] for b in batches]))
+  return {"heldout_accuracy": accuracy, "spectrum": _spectrum(preprocess.to_uint8(images)),
+          "train_seconds": seconds, "workdir": workdir}
 
 
 def family_result(workdir: str, num_samples: int, family) -> dict:
-  """The family run's last sample-quality numbers (metrics.jsonl), its layout and its sampler's steps."""
+  """The family run's last sample-quality numbers (metrics.jsonl), its layout, its sampler's steps and the spectrum
+  of the evaluator's samples."""
   rows = [r for r in metrics_log.read_metrics(workdir) if f"{EVAL}/fid" in r]
   if not rows:
     raise RuntimeError(f"{workdir}/metrics.jsonl has no {EVAL} numbers")
@@ -161,13 +171,15 @@ def family_result(workdir: str, num_samples: int, family) -> dict:
   with open(os.path.join(config["data"]["train"][len("tokens:"):], "meta.json")) as f:
     layout = TokenLayout.from_json(json.load(f)["layout"])
   out = os.path.join(workdir, "evals", f"{EVAL}_{step:07d}")
+  with np.load(os.path.join(out, "samples.npz")) as samples:
+    sample_spectrum = _spectrum(samples["arr_0"])
   return {"sample_accuracy": row[f"{EVAL}/accuracy"], "fid": row[f"{EVAL}/fid"],
           "precision": row[f"{EVAL}/precision"], "recall": row[f"{EVAL}/recall"],
           "images_per_second": row[f"{EVAL}/images_per_second"], "eval_seconds": row[f"{EVAL}/seconds"],
           "num_samples": num_samples,
           "tokens_per_image": layout.num_tokens,
           "steps_per_image": family.sampler_steps(config, layout) if family.sampler_steps else layout.num_groups,
-          "grid": os.path.join(out, "grid.png"), "fid_json": os.path.join(out, "fid.json"), "workdir": workdir}
+          "spectrum": sample_spectrum, "grid": os.path.join(out, "grid.png"), "fid_json": os.path.join(out, "fid.json"), "workdir": workdir}
 
 
 FAMILY_COLUMNS = [("family", "family", "s"), ("tokens_per_image", "tokens/image", "d"),
@@ -176,10 +188,20 @@ FAMILY_COLUMNS = [("family", "family", "s"), ("tokens_per_image", "tokens/image"
                   ("images_per_second", "images/s", ".1f"), ("train_seconds", "train s", ".0f")]
 
 
+SPECTRUM_COLUMNS = [("set", "image set", "s"), ("low", "low", ".4f"), ("mid", "mid", ".4f"), ("high", "high", ".4f")]
+
+
 def families_table(summary: dict) -> str:
   """The families of this run side by side, as a Markdown table."""
   rows = [{"family": name, **summary[name]} for name in registered() if name in summary]
   return table.format_table(rows, FAMILY_COLUMNS, markdown=True)
+
+
+def spectrum_table(summary: dict) -> str:
+  """The power fractions at low / mid / high frequency of the held-out data and each family's samples."""
+  rows = [{"set": "data (held out)", **summary["classifier"]["spectrum"]}] if "classifier" in summary else []
+  rows += [{"set": name, **summary[name]["spectrum"]} for name in registered() if name in summary]
+  return table.format_table(rows, SPECTRUM_COLUMNS, markdown=True)
 
 
 def _report(out: str, summary: dict, stage: str) -> None:
@@ -233,7 +255,8 @@ def run(out: str = "runs/demo", quick: bool = False, stages: str = "default", ov
                      "extract_seconds": seconds[f"extract_{name}"]}
     _report(out, summary, name)
   if families:
-    text = families_table(summary)
+    text = families_table(summary) + "\n\nPower at low / mid / high spatial frequency (`ar-gen spectrum`):\n\n" + \
+        spectrum_table(summary)
     _write(os.path.join(out, "families.md"), "# The families of this demo run, side by side\n\n" + text + "\n")
     print("== families (" + os.path.join(out, "families.md") + ")\n" + text, flush=True)
   print(f"== summary: {os.path.join(out, 'summary.json')}")

@@ -16,6 +16,8 @@ KEYS = {"psnr", "ssim", "train_seconds", "workdir"}
 def _check_ar_stage(stage: dict) -> None:
   assert 0 <= stage["sample_accuracy"] <= 1 and os.path.exists(stage["grid"])
   assert stage["num_samples"] == 100 and stage["images_per_second"] > 0
+  bands = stage["spectrum"]
+  assert bands["low"] > 0 and abs(bands["low"] + bands["mid"] + bands["high"] - 1) < 1e-9
   assert stage["fid"] > 0 and 0 <= stage["precision"] <= 1 and 0 <= stage["recall"] <= 1
   scores = json.load(open(stage["fid_json"]))  # the in-training sample-quality evaluator's `ar-gen fid` output
   assert scores["results"][0]["accuracy"] == stage["sample_accuracy"]
@@ -46,17 +48,20 @@ def test_quick_demo_writes_the_summary(tmp_path):
   demo.run(str(tmp_path), quick=True, stages="all")
   summary = json.load(open(tmp_path / "summary.json"))
   assert set(summary) == {"tokenizer_vq", "tokenizer_lfq", "classifier", "next_token", "tokenizer_var", "next_scale",
-                          "tokenizer_kl", "mar", "mar_raster"}
-  for name in ("tokenizer_vq", "tokenizer_lfq", "tokenizer_var", "tokenizer_kl"):
+                          "tokenizer_nfig", "next_frequency", "tokenizer_kl", "mar", "mar_raster"}
+  for name in ("tokenizer_vq", "tokenizer_lfq", "tokenizer_var", "tokenizer_nfig", "tokenizer_kl"):
     _check_tokenizer(summary[name])
     assert ("codebook_usage" in summary[name]) == (name != "tokenizer_kl")
-  for name in ("next_token", "next_scale", "mar", "mar_raster"):
+  for name in ("next_token", "next_scale", "next_frequency", "mar", "mar_raster"):
     _check_ar_stage(summary[name])
+  table = open(tmp_path / "families.md").read()
+  assert "| data (held out)" in table and "| next_frequency" in table
 
 
 def test_default_stages_are_every_family_without_the_lfq_tokenizer():
-  assert demo.parse_stages("default") == ("tokenizer_vq", "classifier", "next_token", "next_scale")
-  assert demo.parse_stages("all") == ("tokenizers", "classifier", "next_token", "next_scale", "mar", "mar_raster")
+  assert demo.parse_stages("default") == ("tokenizer_vq", "classifier", "next_token", "next_scale", "next_frequency")
+  assert demo.parse_stages("all") == ("tokenizers", "classifier", "next_token", "next_scale", "next_frequency", "mar",
+                                      "mar_raster")
 
 
 def test_the_continuous_stage_is_the_classifier_and_both_continuous_families():
@@ -79,6 +84,15 @@ def test_the_families_table_has_a_row_per_family():
   lines = text.splitlines()
   assert lines[0].startswith("| family") and len(lines) == 4  # header, rule, two families
   assert "| next_token" in lines[2] and "| next_scale" in lines[3] and "| 6 " in lines[3]
+
+
+def test_the_spectrum_table_has_the_data_first_then_a_row_per_family():
+  flat = {"low": 0.5, "mid": 0.3, "high": 0.2, "profile": [0.0, 1.0]}
+  summary = {"classifier": {"spectrum": {**flat, "low": 0.7, "high": 0.0}}, "next_scale": {"spectrum": flat},
+             "next_token": {"spectrum": {**flat, "low": 0.25}}}
+  lines = demo.spectrum_table(summary).splitlines()
+  assert len(lines) == 5 and "| data (held out)" in lines[2] and "| 0.7000" in lines[2]
+  assert "| next_token" in lines[3] and "| 0.2500" in lines[3] and "| next_scale" in lines[4]
 
 
 def test_unknown_or_incomplete_stages_are_refused():

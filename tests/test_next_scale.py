@@ -21,6 +21,7 @@ from ar_gen.models.next_scale import NextScaleModel
 from ar_gen.runs.run import Run
 from ar_gen.train import trainer
 from tests.conftest import CONFIGS, tiny_ar_config, tiny_config
+from tokenizers.frequency import FrequencyBandQuantizer
 from tokenizers.model import build_tokenizer
 from tokenizers.multiscale import MultiScaleQuantizer, area_matrix, bicubic_matrix
 
@@ -110,8 +111,11 @@ def test_bad_scales_are_named():
     build_tokenizer(config.model, 1, config.data.image_size, nnx.Rngs(0))
 
 
-@pytest.mark.parametrize("impl", ["xla", "pallas"])
-def test_cached_scale_steps_equal_teacher_forced_logits(quantizer, impl):
+@pytest.mark.parametrize("impl,quantizer_class", [("xla", MultiScaleQuantizer), ("pallas", MultiScaleQuantizer),
+                                                   ("xla", FrequencyBandQuantizer)])
+def test_cached_scale_steps_equal_teacher_forced_logits(impl, quantizer_class):
+  """Next-scale and next-frequency (the band quantizer's teacher inputs) share the model's cached steps."""
+  quantizer = quantizer_class(VOCAB, CODE_DIM, SCALES, rngs=nnx.Rngs(0))
   model = _perturbed(_model(impl))
   tokens, labels = _tokens(), jnp.asarray([3, 7])
 
@@ -194,6 +198,13 @@ def test_next_scale_trains_and_samples_through_the_cli(trained_var_tokenizer, tm
   with np.load(os.path.join(out, "samples.npz")) as a, np.load(os.path.join(again, "samples.npz")) as b:
     np.testing.assert_array_equal(a["arr_0"], b["arr_0"])
   assert result["images_per_second"] > 0
+
+
+def test_next_frequency_task_refuses_a_var_tokenizer(trained_var_tokenizer):
+  config = config_lib.load_config(os.path.join(CONFIGS, "mnist_nfig.py"),
+                                  ("data.image_size=16", f"frozen.tokenizer={trained_var_tokenizer}"))
+  with pytest.raises(ValueError, match="frequency-band tokenizer.*use task next_scale"):
+    Run(config)
 
 
 def test_next_token_task_refuses_a_multiscale_tokenizer(trained_var_tokenizer):
