@@ -12,7 +12,7 @@ eval-tokenizer, extract-tokens), started as soon as what it needs is done, a few
 keeps about 1.4 of 2 cores busy); logs go to `OUT/logs/`. The headline numbers go to `OUT/summary.json` (one entry
 per stage with its `workdir`), and the families are compared side by side in one table, printed and written to
 `OUT/families.md`. `make demo` runs the `default` stages (all but the LFQ tokenizer and the families that declare
-`in_make_demo=False`, the continuous ones, to fit 15 minutes);
+`in_make_demo=False`, next-frequency and the continuous ones, to fit 15 minutes);
 `--stages all` runs every stage; `--quick` runs each config's `:runlocal` variant. An OUT that holds an earlier
 demo's results is refused unless `--overwrite` (`make demo` passes it: it replaces its own runs/demo).
 """

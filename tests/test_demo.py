@@ -59,7 +59,7 @@ def test_quick_demo_writes_the_summary(tmp_path):
 
 
 def test_default_stages_are_every_family_without_the_lfq_tokenizer():
-  assert demo.parse_stages("default") == ("tokenizer_vq", "classifier", "next_token", "next_scale", "next_frequency")
+  assert demo.parse_stages("default") == ("tokenizer_vq", "classifier", "next_token", "next_scale")
   assert demo.parse_stages("all") == ("tokenizers", "classifier", "next_token", "next_scale", "next_frequency", "mar",
                                       "mar_raster")
 

@@ -50,7 +50,8 @@ FAMILY = Family("next_frequency", demo_config="mnist_nfig.py", demo_tokenizer="t
                 demo_tokenizer_config="mnist_nfig_tok.py",
                 description="next-frequency (NFIG): one frequency band per step",
                 bench_steps=functools.partial(next_scale.bench_steps, quantizer_class=FrequencyBandQuantizer),
-                order=2, bench_sampling=SamplingConfig(**NFIG_SAMPLING))
+                order=2, bench_sampling=SamplingConfig(**NFIG_SAMPLING),
+                in_make_demo=False)  # with it `make demo` took 20 min on 2 cores: `--stages classifier,next_frequency`
 
 
 class Task(next_scale.Task):
