@@ -52,7 +52,7 @@ def test_image_by_image_on_cpu_gives_the_batch_path_s_features(model):
   images = random_images(1)[(64, 64)]  # a batch of 2: the stem and Mixed_6a run image by image on CPU
   batched = np.asarray(jax.jit(lambda x: model(x))(images)[0])
   singles = np.concatenate([np.asarray(jax.jit(lambda x: model(x))(images[i:i + 1])[0]) for i in range(2)])
-  np.testing.assert_allclose(batched, singles, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(batched, singles, rtol=1e-5, atol=1e-6)  # batch 2 vs 1 may sum in another order
 
 
 @pytest.mark.parametrize("name, n, dim", [("regular", 500, 16), ("singular", 40, 64)])

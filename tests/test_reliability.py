@@ -240,6 +240,7 @@ def test_second_trainer_on_a_locked_work_dir_exits_naming_the_holder(tmp_path, c
   assert steps == sorted(set(steps)) and steps[-1] == 12
 
 
+@pytest.mark.slow  # a full training; the default run keeps the live-holder lock test
 def test_stale_lock_of_a_dead_trainer_is_taken_over(tmp_path, caplog):
   workdir = tmp_path / "w"
   workdir.mkdir()

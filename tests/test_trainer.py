@@ -72,6 +72,7 @@ def test_gan_losses_train_both_parts(tmp_path):
     assert any(moved), part
 
 
+@pytest.mark.slow  # the default run has tests/test_distributed.py's NaN test (step named, last good checkpoint kept)
 def test_nan_loss_stops_with_the_step_named(tmp_path):
   config = tiny_config("mnist_vq.py", "total_steps=2", "optimizer.lr=nan")
   with pytest.raises(FloatingPointError, match="step"):
@@ -95,6 +96,7 @@ def test_gradient_accumulation_2x8_equals_batch_16(trained_vq_workdir, tmp_path)
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow  # the default run has the AR model's accumulation test above
 def test_gradient_accumulation_2x8_equals_batch_16_for_a_vq_tokenizer(tmp_path):
   """A tokenizer's array metrics (code histograms, summed) and extras (encoder outputs, joined) combine too."""
   runs = []
