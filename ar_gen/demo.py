@@ -179,7 +179,8 @@ def family_result(workdir: str, num_samples: int, family) -> dict:
           "num_samples": num_samples,
           "tokens_per_image": layout.num_tokens,
           "steps_per_image": family.sampler_steps(config, layout) if family.sampler_steps else layout.num_groups,
-          "spectrum": sample_spectrum, "grid": os.path.join(out, "grid.png"), "fid_json": os.path.join(out, "fid.json"), "workdir": workdir}
+          "spectrum": sample_spectrum, "grid": os.path.join(out, "grid.png"),
+          "fid_json": os.path.join(out, "fid.json"), "workdir": workdir}
 
 
 FAMILY_COLUMNS = [("family", "family", "s"), ("tokens_per_image", "tokens/image", "d"),

@@ -1,4 +1,4 @@
-"""Shared test fixtures: tiny configs and a trained tiny tokenizer work directory."""
+"""Shared test fixtures: tiny configs, a trained tiny tokenizer work directory, brief progressive tokenizers."""
 
 import os
 
@@ -16,6 +16,23 @@ TINY = ("model.channels=8", "model.channel_mult=(1,2)", "model.z_channels=16", "
 def tiny_config(name: str = "mnist_vq.py", *overrides: str):
   """A config from configs/ shrunk to run a step in well under a second on CPU."""
   return config_lib.load_config(os.path.join(CONFIGS, name), TINY + overrides)
+
+
+def train_progressive_tokenizer(workdir: str, name: str, quantizer: str) -> str:
+  """A 60-step multi-scale or frequency-band tokenizer (configs/NAME, 8-d codes in `model.QUANTIZER`) in workdir."""
+  from ar_gen.train import trainer
+  trainer.train(tiny_config(name, "total_steps=60", "ckpt_every_steps=60", "log_every_steps=30", "vis_every_steps=60",
+                            "optimizer.warmup_steps=10", f"model.{quantizer}.code_dim=8"), workdir)
+  return workdir
+
+
+def assert_psnr_rises_with_each_map(workdir: str) -> None:
+  """eval-tokenizer's PSNR from every prefix of the 6 token maps rises strictly, the last equal to the full PSNR."""
+  from ar_gen.eval import tokenizer_eval
+  result = tokenizer_eval.evaluate(workdir, max_examples=200)
+  by_map = result["psnr_by_scales"]
+  assert len(by_map) == 6 and by_map[-1] == pytest.approx(result["psnr"], abs=1e-3)
+  assert all(b > a for a, b in zip(by_map, by_map[1:])), by_map
 
 
 def tiny_ar_config(name: str, tokenizer_workdir: str, *overrides: str):

@@ -6,9 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from ar_gen.eval import tokenizer_eval
-from ar_gen.train import trainer
-from tests.conftest import tiny_config
+from tests.conftest import assert_psnr_rises_with_each_map, train_progressive_tokenizer
 from tokenizers import frequency, multiscale
 
 SIDE = 16
@@ -94,15 +92,9 @@ def test_band_limited_targets_change_the_coarse_tokens_but_not_the_protocol():
 
 @pytest.fixture(scope="module")
 def trained_nfig_tokenizer(tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("nfig_tok"))
-  trainer.train(tiny_config("mnist_nfig_tok.py", "total_steps=60", "ckpt_every_steps=60", "log_every_steps=30",
-                            "vis_every_steps=60", "optimizer.warmup_steps=10", "model.frequency.code_dim=8"), workdir)
-  return workdir
+  return train_progressive_tokenizer(str(tmp_path_factory.mktemp("nfig_tok")), "mnist_nfig_tok.py", "frequency")
 
 
 def test_psnr_rises_with_each_band_on_heldout_digits(trained_nfig_tokenizer):
   # the decoder sees the sum of the first k bands' rebuilt latents: each band adds detail the earlier ones lacked
-  result = tokenizer_eval.evaluate(trained_nfig_tokenizer, max_examples=200)
-  by_band = result["psnr_by_scales"]
-  assert len(by_band) == 6 and by_band[-1] == pytest.approx(result["psnr"], abs=1e-3)
-  assert all(b > a for a, b in zip(by_band, by_band[1:])), by_band
+  assert_psnr_rises_with_each_map(trained_nfig_tokenizer)

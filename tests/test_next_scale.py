@@ -15,12 +15,12 @@ from ar_gen.commands import sample as sample_lib
 from ar_gen.decoding import driver
 from ar_gen.decoding.heads import CategoricalHead
 from ar_gen.decoding.logits import SamplingConfig
-from ar_gen.eval import tokenizer_eval
 from ar_gen.families.next_scale import ResidualSteps
 from ar_gen.models.next_scale import NextScaleModel
 from ar_gen.runs.run import Run
 from ar_gen.train import trainer
-from tests.conftest import CONFIGS, tiny_ar_config, tiny_config
+from tests.conftest import (CONFIGS, assert_psnr_rises_with_each_map, tiny_ar_config, tiny_config,
+                            train_progressive_tokenizer)
 from tokenizers.frequency import FrequencyBandQuantizer
 from tokenizers.model import build_tokenizer
 from tokenizers.multiscale import MultiScaleQuantizer, area_matrix, bicubic_matrix
@@ -168,17 +168,11 @@ def test_greedy_sampler_agrees_with_teacher_forcing_and_guidance_off_is_conditio
 
 @pytest.fixture(scope="module")
 def trained_var_tokenizer(tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("var_tok"))
-  trainer.train(tiny_config("mnist_var_tok.py", "total_steps=60", "ckpt_every_steps=60", "log_every_steps=30",
-                            "vis_every_steps=60", "optimizer.warmup_steps=10", "model.multiscale.code_dim=8"), workdir)
-  return workdir
+  return train_progressive_tokenizer(str(tmp_path_factory.mktemp("var_tok")), "mnist_var_tok.py", "multiscale")
 
 
 def test_psnr_rises_with_each_scale_on_heldout_digits(trained_var_tokenizer):
-  result = tokenizer_eval.evaluate(trained_var_tokenizer, max_examples=200)
-  by_scale = result["psnr_by_scales"]
-  assert len(by_scale) == 6 and by_scale[-1] == pytest.approx(result["psnr"], abs=1e-3)
-  assert all(b > a for a, b in zip(by_scale, by_scale[1:])), by_scale
+  assert_psnr_rises_with_each_map(trained_var_tokenizer)
   assert os.path.isfile(os.path.join(trained_var_tokenizer, "images", "eval_scales.png"))
 
 
