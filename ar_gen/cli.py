@@ -142,6 +142,20 @@ def _extract_tokens(args, overrides):
   print(extract_tokens.extract(args.workdir, args.data, args.out, args.batch_size, overwrite=args.overwrite))
 
 
+def _cluster_codebook_arguments(p):
+  p.add_argument("--workdir", required=True, help="a trained VQ tokenizer's work directory")
+  p.add_argument("--k", type=int, required=True, help="the number of clusters (coarse labels); CTF: 512 of 16384")
+  p.add_argument("--out", required=True, help="a new directory: the clustered tokenizer's work directory")
+  p.add_argument("--metric", default="auto", help="auto (cosine for an l2-normalised codebook), cosine, euclidean")
+  p.add_argument("--iters", type=int, default=50, help="Lloyd iterations after k-means++")
+  p.add_argument("--seed", type=int, default=0)
+
+
+def _cluster_codebook(args, overrides):
+  from ar_gen.commands import cluster_codebook  # pylint: disable=g-import-not-at-top
+  print(cluster_codebook.cluster(args.workdir, args.k, args.out, args.metric, args.iters, args.seed))
+
+
 # ------------------------------------------------------------------------------------------------- sampling
 def _sample_arguments(p):
   p.add_argument("--workdir", required=True)
@@ -431,6 +445,8 @@ COMMANDS = (
             _merge_samples_arguments, _merge_samples),
     Command("extract-tokens", "encode a dataset once with a trained tokenizer (-> tokens:OUT)",
             _extract_tokens_arguments, _extract_tokens),
+    Command("cluster-codebook", "k-means over a VQ codebook -> a coarse-label tokenizer (coarse-to-fine)",
+            _cluster_codebook_arguments, _cluster_codebook),
     Command("convert-llamagen", "LlamaGen's VQ + class-conditional GPT checkpoints -> work dirs",
             _convert_llamagen_arguments, _convert_llamagen),
     Command("convert-var", "VAR's VQVAE + VAR-d16..d30 checkpoints -> work dirs", _convert_var_arguments,

@@ -220,8 +220,10 @@ def run(out: str = "runs/demo", quick: bool = False, stages: str = "default", ov
   families = {name: f for name, f in registered().items() if name in stages}
   tokenizers = {t: TOKENIZER_CONFIGS[t] for s in stages for t in STAGE_GROUPS.get(s, ())}
   tokenizers.update({f.demo_tokenizer: f.demo_tokenizer_config for f in families.values()})
+  train_args = lambda config_file, where, overrides: _train_args(config_file, where, quick, overrides)
+  preludes = {name: f.demo_prelude(workdir, train_args) for name, f in families.items() if f.demo_prelude}
   results = (*tokenizers, *(["classifier"] if "classifier" in stages else []), *families,
-             *(f"{name}_tokens" for name in families), "logs",
+             *(f"{name}_tokens" for name in families), *(r for p in preludes.values() for r in p.results), "logs",
              "summary.json", "families.md")
   outputs.claim_dir(out, results, overwrite).clear()
   jobs = Jobs(os.path.join(out, "logs"))
@@ -234,11 +236,17 @@ def run(out: str = "runs/demo", quick: bool = False, stages: str = "default", ov
     tokens_dir = workdir(name) + "_tokens"
     jobs.add(f"extract_{name}", ["extract-tokens", "--workdir", workdir(family.demo_tokenizer), "--data",
                                  "bundled:mnist:train", "--out", tokens_dir], after=(family.demo_tokenizer,))
-    overrides = [f"frozen.tokenizer={workdir(family.demo_tokenizer)}", f"data.train=tokens:{tokens_dir}",
-                 f"evals.{EVAL}.features=classifier:{workdir('classifier')}", f"evals.{EVAL}.num_images={num_samples}",
-                 f"evals.{EVAL}.every_steps={_total_steps(family.demo_config, quick)}"]
-    jobs.add(name, _train_args(family.demo_config, workdir(name), quick, overrides),
-             after=(f"extract_{name}", "classifier"))
+    overrides = {"frozen.tokenizer": workdir(family.demo_tokenizer), "data.train": f"tokens:{tokens_dir}",
+                 f"evals.{EVAL}.features": f"classifier:{workdir('classifier')}", f"evals.{EVAL}.num_images": num_samples,
+                 f"evals.{EVAL}.every_steps": _total_steps(family.demo_config, quick)}
+    after = (f"extract_{name}", "classifier")
+    if name in preludes:
+      for job in preludes[name].jobs:
+        jobs.add(*job)
+      overrides.update(preludes[name].overrides)
+      after += preludes[name].after
+    jobs.add(name, _train_args(family.demo_config, workdir(name), quick, [f"{k}={v}" for k, v in overrides.items()]),
+             after=after)
   for name in tokenizers:  # after the extractions and trainings that wait for the same tokenizer: off the critical path
     jobs.add(f"eval_{name}", ["eval-tokenizer", "--workdir", workdir(name)], after=(name,))
   seconds = jobs.run()
@@ -254,6 +262,8 @@ def run(out: str = "runs/demo", quick: bool = False, stages: str = "default", ov
     result = family_result(workdir(name), num_samples, families[name])
     summary[name] = {**result, "train_seconds": seconds[name] - result["eval_seconds"],
                      "extract_seconds": seconds[f"extract_{name}"]}
+    if name in preludes:  # e.g. coarse-to-fine's stage 1: the seconds of each job before the family's training
+      summary[name]["prelude_seconds"] = {job[0]: seconds[job[0]] for job in preludes[name].jobs}
     _report(out, summary, name)
   if families:
     text = families_table(summary) + "\n\nPower at low / mid / high spatial frequency (`ar-gen spectrum`):\n\n" + \

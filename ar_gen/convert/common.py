@@ -160,18 +160,5 @@ def save_tokenizer_and_model(claim: Any, out: str, tokenizer: tuple[ml_collectio
 
 def save_workdir(config: ml_collections.ConfigDict, params: dict, workdir: str, source: str) -> str:
   """A work directory (config.json + checkpoint at step 0) whose model holds `params`."""
-  from ar_gen import config as config_lib  # pylint: disable=g-import-not-at-top
-  from ar_gen.runs import checkpoint  # pylint: disable=g-import-not-at-top
-  from ar_gen.runs.run import Run  # pylint: disable=g-import-not-at-top
-  config.lock()
-  run = Run(config)
-  state = jax.jit(run.init)(jax.random.PRNGKey(0))
-  model = load_params(run.model(state, ema=False), params, source)
-  state["params"] = nnx.state(model, nnx.Param)
-  config_lib.save_config(config, workdir)
-  ckpt = checkpoint.Checkpointer(workdir, keep=1, async_save=False)
-  ckpt.save(0, state, force=True)
-  ckpt.close()
-  return workdir
-
-
+  from ar_gen.runs import run as run_lib  # pylint: disable=g-import-not-at-top
+  return run_lib.save_workdir(config, workdir, lambda module: load_params(module, params, source))

@@ -33,6 +33,9 @@ class Family:
   sampler_steps: `sampler_steps(config, layout) -> int`, the transformer steps its sampler takes per image under a
     run's config (a dict, as in config.json) and token layout (the demo's 'AR steps/image'); None: one per group of
     the layout.
+  demo_prelude: `demo_prelude(workdir, train_args) -> DemoPrelude`, the jobs its demo stage runs before its own
+    training (e.g. coarse-to-fine's clustered tokenizer and stage-1 run); `workdir(name)` is the path of OUT/name,
+    `train_args(config_file, workdir, overrides)` the arguments of an `ar-gen train` of a configs/ file.
   """
 
   name: str
@@ -49,6 +52,19 @@ class Family:
   in_make_demo: bool = True  # False: its demo stage runs under `ar-gen demo --stages all` only (time budget)
   demo_group: str = ""
   sampler_steps: Callable[[dict, Any], int] | None = None
+  demo_prelude: Callable[..., "DemoPrelude"] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoPrelude:
+  """Jobs a family's demo stage runs before its training: `jobs` (name, `ar-gen` arguments, the jobs it waits
+  for) each, the `results` they write (names under OUT), `overrides` {key: value} of the family's training config
+  and the jobs that training waits for (`after`)."""
+
+  jobs: tuple[tuple[str, list[str], tuple[str, ...]], ...]
+  results: tuple[str, ...]
+  overrides: dict[str, str]
+  after: tuple[str, ...]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -120,11 +120,16 @@ class NextTokenModel(nnx.Module):
     return self.tok_embeddings(tokens_B1)
 
 
-def build_next_token(m: ml_collections.ConfigDict, layout: TokenLayout, rngs: nnx.Rngs) -> NextTokenModel:
-  """A NextTokenModel over `layout` from the `model` section of a config (`size` preset or explicit sizes)."""
+def preset_sizes(m: ml_collections.ConfigDict) -> tuple[int, int, int]:
+  """(depth, dim, heads) of a `model` section: LlamaGen's preset `size`, or its own sizes for 'custom'."""
   if m.size != "custom" and m.size not in PRESETS:
     raise ValueError(f"model.size must be one of {sorted(PRESETS)} or 'custom', got {m.size!r}")
-  depth, dim, heads = PRESETS[m.size] if m.size != "custom" else (m.depth, m.dim, m.num_heads)
+  return PRESETS[m.size] if m.size != "custom" else (m.depth, m.dim, m.num_heads)
+
+
+def build_next_token(m: ml_collections.ConfigDict, layout: TokenLayout, rngs: nnx.Rngs) -> NextTokenModel:
+  """A NextTokenModel over `layout` from the `model` section of a config (`size` preset or explicit sizes)."""
+  depth, dim, heads = preset_sizes(m)
   return NextTokenModel(layout, m.num_classes, depth, dim, heads, num_kv_heads=m.num_kv_heads or None,
                         class_dropout=m.class_dropout, token_dropout=m.token_dropout,
                         dropout=m.get("dropout", 0.0),  # absent from configs written before it existed

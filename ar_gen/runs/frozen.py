@@ -25,7 +25,8 @@ log = logging.getLogger("ar_gen.runs")
 @dataclasses.dataclass
 class FrozenComponent:
   """A frozen module: its source, the source run's config, what it is (its task's `exports`: 'tokenizer',
-  'generator', 'classifier'), graph definition, state (or shapes) and step."""
+  'generator', 'classifier'), graph definition, state (or shapes) and step; `frozen_identities`: the `identity` of
+  each of the source run's own frozen components (e.g. the tokenizer a stage-1 model was trained on)."""
 
   name: str
   source: str
@@ -34,6 +35,7 @@ class FrozenComponent:
   graphdef: Any
   state: Any
   step: int | None
+  frozen_identities: dict = dataclasses.field(default_factory=dict)
 
   def module(self, state: Any = None) -> nnx.Module:
     """The module with `state` (inside traced code: the `frozen[name]` argument) or the loaded one."""
@@ -45,10 +47,10 @@ class FrozenComponent:
     return {"workdir": fileio.absolute(self.source), "step": self.step,
             "fingerprint": config_lib.fingerprint(self.config)}
 
-  def check_identity(self, recorded: dict | None, what: str) -> None:
+  def check_identity(self, recorded: dict | None, what: str, mine: dict | None = None) -> None:
     """Raises naming both if `recorded` (an `identity` written by an earlier job, e.g. into a token set's
-    meta.json) is not this component's weights."""
-    mine = self.identity
+    meta.json) is not this component's weights (or `mine`, weights this component holds a copy of)."""
+    mine = mine or self.identity
     if recorded and "fingerprint" not in recorded and recorded.get("workdir"):  # written before fingerprints
       if (fileio.absolute(recorded["workdir"]), recorded.get("step")) == (mine["workdir"], mine["step"]):
         log.warning("%s names its tokenizer by path and step only (an older ar-gen); they match frozen.%s", what,
@@ -56,12 +58,12 @@ class FrozenComponent:
         return
     if not recorded or "fingerprint" not in recorded:
       raise ValueError(f"{what} does not say which tokenizer made it, or names another one by path and step: "
-                       f"extract it again with `ar-gen extract-tokens --workdir {self.source} ...`")
+                       f"extract it again with `ar-gen extract-tokens --workdir {mine['workdir']} ...`")
     if (recorded["fingerprint"], recorded.get("step")) != (mine["fingerprint"], mine["step"]):
       raise ValueError(f"{what} was made by the tokenizer {recorded.get('workdir')} at step {recorded.get('step')} "
                        f"(config {recorded['fingerprint']}), but frozen.{self.name} is {mine['workdir']} at step "
                        f"{mine['step']} (config {mine['fingerprint']}): extract the tokens again with "
-                       f"`ar-gen extract-tokens --workdir {self.source} ... --overwrite`, or point "
+                       f"`ar-gen extract-tokens --workdir {mine['workdir']} ... --overwrite`, or point "
                        f"frozen.{self.name} at the tokenizer that made them")
 
   @property
@@ -109,10 +111,12 @@ def load(name: str, source: str, abstract: bool = False) -> FrozenComponent:
     raise ValueError(f"frozen.{name}={source!r} is a config file: it has no weights to load (train it first)")
   run, state, step = run_lib.restore_run(source)
   graphdef, module_state = nnx.split(run.task.export(run.model(state)))
-  return FrozenComponent(name, source, config, run.task.exports, graphdef, module_state, step)
+  return FrozenComponent(name, source, config, run.task.exports, graphdef, module_state, step,
+                         {n: c.identity for n, c in run.frozen.items()})
 
 
 def load_all(config: ml_collections.ConfigDict, abstract: bool = False) -> dict[str, FrozenComponent]:
-  """Every component of `config.frozen` (none if the config has no such section)."""
+  """Every component of `config.frozen` that is set (none if the config has no such section); an empty entry is
+  not given, and the task says whether it needs it (e.g. stage 2 of coarse-to-fine trains without its stage 1)."""
   sources = config.get("frozen") or {}
-  return {name: load(name, str(source), abstract) for name, source in sources.items()}
+  return {name: load(name, str(source), abstract) for name, source in sources.items() if str(source)}

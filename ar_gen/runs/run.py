@@ -10,7 +10,7 @@ training loop.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -63,6 +63,22 @@ class Run:
     """The module with the EMA weights (if kept and asked for) or the raw ones."""
     params = state["ema"] if ema and state.get("ema") is not None else state["params"]
     return nnx.merge(self.graphdef, params, state["rest"])
+
+
+def save_workdir(config: ml_collections.ConfigDict, workdir: str, fill: Callable[[nnx.Module], nnx.Module]) -> str:
+  """A work directory (config.json + a checkpoint at step 0) of a run that was not trained here: its model is
+  `fill(fresh_module)` (a converter writes released weights into it; `ar-gen cluster-codebook` a VQ's weights and
+  its cluster table)."""
+  config.lock()
+  run = Run(config)
+  state = jax.jit(run.init)(jax.random.PRNGKey(0))
+  _, params, rest = split_params(fill(run.model(state, ema=False)))
+  state.update(params=params, rest=rest, ema=params if run.use_ema else None)
+  config_lib.save_config(config, workdir)
+  ckpt = checkpoint.Checkpointer(workdir, keep=1, async_save=False)
+  ckpt.save(0, state, force=True)
+  ckpt.close()
+  return workdir
 
 
 def restore_run(workdir: str, step: int | None = None, full: bool = False, overrides: tuple[str, ...] = (),

@@ -8,7 +8,7 @@ no I/O: it gets the config and the run's frozen components (`ar_gen/runs/frozen.
 weights to train, shapes only to compile), and the frozen components' state reaches `prepare`, `loss`, `visualize`
 and sampling as the `frozen` argument of the jitted functions, a dict {name: state}.
 
-Tasks by name: the non-generative tasks `tokenizer` and `classifier` are listed in `BUILTIN`; every other
+Tasks by name: the non-generative tasks `tokenizer`, `classifier` and `clustered_tokenizer` are listed in `BUILTIN`; every other
 `config.task = NAME` is the family module `ar_gen.families.NAME` (its class `Task`), by convention.
 """
 
@@ -29,6 +29,7 @@ from ar_gen.data import sources
 BUILTIN = {
     "tokenizer": "tokenizers.task:TokenizerTask",
     "classifier": "ar_gen.eval.classifier:ClassifierTask",
+    "clustered_tokenizer": "tokenizers.clustered:ClusteredTokenizerTask",
 }
 FAMILIES_PACKAGE = "ar_gen.families"
 
