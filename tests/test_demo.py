@@ -43,25 +43,40 @@ def test_quick_demo_of_the_next_scale_stage_writes_the_summary(tmp_path):
   assert os.path.exists(tmp_path / "logs" / "next_scale.log")
 
 
+@pytest.mark.slow  # ~3 min on 2 cores: the VQ, the clustered tokenizer, stage 1, stage 2 and next_token
+def test_quick_demo_of_the_coarse_to_fine_stage_runs_its_prelude_first(tmp_path):
+  demo.run(str(tmp_path), quick=True, stages="tokenizer_vq,classifier,coarse_to_fine")
+  summary = json.load(open(tmp_path / "summary.json"))
+  assert set(summary) == {"tokenizer_vq", "classifier", "coarse_to_fine"}
+  _check_ar_stage(summary["coarse_to_fine"])
+  stage2 = json.load(open(os.path.join(summary["coarse_to_fine"]["workdir"], "config.json")))
+  assert stage2["frozen"] == {"tokenizer": str(tmp_path / "tokenizer_ctf"),
+                              "stage1": str(tmp_path / "coarse_to_fine_stage1")}
+  assert os.path.exists(tmp_path / "tokenizer_ctf" / "cluster.json")
+
+
 @pytest.mark.slow  # ~5 min on 2 cores: six training processes; `make test-all`
 def test_quick_demo_writes_the_summary(tmp_path):
   demo.run(str(tmp_path), quick=True, stages="all")
   summary = json.load(open(tmp_path / "summary.json"))
   assert set(summary) == {"tokenizer_vq", "tokenizer_lfq", "classifier", "next_token", "tokenizer_var", "next_scale",
-                          "tokenizer_nfig", "next_frequency", "tokenizer_kl", "mar", "mar_raster"}
+                          "tokenizer_nfig", "next_frequency", "coarse_to_fine", "tokenizer_kl", "mar", "mar_raster"}
   for name in ("tokenizer_vq", "tokenizer_lfq", "tokenizer_var", "tokenizer_nfig", "tokenizer_kl"):
     _check_tokenizer(summary[name])
     assert ("codebook_usage" in summary[name]) == (name != "tokenizer_kl")
-  for name in ("next_token", "next_scale", "next_frequency", "mar", "mar_raster"):
+  for name in ("next_token", "next_scale", "next_frequency", "coarse_to_fine", "mar", "mar_raster"):
     _check_ar_stage(summary[name])
+  assert set(summary["coarse_to_fine"]["prelude_seconds"]) == {"tokenizer_ctf", "extract_coarse_to_fine_stage1",
+                                                              "coarse_to_fine_stage1"}
+  assert summary["coarse_to_fine"]["steps_per_image"] == 65  # 64 coarse labels, then one stage-2 pass
   table = open(tmp_path / "families.md").read()
   assert "| data (held out)" in table and "| next_frequency" in table
 
 
 def test_default_stages_are_every_family_without_the_lfq_tokenizer():
   assert demo.parse_stages("default") == ("tokenizer_vq", "classifier", "next_token", "next_scale")
-  assert demo.parse_stages("all") == ("tokenizers", "classifier", "next_token", "next_scale", "next_frequency", "mar",
-                                      "mar_raster")
+  assert demo.parse_stages("all") == ("tokenizers", "classifier", "next_token", "next_scale", "next_frequency",
+                                      "coarse_to_fine", "mar", "mar_raster")
 
 
 def test_the_continuous_stage_is_the_classifier_and_both_continuous_families():

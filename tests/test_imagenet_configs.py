@@ -110,6 +110,21 @@ LLAMAGEN_SIZES = {  # (layers, width, heads), autoregressive/models/gpt.py
     "3B": (24, 3200, 32),  # gpt.py:442 GPT_3B
 }
 
+# ------------------------------------------------------------------------------------------ CTF (coarse-to-fine)
+# CTF (arXiv 2503.16194) released no code: stage 1 is LlamaGen's recipe over K = 512 labels, sampled with the
+# paper's stage-1 guidance 2.0 and temperature 1.1; stage 2 (343M, LlamaGen-L's sizes) with temperature 1.1, top-k off.
+CTF_SAMPLING = {"sample.cfg_scale": 2.0, "sample.temperature": 1.1, "sample.top_k": 0, "sample.top_p": 1.0}
+RECIPES.update({
+    f"imagenet256_ctf_stage1.py:size={size}": {**LLAMAGEN_COMMON, **CTF_SAMPLING, "model.size": size,
+                                                "task": "next_token", "frozen.tokenizer": "runs/imagenet256_ctf_k512"}
+    for size in ("B", "L", "XL")})
+RECIPES["imagenet256_ctf.py"] = {
+    **{k: v for k, v in LLAMAGEN_COMMON.items() if k not in ("model.class_dropout", "model.token_dropout")},
+    **CTF_SAMPLING, "task": "coarse_to_fine", "model.size": "L", "model.cluster_mask": True,
+    "sample.fine_temperature": 1.1, "sample.fine_top_k": 0,
+    "model.class_dropout": 0.0, "model.token_dropout": 0.0,  # no guidance in stage 2: nothing to drop the class for
+}
+
 # ------------------------------------------------------------------------------------------ LlamaGen's VQ-16
 RECIPES["imagenet256_vq16.py"] = {  # tokenizer/tokenizer_image/vq_train.py (GETTING_STARTED.md:9: --vq-model VQ-16)
     "model.vq.codebook_size": 16384,  # vq_train.py:283
@@ -221,6 +236,20 @@ def test_runlocal_step_on_mock_imagenet(name, tmp_path):
   assert logged["step"] == 1
   assert math.isfinite(metrics["loss"]) and logged["loss"] == metrics["loss"]  # returned = what metrics.jsonl logs
   assert "d_loss" in metrics and metrics["codebook_usage"] > 0
+
+
+@pytest.mark.slow  # ~2 min on 2 cores; `make test-all`
+def test_vq16_cluster_codebook_then_both_ctf_stages_runlocal_on_mock_imagenet(tmp_path):
+  from ar_gen.commands import cluster_codebook  # pylint: disable=g-import-not-at-top
+  tok, ctf, stage1, stage2 = (str(tmp_path / n) for n in ("vq", "ctf", "stage1", "stage2"))
+  with tfds.testing.mock_data(num_examples=4):
+    trainer.train(config_lib.load_config(os.path.join(CONFIGS, "imagenet256_vq16.py:runlocal")), tok)
+    cluster_codebook.cluster(tok, 512, ctf, iters=2)
+    trainer.train(config_lib.load_config(os.path.join(CONFIGS, f"imagenet256_ctf_stage1.py:size=B,runlocal,"
+                                                      f"tokenizer={ctf}")), stage1)
+    metrics = trainer.train(config_lib.load_config(os.path.join(CONFIGS, f"imagenet256_ctf.py:runlocal,"
+                                                                f"tokenizer={ctf},stage1={stage1}")), stage2)
+  assert 0 < metrics["loss"] < math.log(16384)  # masked to a cluster: below the untrained full-vocabulary loss
 
 
 @pytest.mark.slow  # ~1 min each on 2 cores; `make test-all`

@@ -1,7 +1,5 @@
 """Next-token model and sampler: cached == full forward, causality, greedy, CFG off, determinism."""
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -72,10 +72,15 @@ def distances(x_CD: jax.Array, centroids_KD: jax.Array, metric: str) -> jax.Arra
 
 
 def _point_distance(x_ND: jax.Array, c_D: jax.Array, metric: str) -> jax.Array:
-  """Each point's distance to one centroid [N] (computed elementwise: no matrix-product blocking)."""
-  if metric == "cosine":
-    return 1.0 - jnp.sum(x_ND * c_D, -1)
-  return jnp.sum(jnp.square(x_ND - c_D), -1)
+  """Each point's distance to one centroid [D] or to its own [N, D], [N]: a loop over the D coordinates in order,
+  elementwise over the points, so its rounding does not depend on how many points a device holds (XLA tiles a
+  reduction over D by the array's shape)."""
+  c_ND = jnp.broadcast_to(c_D, x_ND.shape)
+  term = (lambda a, b: a * b) if metric == "cosine" else (lambda a, b: jnp.square(a - b))
+  column = lambda a, d: jax.lax.dynamic_index_in_dim(a, d, axis=1, keepdims=False)
+  total = jax.lax.fori_loop(0, x_ND.shape[1], lambda d, acc: acc + term(column(x_ND, d), column(c_ND, d)),
+                            jnp.zeros(x_ND.shape[:1], jnp.float32))
+  return 1.0 - total if metric == "cosine" else total
 
 
 def assign(points_ND, centroids_KD, metric: str = "euclidean", chunk: int = 4096) -> jax.Array:
@@ -106,9 +111,10 @@ class _Blocked(NamedTuple):
 
 
 def _layout(n: int, blocks: int, chunk: int, devices: int) -> tuple[int, int, int]:
-  """(blocks, chunks per block S, rows per chunk C) covering n points; blocks a multiple of the device count."""
+  """(blocks, chunks per block S, rows per chunk C) covering n points: blocks a multiple of the device count, C
+  the power of two at or above min(chunk, n / blocks)."""
   nb = -(-max(blocks, 1) // devices) * devices
-  rows = min(max(1, chunk), -(-n // nb))
+  rows = 1 << (min(max(1, chunk), -(-n // nb)) - 1).bit_length()  # a power of two (`_tree_sum`)
   return nb, -(-n // (nb * rows)), rows
 
 
@@ -125,6 +131,15 @@ def _blocked(points_ND, weights_N, nb: int, s: int, c: int, mesh: Mesh, metric: 
   return _Blocked(put(x.reshape(nb, s, c, d)), put(w.reshape(nb, s, c)))
 
 
+def _tree_sum(x_C: jax.Array) -> jax.Array:
+  """The sum of a power-of-two number of values by halving: the same additions in the same order whatever the
+  batch around it (XLA's reductions are tiled by shape, so their rounding may change with the rows per device)."""
+  while x_C.shape[0] > 1:
+    half = x_C.shape[0] // 2
+    x_C = x_C[:half] + x_C[half:]
+  return x_C[0]
+
+
 def _block_stats(x_SCD, w_SC, centroids_KD, metric):
   """One block's (sums [K, D], weights [K], inertia, distance of each point to its centroid [S, C] with -inf on
   padding) under centroids, accumulated chunk by chunk in order."""
@@ -132,12 +147,13 @@ def _block_stats(x_SCD, w_SC, centroids_KD, metric):
 
   def chunk_stats(carry, xw):
     x_CD, w_C = xw
-    dist_CK = distances(x_CD, centroids_KD, metric)
-    ids_C = jnp.argmin(dist_CK, -1)
-    dist_C = jnp.min(dist_CK, -1)
+    ids_C = jnp.argmin(distances(x_CD, centroids_KD, metric), -1)
+    # each point's distance again, elementwise: a matrix product's rounding depends on how XLA tiles it for the
+    # rows one device holds, an elementwise one does not (the inertia and the re-seeding read it)
+    dist_C = _point_distance(x_CD, jnp.take(centroids_KD, ids_C, axis=0), metric)
     onehot_CK = (ids_C[:, None] == jnp.arange(k)[None]).astype(jnp.float32) * w_C[:, None]
     sums, counts, inertia = carry
-    carry = (sums + onehot_CK.T @ x_CD, counts + jnp.sum(onehot_CK, 0), inertia + jnp.sum(w_C * dist_C))
+    carry = (sums + onehot_CK.T @ x_CD, counts + jnp.sum(onehot_CK, 0), inertia + _tree_sum(w_C * dist_C))
     return carry, jnp.where(w_C > 0, dist_C, -jnp.inf)
 
   init = (jnp.zeros((k, d), jnp.float32), jnp.zeros((k,), jnp.float32), jnp.zeros((), jnp.float32))

@@ -32,7 +32,6 @@ from flax import nnx
 from ar_gen import table
 from ar_gen.bench import limits, roofline, timing
 from ar_gen.decoding import driver
-from ar_gen.decoding.heads import CategoricalHead
 from ar_gen.decoding.logits import SamplingConfig, sample_logits
 from ar_gen.families._registry import BenchSpec, registered
 from ar_gen.layout import TokenLayout

@@ -28,7 +28,6 @@ from flax import nnx
 
 from ar_gen.layout import Schedule, TokenLayout
 from ar_gen.nn.diffusion_mlp import DenoisingMLP
-from ar_gen.nn.layers import dropout as dropout_fn
 from ar_gen.nn.transformer import Transformer
 from ar_gen.nn.vit import LN_EPS, ViTBlock
 

@@ -1,62 +1,21 @@
 """The `ar-gen` command: a table of thin subcommands that parse, load a config and call library functions.
 
 Each entry of `COMMANDS` is a `Command`: its name, help, the arguments it adds, the function it runs, and whether
-it takes `--config.KEY=VALUE` overrides (the others refuse them by name). Library imports happen inside the run
+it takes `--config.KEY=VALUE` overrides (the others refuse them by name). The converters' commands are in
+`convert.py`, the bench's in `bench.py`, what they share in `flags.py`. Library imports happen inside the run
 functions, so `ar-gen --help` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
 import sys
-from typing import Callable
 
-
-@dataclasses.dataclass(frozen=True)
-class Command:
-  """One subcommand."""
-
-  name: str
-  help: str
-  arguments: Callable[[argparse.ArgumentParser], None]
-  run: Callable[[argparse.Namespace, list[str]], None]
-  overrides: bool = False  # accepts --config.KEY=VALUE
-  description: str | None = None
-
-
-# ------------------------------------------------------------------------------------------------- shared flags
-def _distributed_flags(p: argparse.ArgumentParser) -> None:
-  p.add_argument("--coordinator", default=None, help="HOST:PORT of process 0 for a multi-process run "
-                 "(default: $AR_GEN_COORDINATOR, or found by JAX under SLURM and on TPU pods)")
-  p.add_argument("--num-processes", type=int, default=None, help="with --coordinator: the number of processes")
-  p.add_argument("--process-id", type=int, default=None, help="with --coordinator: this process's index")
-
-
-def _initialize_distributed(args) -> None:
-  from ar_gen import distributed  # pylint: disable=g-import-not-at-top
-  distributed.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
-
-
-def _ints(text: str, flag: str) -> tuple[int, ...]:
-  try:
-    return tuple(int(x) for x in text.split(",") if x)
-  except ValueError:
-    raise ValueError(f"{flag} takes comma-separated integers, got {text!r}") from None
-
-
-def _shapes(text: str) -> tuple[tuple[int, ...], ...]:
-  shapes = tuple(_ints(s.replace("x", ","), "--shapes") for s in text.split(",") if s)
-  if not shapes or any(len(s) != 4 for s in shapes):
-    raise ValueError(f"--shapes takes BxHxLxD shapes separated by commas, e.g. 8x16x680x64; got {text!r}")
-  return shapes
-
-
-def _overwrite_flag(p: argparse.ArgumentParser, what: str) -> None:
-  p.add_argument("--overwrite", action="store_true", help=f"replace {what} (else refused)")
+from ar_gen.cli import bench, convert
+from ar_gen.cli.flags import Command, distributed_flags, initialize_distributed, overwrite_flag
 
 
 # ------------------------------------------------------------------------------------------------- train, compile
@@ -67,14 +26,14 @@ def _train_arguments(p):
                  help="leave (with a checkpoint) after this many steps of this invocation")
   p.add_argument("--allow-config-change", action="store_true",
                  help="continue a work directory trained with another config (else refused, naming the keys)")
-  _distributed_flags(p)
+  distributed_flags(p)
 
 
 def _train(args, overrides):
   from ar_gen import config as config_lib  # pylint: disable=g-import-not-at-top
   from ar_gen.train import trainer  # pylint: disable=g-import-not-at-top
   config = config_lib.load_config(args.config, overrides)
-  _initialize_distributed(args)
+  initialize_distributed(args)
   metrics = trainer.train(config, args.workdir, stop_after_steps=args.stop_after_steps,
                           allow_config_change=args.allow_config_change)
   print({k: round(v, 4) for k, v in metrics.items()})
@@ -106,7 +65,7 @@ def _prepare_imagenet_arguments(p):
                  "bucket URL); train on it with --config.data.data_dir=DIR")
   p.add_argument("--splits", default="train,validation", help="comma-separated: train, validation")
   p.add_argument("--workers", type=int, default=os.cpu_count(), help="processes writing shards")
-  _overwrite_flag(p, "a prepared imagenet2012 in DIR")
+  overwrite_flag(p, "a prepared imagenet2012 in DIR")
 
 
 def _prepare_imagenet(args, overrides):
@@ -120,12 +79,12 @@ def _eval_tokenizer_arguments(p):
   p.add_argument("--workdir", required=True)
   p.add_argument("--max-examples", type=int, default=None)
   p.add_argument("--batch-size", type=int, default=100)
-  _distributed_flags(p)
+  distributed_flags(p)
 
 
 def _eval_tokenizer(args, overrides):
   from ar_gen.eval import tokenizer_eval  # pylint: disable=g-import-not-at-top
-  _initialize_distributed(args)
+  initialize_distributed(args)
   print(tokenizer_eval.evaluate(args.workdir, max_examples=args.max_examples, batch_size=args.batch_size))
 
 
@@ -134,7 +93,7 @@ def _extract_tokens_arguments(p):
   p.add_argument("--data", required=True, help="dataset spec, e.g. bundled:mnist:train or tfds:imagenet2012:train")
   p.add_argument("--out", required=True, help="output directory; train on it with data.train=tokens:OUT")
   p.add_argument("--batch-size", type=int, default=256)
-  _overwrite_flag(p, "a token set already in OUT")
+  overwrite_flag(p, "a token set already in OUT")
 
 
 def _extract_tokens(args, overrides):
@@ -180,9 +139,9 @@ def _sample_arguments(p):
   p.add_argument("--prefill", type=float, default=None,
                  help="speculative: the fraction of the tokens the target samples alone first (default 0)")
   p.add_argument("--out", required=True)
-  _overwrite_flag(p, "earlier samples in OUT (samples.npz, grid.png, images/, speculative.json; or this shard's "
+  overwrite_flag(p, "earlier samples in OUT (samples.npz, grid.png, images/, speculative.json; or this shard's "
                      "files)")
-  _distributed_flags(p)
+  distributed_flags(p)
 
 
 def _interval(text: str | None, flag: str) -> tuple[float, float] | None:
@@ -201,7 +160,7 @@ def _interval(text: str | None, flag: str) -> tuple[float, float] | None:
 def _sample(args, overrides):
   from ar_gen.commands import sample  # pylint: disable=g-import-not-at-top
   interval = _interval(args.cfg_interval, "--cfg-interval")
-  _initialize_distributed(args)
+  initialize_distributed(args)
   result = sample.sample(args.workdir, args.out, args.num_images, args.batch_size, args.classes, args.seed,
                          overwrite=args.overwrite, overrides=tuple(overrides), num_shards=args.num_shards,
                          shard_index=args.shard_index, cfg_scale=args.cfg_scale, temperature=args.temperature,
@@ -213,7 +172,7 @@ def _sample(args, overrides):
 
 def _merge_samples_arguments(p):
   p.add_argument("--out", required=True, help="the --out of the sharded `ar-gen sample` jobs")
-  _overwrite_flag(p, "earlier merged samples in OUT")
+  overwrite_flag(p, "earlier merged samples in OUT")
 
 
 def _merge_samples(args, overrides):
@@ -236,7 +195,7 @@ def _fid_arguments(p):
   p.add_argument("--splits", type=int, default=10, help="Inception-score splits")
   p.add_argument("--cache-dir", default=None, help="reference statistics cache (default ~/.cache/ar_gen/fid)")
   p.add_argument("--out", default=None, help="results JSON")
-  _overwrite_flag(p, "an existing --out file")
+  overwrite_flag(p, "an existing --out file")
 
 
 def _fid(args, overrides):
@@ -254,7 +213,7 @@ def _spectrum_arguments(p):
   p.add_argument("--edges", default="0.3333,0.6667",
                  help="low / mid and mid / high edges as fractions of the Nyquist frequency")
   p.add_argument("--out", default=None, help="results JSON (with each set's radially averaged profile)")
-  _overwrite_flag(p, "an existing --out file")
+  overwrite_flag(p, "an existing --out file")
 
 
 def _spectrum(args, overrides):
@@ -271,148 +230,14 @@ def _spectrum(args, overrides):
   spectrum.evaluate(args.sets, data, edges, args.out, overwrite=args.overwrite)
 
 
-# ------------------------------------------------------------------------------------------------- converters
-def _convert_llamagen_arguments(p):
-  p.add_argument("--vq", required=True, help="vq_ds16_c2i.pt")
-  p.add_argument("--gpt", required=True, help="c2i_B_256.pt (or L, XL, XXL; 256 or 384)")
-  p.add_argument("--size", required=True, choices=("B", "L", "XL", "XXL"))
-  p.add_argument("--image-size", type=int, default=256)
-  p.add_argument("--out", required=True, help="writes OUT/tokenizer and OUT/gpt; sample with --workdir OUT/gpt")
-  _overwrite_flag(p, "OUT/tokenizer and OUT/gpt of an earlier conversion")
-
-
-def _convert_llamagen(args, overrides):
-  from ar_gen.convert import llamagen  # pylint: disable=g-import-not-at-top
-  print(llamagen.convert(args.vq, args.gpt, args.size, args.image_size, args.out, overwrite=args.overwrite))
-
-
-def _convert_mar_arguments(p):
-  p.add_argument("--vae", required=True, help="kl16.ckpt (MAR's KL-16 VAE)")
-  p.add_argument("--mar", required=True, help="checkpoint-last.pth of mar_base, mar_large or mar_huge")
-  p.add_argument("--size", required=True, choices=("B", "L", "H"))
-  p.add_argument("--no-ema", action="store_true", help="convert the 'model' weights instead of 'model_ema'")
-  p.add_argument("--image-size", type=int, default=256)
-  p.add_argument("--out", required=True, help="writes OUT/tokenizer and OUT/mar; sample with --workdir OUT/mar")
-  _overwrite_flag(p, "OUT/tokenizer and OUT/mar of an earlier conversion")
-
-
-def _convert_mar(args, overrides):
-  from ar_gen.convert import mar  # pylint: disable=g-import-not-at-top
-  print(mar.convert(args.vae, args.mar, args.size, args.out, ema=not args.no_ema, image_size=args.image_size,
-                    overwrite=args.overwrite))
-
-
-def _convert_var_arguments(p):
-  p.add_argument("--vae", required=True, help="vae_ch160v4096z32.pth")
-  p.add_argument("--var", required=True, help="var_d16.pth (or d20, d24, d30)")
-  p.add_argument("--image-size", type=int, default=256)
-  p.add_argument("--out", required=True, help="writes OUT/tokenizer and OUT/var; sample with --workdir OUT/var")
-  _overwrite_flag(p, "OUT/tokenizer and OUT/var of an earlier conversion")
-
-
-def _convert_var(args, overrides):
-  from ar_gen.convert import var  # pylint: disable=g-import-not-at-top
-  print(var.convert(args.vae, args.var, args.out, args.image_size, overwrite=args.overwrite))
-
-
-def _convert_lpips_arguments(p):
-  p.add_argument("vgg", help="torchvision's vgg16-397923af.pth")
-  p.add_argument("lin", help="the LPIPS package's weights/v0.1/vgg.pth")
-  p.add_argument("--out", required=True, help="output .npz")
-  _overwrite_flag(p, "an existing --out file")
-
-
-def _convert_lpips(args, overrides):
-  from tokenizers import lpips  # pylint: disable=g-import-not-at-top
-  print(lpips.convert_torch_files(args.vgg, args.lin, args.out, overwrite=args.overwrite))
-
-
-def _convert_inception_arguments(p):
-  p.add_argument("pth", help="pt_inception-2015-12-05-6726825d.pth")
-  p.add_argument("--out", default=None, help="default: ~/.cache/ar_gen/inception_fid.npz, where `ar-gen fid` looks")
-  _overwrite_flag(p, "an existing --out file")
-
-
-def _convert_inception(args, overrides):
-  from ar_gen.eval import inception_weights  # pylint: disable=g-import-not-at-top
-  print(inception_weights.convert(args.pth, args.out or os.path.expanduser(inception_weights.DEFAULT_FILE),
-                                  overwrite=args.overwrite))
-
-
-# ------------------------------------------------------------------------------------------------- bench, demo
-def _bench_arguments(p):
-  p.add_argument("target", choices=("sample", "attention", "fid", "roofline", "speculative"),
-                 help="sample: next-token sampling, cached vs uncached, every family's sampler vs next-token, and "
-                      "each family as users sample against the machine's limit; attention: kernel vs XLA vs cuDNN, "
-                      "ms and TFLOP/s; fid: Inception images/s vs pytorch-fid; roofline: this machine's fp32 matmul "
-                      "rate and weight-read bandwidth; speculative: a trained run's speculative sampling vs its "
-                      "plain sampling (--workdir, --draft-workdir or --jacobi, --gammas)")
-  p.add_argument("--size", default="B", help="model size preset: B, L, XL, XXL (LlamaGen) or tiny")
-  p.add_argument("--batch-sizes", default="1,8,64")
-  p.add_argument("--tokens", type=int, default=256, help="sequence length (a square token grid)")
-  p.add_argument("--vocab-size", type=int, default=16384)
-  p.add_argument("--num-classes", type=int, default=1000)
-  p.add_argument("--positions", default="16,240", help="two positions whose cached step times are compared")
-  p.add_argument("--scales", default=None, help="sample: next-scale sides (default: VAR's, up to the grid side)")
-  p.add_argument("--min-seconds", type=float, default=2.0, help="time each measurement for at least this long")
-  p.add_argument("--var-d16", action="store_true",
-                 help="sample: also VAR-d16 (310M) + its VQVAE decode to 256 px, VAR's sampling settings")
-  p.add_argument("--read-mib", type=int, default=512, help="sample, roofline: MiB of weights the bandwidth reads")
-  p.add_argument("--shapes", default="8x16x680x64,8x16x1024x64,4x16x4096x128", help="attention: BxHxLxD,...")
-  p.add_argument("--decode-lengths", default="256,680,4096", help="attention: KV cache lengths for decode")
-  p.add_argument("--impls", default=None, help="attention: e.g. pallas,xla,cudnn (default: those this backend has)")
-  p.add_argument("--dtype", default=None, help="attention: float32 or bfloat16 (default: bfloat16, float32 on CPU)")
-  p.add_argument("--block-q", type=int, default=128, help="attention: kernel query block")
-  p.add_argument("--block-k", type=int, default=128, help="attention: kernel key block")
-  p.add_argument("--no-check", action="store_true", help="attention: skip the kernel-vs-reference check")
-  p.add_argument("--num-images", type=int, default=64, help="fid: images to time")
-  p.add_argument("--batch-size", type=int, default=16, help="fid: batch size of both implementations")
-  p.add_argument("--image-size", type=int, default=256, help="fid: size of the random images")
-  p.add_argument("--torch-python", default=None, help="fid: a python with torch + pytorch-fid (default: this one)")
-  p.add_argument("--workdir", default=None, help="speculative: the target run")
-  p.add_argument("--draft-workdir", default=None, help="speculative: the draft run")
-  p.add_argument("--jacobi", action="store_true", help="speculative: draft-free (speculative Jacobi decoding)")
-  p.add_argument("--gammas", default="2,4", help="speculative: windows to time")
-  p.add_argument("--prefill", type=float, default=0.0, help="speculative: target-only fraction of the tokens")
-  p.add_argument("--out", default=None, help="also write the results as JSON here")
-
-
-def _bench(args, overrides):
-  if args.target == "sample":
-    from ar_gen.bench import sample as bench_sample  # pylint: disable=g-import-not-at-top
-    batches = _ints(args.batch_sizes, "--batch-sizes")
-    positions = _ints(args.positions, "--positions")
-    if len(positions) != 2:
-      raise ValueError(f"--positions takes two positions, e.g. 16,240; got {args.positions!r}")
-    bench_sample.run(args.size, batches, args.tokens, args.vocab_size, args.num_classes, positions,
-                     args.min_seconds, args.out, _ints(args.scales, "--scales") if args.scales else None,
-                     args.var_d16, args.read_mib)
-  elif args.target == "speculative":
-    from ar_gen.bench import speculative  # pylint: disable=g-import-not-at-top
-    if not args.workdir:
-      raise ValueError("bench speculative needs --workdir (the target run)")
-    speculative.run(args.workdir, args.draft_workdir, args.jacobi, _ints(args.gammas, "--gammas"),
-                    _ints(args.batch_sizes, "--batch-sizes"), args.prefill, args.min_seconds, args.out)
-  elif args.target == "roofline":
-    from ar_gen.bench import roofline  # pylint: disable=g-import-not-at-top
-    roofline.run(args.min_seconds, args.read_mib, args.out)
-  elif args.target == "attention":
-    from ar_gen.bench import attention as bench_attention  # pylint: disable=g-import-not-at-top
-    bench_attention.run(_shapes(args.shapes), _ints(args.decode_lengths, "--decode-lengths"),
-                        tuple(args.impls.split(",")) if args.impls else None, args.dtype, args.block_q, args.block_k,
-                        args.min_seconds, not args.no_check, args.out)
-  elif args.target == "fid":
-    from ar_gen.bench import fid as bench_fid  # pylint: disable=g-import-not-at-top
-    bench_fid.run(args.num_images, args.batch_size, args.image_size, args.torch_python, args.out)
-
-
+# ------------------------------------------------------------------------------------------------- demo
 def _demo_arguments(p):
   p.add_argument("--out", default="runs/demo")
   p.add_argument("--quick", action="store_true", help="a few steps only (smoke test)")
   p.add_argument("--stages", default="default",
                  help="comma-separated of tokenizers, tokenizer_vq, classifier and the families (next_token, "
                       "next_scale, ...); 'default' (all but the LFQ tokenizer) or 'all'")
-  _overwrite_flag(p, "an earlier demo's results in OUT")
+  overwrite_flag(p, "an earlier demo's results in OUT")
 
 
 def _demo(args, overrides):
@@ -447,20 +272,11 @@ COMMANDS = (
             _extract_tokens_arguments, _extract_tokens),
     Command("cluster-codebook", "k-means over a VQ codebook -> a coarse-label tokenizer (coarse-to-fine)",
             _cluster_codebook_arguments, _cluster_codebook),
-    Command("convert-llamagen", "LlamaGen's VQ + class-conditional GPT checkpoints -> work dirs",
-            _convert_llamagen_arguments, _convert_llamagen),
-    Command("convert-var", "VAR's VQVAE + VAR-d16..d30 checkpoints -> work dirs", _convert_var_arguments,
-            _convert_var),
-    Command("convert-mar", "MAR's KL-16 VAE + MAR-B/L/H checkpoints (EMA weights) -> work dirs",
-            _convert_mar_arguments, _convert_mar),
-    Command("convert-lpips", "convert LPIPS VGG weights (PyTorch files) for loss.lpips_path",
-            _convert_lpips_arguments, _convert_lpips),
     Command("fid", "FID, IS, precision/recall of sample sets against a reference", _fid_arguments, _fid),
     Command("spectrum", "low / mid / high frequency power of image sets (samples and data side by side)",
             _spectrum_arguments, _spectrum),
-    Command("convert-inception", "pytorch-fid's Inception .pth -> ar-gen's weights file",
-            _convert_inception_arguments, _convert_inception),
-    Command("bench", "speed measurements (tables; --out FILE.json)", _bench_arguments, _bench),
+    *convert.COMMANDS,
+    bench.COMMAND,
     Command("demo", "the CPU demo: train, sample and evaluate every family on the bundled MNIST", _demo_arguments,
             _demo),
 )
