@@ -1,12 +1,23 @@
-"""Shared test fixtures: tiny configs, a trained tiny tokenizer work directory, brief progressive tokenizers."""
+"""Shared test fixtures: tiny configs, a trained tiny tokenizer work directory, brief progressive tokenizers; one
+JAX compilation cache for the test session."""
 
 import os
 
-import pytest
-
-from ar_gen import config as config_lib
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Many tests compile the same tiny train and sampling steps (each `trainer.train` jits afresh). One persistent
+# compilation cache, shared by both xdist workers and by the subprocesses tests start (they inherit these
+# variables), turns the repeats into cache reads. Entries are keyed by the program, the compile options, the XLA
+# flags and the backend, so a hit is the same executable; a size limit turns on JAX's file lock, so concurrent
+# workers never read a half-written entry. Set before JAX is imported, and left alone if the caller set them.
+for _name, _value in (("JAX_COMPILATION_CACHE_DIR", os.path.join(REPO, ".pytest_cache", "jax_compilation")),
+                      ("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5"),
+                      ("JAX_COMPILATION_CACHE_MAX_SIZE", str(4 << 30))):
+  os.environ.setdefault(_name, _value)
+
+import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from ar_gen import config as config_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 CONFIGS = os.path.join(REPO, "configs")
 
 TINY = ("model.channels=8", "model.channel_mult=(1,2)", "model.z_channels=16", "batch_size=8",
@@ -33,6 +44,28 @@ def assert_psnr_rises_with_each_map(workdir: str) -> None:
   by_map = result["psnr_by_scales"]
   assert len(by_map) == 6 and by_map[-1] == pytest.approx(result["psnr"], abs=1e-3)
   assert all(b > a for a, b in zip(by_map, by_map[1:])), by_map
+
+
+def cached_logits(model, tokens_BN, labels_B):
+  """The logits [B, N, V] of feeding `tokens` one at a time through a next-token model's cached steps (the step
+  contract of the sampler driver), each step jitted once (op by op, 64 steps take minutes on 2 cores)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  graphdef, state = nnx.split(model)
+
+  @jax.jit
+  def step(state, carry, index, cache, token_B1):
+    m = nnx.merge(graphdef, state)
+    logits, cache = m.step(carry, index, cache)
+    return logits[:, 0], cache, m.feed(token_B1, index, carry)
+
+  _, carry, cache = model.begin({"label": labels_B})
+  cached = []
+  for i in range(tokens_BN.shape[1]):
+    logits, cache, carry = step(state, carry, jnp.int32(i), cache, tokens_BN[:, i:i + 1])
+    cached.append(logits)
+  return jnp.stack(cached, 1)
 
 
 def tiny_ar_config(name: str, tokenizer_workdir: str, *overrides: str):

@@ -21,7 +21,7 @@ from ar_gen.models.coarse_to_fine import FineTokenModel
 from ar_gen.models.next_token import NextTokenModel
 from ar_gen.runs import frozen as frozen_lib
 from ar_gen.runs import run as run_lib
-from tests.conftest import CONFIGS, tiny_ar_config, tiny_config
+from tests.conftest import CONFIGS, cached_logits, tiny_ar_config, tiny_config
 
 K = 8
 
@@ -106,14 +106,7 @@ def test_stage_one_over_the_clustered_tokenizer_decodes_cached_as_the_full_forwa
   assert model.output.kernel.shape[-1] == K and model.tok_embeddings.embedding.shape[0] == K
   tokens = jax.random.randint(jax.random.PRNGKey(1), (3, layout.num_tokens), 0, K)
   labels = jnp.array([0, 2, CLASSES])
-  full = model(tokens, labels)
-  _, carry, cache = model.begin({"label": labels})
-  cached = []
-  for i in range(layout.num_tokens):
-    logits, cache = model.step(carry, i, cache)
-    cached.append(logits[:, 0])
-    carry = model.feed(tokens[:, i:i + 1], i, carry)
-  np.testing.assert_allclose(np.stack(cached, 1), full, atol=1e-4, rtol=0)
+  np.testing.assert_allclose(cached_logits(model, tokens, labels), model(tokens, labels), atol=1e-4, rtol=0)
 
 
 def test_stage_two_trains_alone_and_samples_once_given_its_stage_one(clustered_workdir, stage1_workdir, tmp_path):

@@ -11,6 +11,7 @@ from ar_gen.decoding import driver
 from ar_gen.decoding.heads import CategoricalHead
 from ar_gen.layout import TokenLayout
 from ar_gen.models.next_token import NextTokenModel
+from tests.conftest import cached_logits
 
 V, GRID, CLASSES = 24, (3, 4), 5
 
@@ -30,13 +31,7 @@ def _tokens(seed, b=3):
 def test_cached_decoding_equals_the_full_forward_pass(model):
   tokens, labels = _tokens(0), jnp.array([0, 3, CLASSES])
   full = model(tokens, labels)
-  _, carry, cache = model.begin({"label": labels})  # the step contract of the one sampler driver
-  cached = []
-  for i in range(tokens.shape[1]):
-    logits, cache = model.step(carry, i, cache)
-    cached.append(logits[:, 0])
-    carry = model.feed(tokens[:, i:i + 1], i, carry)
-  np.testing.assert_allclose(np.stack(cached, 1), full, atol=1e-4, rtol=0)
+  np.testing.assert_allclose(cached_logits(model, tokens, labels), full, atol=1e-4, rtol=0)
   assert float(jnp.std(full)) > 0.1
 
 

@@ -22,7 +22,6 @@ from their assigned centroids, the j-th empty cluster (by index) with the j-th f
 from __future__ import annotations
 
 import functools
-import math
 from typing import NamedTuple
 
 import jax
@@ -72,15 +71,11 @@ def distances(x_CD: jax.Array, centroids_KD: jax.Array, metric: str) -> jax.Arra
 
 
 def _point_distance(x_ND: jax.Array, c_D: jax.Array, metric: str) -> jax.Array:
-  """Each point's distance to one centroid [D] or to its own [N, D], [N]: a loop over the D coordinates in order,
-  elementwise over the points, so its rounding does not depend on how many points a device holds (XLA tiles a
-  reduction over D by the array's shape)."""
-  c_ND = jnp.broadcast_to(c_D, x_ND.shape)
-  term = (lambda a, b: a * b) if metric == "cosine" else (lambda a, b: jnp.square(a - b))
-  column = lambda a, d: jax.lax.dynamic_index_in_dim(a, d, axis=1, keepdims=False)
-  total = jax.lax.fori_loop(0, x_ND.shape[1], lambda d, acc: acc + term(column(x_ND, d), column(c_ND, d)),
-                            jnp.zeros(x_ND.shape[:1], jnp.float32))
-  return 1.0 - total if metric == "cosine" else total
+  """Each point's distance to one centroid [D] or to its own [N, D], [N], summed over D by `pairwise_sum`: its
+  rounding does not depend on how many points a device holds (XLA tiles a reduction by the array's shape)."""
+  if metric == "cosine":
+    return 1.0 - pairwise_sum(x_ND * c_D)
+  return pairwise_sum(jnp.square(x_ND - c_D))
 
 
 def assign(points_ND, centroids_KD, metric: str = "euclidean", chunk: int = 4096) -> jax.Array:
@@ -111,10 +106,9 @@ class _Blocked(NamedTuple):
 
 
 def _layout(n: int, blocks: int, chunk: int, devices: int) -> tuple[int, int, int]:
-  """(blocks, chunks per block S, rows per chunk C) covering n points: blocks a multiple of the device count, C
-  the power of two at or above min(chunk, n / blocks)."""
+  """(blocks, chunks per block S, rows per chunk C) covering n points; blocks a multiple of the device count."""
   nb = -(-max(blocks, 1) // devices) * devices
-  rows = 1 << (min(max(1, chunk), -(-n // nb)) - 1).bit_length()  # a power of two (`_tree_sum`)
+  rows = min(max(1, chunk), -(-n // nb))
   return nb, -(-n // (nb * rows)), rows
 
 
@@ -131,13 +125,15 @@ def _blocked(points_ND, weights_N, nb: int, s: int, c: int, mesh: Mesh, metric: 
   return _Blocked(put(x.reshape(nb, s, c, d)), put(w.reshape(nb, s, c)))
 
 
-def _tree_sum(x_C: jax.Array) -> jax.Array:
-  """The sum of a power-of-two number of values by halving: the same additions in the same order whatever the
-  batch around it (XLA's reductions are tiled by shape, so their rounding may change with the rows per device)."""
-  while x_C.shape[0] > 1:
-    half = x_C.shape[0] // 2
-    x_C = x_C[:half] + x_C[half:]
-  return x_C[0]
+def pairwise_sum(x: jax.Array) -> jax.Array:
+  """The sum over the last axis by halving (an odd width padded with a zero): the same additions in the same order
+  whatever the batch around it, unlike XLA's reductions, which are tiled by shape."""
+  while x.shape[-1] > 1:
+    if x.shape[-1] % 2:
+      x = jnp.concatenate([x, jnp.zeros_like(x[..., :1])], axis=-1)
+    half = x.shape[-1] // 2
+    x = x[..., :half] + x[..., half:]
+  return x[..., 0]
 
 
 def _block_stats(x_SCD, w_SC, centroids_KD, metric):
@@ -153,7 +149,7 @@ def _block_stats(x_SCD, w_SC, centroids_KD, metric):
     dist_C = _point_distance(x_CD, jnp.take(centroids_KD, ids_C, axis=0), metric)
     onehot_CK = (ids_C[:, None] == jnp.arange(k)[None]).astype(jnp.float32) * w_C[:, None]
     sums, counts, inertia = carry
-    carry = (sums + onehot_CK.T @ x_CD, counts + jnp.sum(onehot_CK, 0), inertia + _tree_sum(w_C * dist_C))
+    carry = (sums + onehot_CK.T @ x_CD, counts + jnp.sum(onehot_CK, 0), inertia + pairwise_sum(w_C * dist_C))
     return carry, jnp.where(w_C > 0, dist_C, -jnp.inf)
 
   init = (jnp.zeros((k, d), jnp.float32), jnp.zeros((k,), jnp.float32), jnp.zeros((), jnp.float32))
@@ -269,9 +265,3 @@ def _fit(data, given, key, k, metric, iters, init, replicated):
   centroids, (inertia_T, reseeded_T) = jax.lax.scan(iteration, centroids, None, length=iters)
   _, counts, final, _ = _stats(data, centroids, metric, replicated)
   return KMeans(centroids, counts, inertia_T, reseeded_T, final)
-
-
-def num_blocks_note(n: int, blocks: int, chunk: int, devices: int) -> str:
-  """How `fit` lays out n points (for logs)."""
-  nb, s, c = _layout(n, blocks, chunk, devices)
-  return f"{nb} blocks x {s} chunks x {c} rows ({nb * s * c - n} padding rows, {math.ceil(nb / devices)} per device)"
