@@ -18,11 +18,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/python -m pytest -n 2 -q --durations=25 $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -n 2 --dist worksteal -q --durations=25 $(PYTEST_ARGS)
 
 test-all: $(STAMP)
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/python -m pytest -n 2 -q -m "slow or not slow" $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -n 2 --dist worksteal -q -m "slow or not slow" $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

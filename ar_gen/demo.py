@@ -237,7 +237,8 @@ def run(out: str = "runs/demo", quick: bool = False, stages: str = "default", ov
     jobs.add(f"extract_{name}", ["extract-tokens", "--workdir", workdir(family.demo_tokenizer), "--data",
                                  "bundled:mnist:train", "--out", tokens_dir], after=(family.demo_tokenizer,))
     overrides = {"frozen.tokenizer": workdir(family.demo_tokenizer), "data.train": f"tokens:{tokens_dir}",
-                 f"evals.{EVAL}.features": f"classifier:{workdir('classifier')}", f"evals.{EVAL}.num_images": num_samples,
+                 f"evals.{EVAL}.features": f"classifier:{workdir('classifier')}",
+                 f"evals.{EVAL}.num_images": num_samples,
                  f"evals.{EVAL}.every_steps": _total_steps(family.demo_config, quick)}
     after = (f"extract_{name}", "classifier")
     if name in preludes:

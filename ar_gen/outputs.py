@@ -7,12 +7,15 @@ that is a file, or a run's work directory (config.json, checkpoints/), is refuse
 `clear()` the command calls right before it writes: that removes exactly the results found (nothing else in the
 directory), so a command that fails before writing leaves the old results as they were, and old and new never
 mix. `claim_file(path, overwrite)` is the same check for one output file (written by the command through a
-temporary file). Only the primary process (process 0) removes anything.
+temporary file). Only the primary process (process 0) removes anything. `removed_on_failure(*paths)` deletes
+those paths that a failing block created (a converter's or `cluster-codebook`'s half-written work directory).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from typing import Iterator
 
 from ar_gen import fileio
 from ar_gen.errors import OutputExists, UserError
@@ -68,3 +71,16 @@ def claim_file(path: str, overwrite: bool = False, flag: str = "--out") -> str:
   if parent and not fileio.isdir(parent):
     raise UserError(f"{flag} {path}: {parent} is a file, not a directory")
   return path
+
+
+@contextlib.contextmanager
+def removed_on_failure(*paths: str) -> Iterator[None]:
+  """Deletes those of `paths` that did not exist before the block if it raises: no half-written output stays."""
+  fresh = [p for p in paths if not fileio.exists(p)]
+  try:
+    yield
+  except BaseException:
+    for p in fresh:
+      if fileio.exists(p):
+        fileio.remove(p)
+    raise

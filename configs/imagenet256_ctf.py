@@ -1,4 +1,4 @@
-"""CTF stage 2 on ImageNet 256x256: a bidirectional 343M transformer (LlamaGen-L's sizes, `:size=S` to change)
+"""CTF stage 2 on ImageNet 256x256: a bidirectional transformer of LlamaGen-L's sizes (326.7M; `:size=S` to change)
 that predicts all 256 fine VQ-16 tokens in one pass from the 256 coarse labels and the class.
 
   ar-gen train --config configs/imagenet256_ctf.py:tokenizer=runs/imagenet256_ctf_k512,stage1=RUNS/ctf_stage1_L \\

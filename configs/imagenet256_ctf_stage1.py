@@ -6,7 +6,7 @@ VQ-16 (16x16 tokens, 16384 codes clustered on the sphere), class-conditional nex
   ar-gen train --config configs/imagenet256_ctf_stage1.py:size=L,tokenizer=runs/imagenet256_ctf_k512 \\
       --workdir gs://BUCKET/runs/ctf_stage1_L
 
-LlamaGen's recipe (configs/imagenet256_llamagen.py) with a K-way embedding and head (CTF: 343M -> 310M for L);
+LlamaGen's recipe (configs/imagenet256_llamagen.py) with a K-way embedding and head (L: 342.9M -> 310.4M, as the paper's 343 -> 310);
 sampling defaults are CTF's (guidance 2.0, temperature 1.1). Stage 2: configs/imagenet256_ctf.py.
 """
 

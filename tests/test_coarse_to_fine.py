@@ -137,6 +137,26 @@ def test_a_stage_one_over_another_tokenizer_is_refused(clustered_workdir, traine
     run_lib.Run(config)
 
 
+def test_stage_two_takes_the_vqs_token_set_and_refuses_a_set_of_coarse_labels(trained_vq_workdir, clustered_workdir,
+                                                                             tmp_path):
+  from ar_gen.commands import extract_tokens
+  from ar_gen.data import sources
+  fine, coarse = str(tmp_path / "fine"), str(tmp_path / "coarse")
+  extract_tokens.extract(trained_vq_workdir, "bundled:mnist:test", fine)
+  extract_tokens.extract(clustered_workdir, "bundled:mnist:test", coarse)
+  run = run_lib.Run(tiny_ar_config("mnist_ctf.py", clustered_workdir, "frozen.stage1=", f"data.train=tokens:{fine}"))
+  run.task.check_source(sources.get_source(f"tokens:{fine}", "train"))
+  with pytest.raises(ValueError, match=f"reads the tokens of {trained_vq_workdir} .* extract-tokens --workdir "
+                                       f"{trained_vq_workdir} ... --overwrite`$"):
+    run.task.check_source(sources.get_source(f"tokens:{coarse}", "train"))
+
+
+def test_a_stage_one_of_other_classes_is_refused(clustered_workdir, stage1_workdir):
+  config = tiny_ar_config("mnist_ctf.py", clustered_workdir, f"frozen.stage1={stage1_workdir}", "model.num_classes=7")
+  with pytest.raises(config_lib.ConfigError, match="knows 10 classes, stage 2 7"):
+    run_lib.Run(config)
+
+
 def test_stage_two_refuses_a_tokenizer_that_is_not_clustered(trained_vq_workdir):
   config = tiny_ar_config("mnist_ctf.py", trained_vq_workdir, "frozen.stage1=")
   with pytest.raises(config_lib.ConfigError, match="needs frozen.tokenizer to be a clustered tokenizer"):
@@ -166,6 +186,24 @@ def test_a_clustered_tokenizer_is_not_trainable(clustered_workdir, tmp_path):
   config = config_lib.load_workdir_config(clustered_workdir)
   with pytest.raises(UserError, match="is not trained: `ar-gen cluster-codebook"):
     trainer.train(config, str(tmp_path / "w"))
+
+
+@pytest.mark.parametrize("size, stage1, llamagen", [("B", 86.5, 110.9), ("L", 310.4, 342.9), ("XL", 734.1, 774.7)])
+def test_parameter_counts_at_the_papers_sizes(size, stage1, llamagen):
+  """Stage 1 loses exactly the vocabulary (the paper: 111 -> 87, 343 -> 310, 775 -> 734M); stage 2 at LlamaGen-L's
+  sizes has 326.7M with its 512-way input embedding (the paper says 343M): docs/ctf.md's counts."""
+  from ar_gen.models.next_token import PRESETS
+  from ar_gen.nn.layers import swiglu_hidden
+  count = lambda make: sum(x.size for x in jax.tree.leaves(nnx.state(nnx.eval_shape(make), nnx.Param))) / 1e6
+  depth, dim, heads = PRESETS[size]
+  hidden = swiglu_hidden(dim, 256)
+  next_token_of = lambda vocab: lambda: NextTokenModel(TokenLayout.raster((16, 16), vocab), 1000, depth, dim, heads,
+                                                        mlp_hidden=hidden, rngs=nnx.Rngs(0))
+  assert round(count(next_token_of(512)), 1) == stage1 and round(count(next_token_of(16384)), 1) == llamagen
+  if size == "L":
+    stage2 = lambda: FineTokenModel(TokenLayout.raster((16, 16), 16384), 512, 1000, depth, dim, heads,
+                                    mlp_hidden=hidden, rngs=nnx.Rngs(0))
+    assert round(count(stage2), 1) == 326.7
 
 
 def test_the_ctf_configs_load_with_the_papers_sampling():

@@ -89,6 +89,34 @@ def test_two_empty_clusters_take_the_two_farthest_points_in_cluster_order():
   np.testing.assert_array_equal(one.centroids_KD[3:], x[order[:2]])
 
 
+def test_an_empty_cluster_is_never_reseeded_with_a_row_of_weight_zero():
+  x = _blobs()
+  points = np.concatenate([x, np.full((3, 4), 500.0, np.float32)])  # far outliers of weight 0
+  weights = np.concatenate([np.ones(len(x), np.float32), np.zeros(3, np.float32)])
+  init = np.concatenate([x[:4], np.full((1, 4), 1000.0, np.float32)])
+  one = kmeans.fit(points, 5, init=init, weights_N=weights, iters=1)
+  dist = ((x[:, None].astype(np.float64) - init[None, :4]) ** 2).sum(-1).min(1)
+  np.testing.assert_array_equal(one.centroids_KD[4], x[np.argmax(dist)])
+
+
+def test_integer_weights_are_repeated_points():
+  x = _blobs(n=120, seed=6)
+  w = np.random.default_rng(7).integers(1, 4, len(x))
+  init = x[np.random.default_rng(8).choice(len(x), 5, replace=False)]
+  weighted = kmeans.fit(x, 5, init=init, weights_N=w, iters=4)
+  repeated = kmeans.fit(np.repeat(x, w, axis=0), 5, init=init, iters=4)
+  np.testing.assert_allclose(weighted.centroids_KD, repeated.centroids_KD, atol=1e-5)
+  np.testing.assert_array_equal(weighted.counts_K, repeated.counts_K)
+  np.testing.assert_allclose(weighted.inertia_T, repeated.inertia_T, rtol=1e-5)
+
+
+def test_as_many_clusters_as_points_puts_a_centroid_on_every_point():
+  x = _blobs(n=6, seed=9)
+  fit = kmeans.fit(x, 6, iters=3)
+  assert sorted(map(tuple, np.asarray(fit.centroids_KD))) == sorted(map(tuple, x))
+  np.testing.assert_array_equal(fit.counts_K, np.ones(6))
+
+
 @pytest.mark.parametrize("init", kmeans.INITS)
 def test_the_same_seed_gives_the_same_centroids_and_another_seed_others(init):
   x = _blobs(n=400, k=8, seed=4)
@@ -115,10 +143,12 @@ from tokenizers import kmeans
 rng = np.random.default_rng(0)
 x = (rng.normal(size=(12, 8))[rng.integers(0, 12, 1000)] * 3 + rng.normal(size=(1000, 8))).astype(np.float32)
 out = {"devices": jax.device_count()}
-for metric in kmeans.METRICS:
-  fit = kmeans.fit(x, 12, metric=metric, iters=8, seed=7, chunk=16)
-  out.update({f"{metric}_{k}": np.asarray(v) for k, v in fit._asdict().items()})
-  out[f"{metric}_ids"] = np.asarray(kmeans.assign(x, fit.centroids_KD, metric))
+far = np.concatenate([x[:11], np.full((1, 8), 100.0, np.float32)])  # cluster 11 empties and is re-seeded
+for name, metric, init in (("euclidean", "euclidean", "kmeans++"), ("cosine", "cosine", "kmeans++"),
+                           ("reseed", "euclidean", far)):
+  fit = kmeans.fit(x, 12, metric=metric, iters=8, seed=7, chunk=4, init=init)  # 4 chunks of 4 rows per block
+  out.update({f"{name}_{k}": np.asarray(v) for k, v in fit._asdict().items()})
+  out[f"{name}_ids"] = np.asarray(kmeans.assign(x, fit.centroids_KD, metric))
 np.savez(sys.argv[1], **out)
 """
 
@@ -135,7 +165,8 @@ def test_one_and_eight_devices_give_identical_centroids(tmp_path):
   assert int(one.pop("devices")) == 1 and int(eight.pop("devices")) == 8
   for key in one:
     np.testing.assert_array_equal(eight[key], one[key], err_msg=key)
-  assert np.all(one["euclidean_counts_K"] > 0)
+  assert np.all(one["euclidean_counts_K"] > 0) and np.all(one["cosine_counts_K"] > 0)
+  assert one["reseed_reseeded_T"][0] == 1
 
 
 @pytest.mark.parametrize("call, match", [

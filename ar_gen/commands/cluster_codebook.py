@@ -12,13 +12,14 @@ holds a code), else nothing is written.
 from __future__ import annotations
 
 import copy
+import hashlib
 
 import jax
 import ml_collections
 import numpy as np
 from flax import nnx
 
-from ar_gen import config as config_lib, fileio
+from ar_gen import config as config_lib, fileio, outputs
 from ar_gen.errors import UserError
 from ar_gen.runs import run as run_lib
 from ar_gen.runs import frozen as frozen_lib
@@ -43,14 +44,16 @@ def _vq_config(workdir: str):
 
 
 def clustered_config(vq_config: ml_collections.ConfigDict, source: dict, k: int, metric: str, iters: int,
-                     seed: int) -> ml_collections.ConfigDict:
+                     seed: int, table_sha256: str) -> ml_collections.ConfigDict:
   """The OUT work directory's config: the VQ's, with task `clustered_tokenizer` and the `cluster` section (`source`:
-  the VQ's identity)."""
+  the VQ's identity; the table's hash, so that the config's fingerprint, the identity that stages 1 and 2 compare,
+  names the table itself, whatever device count or precision made it)."""
   config = copy.deepcopy(vq_config)
   config.unlock()
   config.task = "clustered_tokenizer"
   config.ema_decay = 0.0  # the copied weights are the VQ's exported (EMA if kept) ones
-  config.cluster = dict(k=k, metric=metric, iters=iters, seed=seed, init="kmeans++", source=source)
+  config.cluster = dict(k=k, metric=metric, iters=iters, seed=seed, init="kmeans++", source=source,
+                        table_sha256=table_sha256)
   return config
 
 
@@ -87,12 +90,15 @@ def cluster(workdir: str, k: int, out: str, metric: str = "auto", iters: int = 5
     module.centroids[...] = jax.numpy.asarray(fit.centroids_KD, jax.numpy.float32)
     return module
 
-  config = clustered_config(vq_config, vq.identity, k, metric, iters, seed)
-  run_lib.save_workdir(config, out, fill)
+  table_sha256 = hashlib.sha256(table_V.astype(np.int32).tobytes()).hexdigest()
+  config = clustered_config(vq_config, vq.identity, k, metric, iters, seed, table_sha256)
   report = {"k": k, "codebook_size": int(codebook_size), "metric": metric, "iters": iters, "seed": seed,
             "source": vq.identity, "cluster_sizes": sizes_K.tolist(), "min_size": int(sizes_K.min()),
             "max_size": int(sizes_K.max()), "inertia": np.asarray(fit.inertia_T).tolist(),
             "final_inertia": float(fit.final_inertia), "reseeded": np.asarray(fit.reseeded_T).tolist()}
-  fileio.write_json(fileio.join(out, "cluster.json"), report)
+  written = [fileio.join(out, name) for name in ("config.json", "checkpoints", "cluster.json")]
+  with outputs.removed_on_failure(out, *written):  # a failure leaves no half-written work directory
+    run_lib.save_workdir(config, out, fill)
+    fileio.write_json(fileio.join(out, "cluster.json"), report)
   return {"out": fileio.absolute(out), **{key: report[key] for key in ("k", "metric", "min_size", "max_size",
                                                                          "final_inertia")}}

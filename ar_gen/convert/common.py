@@ -9,8 +9,7 @@ Unfit files are ValueErrors naming the file, what it should be, and the missing 
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +18,7 @@ import numpy as np
 from flax import nnx
 
 from ar_gen import fileio, torch_files
+from ar_gen.outputs import removed_on_failure
 
 StateDict = dict[str, np.ndarray]
 
@@ -127,19 +127,6 @@ def mapped(fn: Callable[[StateDict], Any], sd: StateDict, path: str, expected: s
     raise ValueError(f"{path} is not {expected}: it lacks {e.args[0]}") from None
   except (ValueError, IndexError) as e:
     raise ValueError(f"{path} does not fit {expected}: {e}") from None
-
-
-@contextlib.contextmanager
-def removed_on_failure(*paths: str) -> Iterator[None]:
-  """Deletes those of `paths` that did not exist before the block if it raises: no half-written output stays."""
-  fresh = [p for p in paths if not fileio.exists(p)]
-  try:
-    yield
-  except BaseException:
-    for p in fresh:
-      if fileio.exists(p):
-        fileio.remove(p)
-    raise
 
 
 def save_tokenizer_and_model(claim: Any, out: str, tokenizer: tuple[ml_collections.ConfigDict, dict],

@@ -48,13 +48,18 @@ class FrozenTokenizerTask(TaskBase):
       raise ValueError(f"task {config.task} generates {other}, but frozen.tokenizer={self.tokenizer.source!r} "
                        f"gives {self.layout.describe()}")
 
+  def token_set_identity(self) -> dict | None:
+    """The identity a `tokens:` training set must record (None: the frozen tokenizer's own; a family whose tokens
+    come from a tokenizer the frozen one holds a copy of, e.g. coarse-to-fine's stage 2, says that one's)."""
+    return None
+
   def check_source(self, source: Any) -> None:
     """Also: a `tokens:` dataset must have been extracted by this run's frozen tokenizer (same config, step)."""
     super().check_source(source)
     meta = getattr(source, "meta", None)
     if meta is not None:
       recorded = meta.get("tokenizer") or {"workdir": meta.get("tokenizer_workdir"), "step": meta.get("tokenizer_step")}
-      self.tokenizer.check_identity(recorded, f"data.train={self.config.data.train!r}")
+      self.tokenizer.check_identity(recorded, f"data.train={self.config.data.train!r}", self.token_set_identity())
 
   def sample_tokens(self, model: nnx.Module, cond: dict, rng: jax.Array, frozen: Any,
                     cfg: SamplingConfig) -> jax.Array:

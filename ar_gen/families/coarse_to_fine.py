@@ -104,7 +104,8 @@ def bench_sampler(steps: CoarseToFineSteps, labels_B: jax.Array, rng: jax.Array,
 
 def demo_prelude(workdir, train_args) -> DemoPrelude:
   """The demo's clustered tokenizer (K = 16 of the demo VQ's 256 codes) and stage-1 run, before stage 2 trains."""
-  tok, stage1, tokens = workdir("tokenizer_ctf"), workdir("coarse_to_fine_stage1"), workdir("coarse_to_fine_stage1_tokens")
+  tok, stage1 = workdir("tokenizer_ctf"), workdir("coarse_to_fine_stage1")
+  tokens = workdir("coarse_to_fine_stage1_tokens")
   jobs = (("tokenizer_ctf", ["cluster-codebook", "--workdir", workdir("tokenizer_vq"), "--k", str(MNIST_CLUSTERS),
                              "--out", tok], ("tokenizer_vq",)),
           ("extract_coarse_to_fine_stage1", ["extract-tokens", "--workdir", tok, "--data", "bundled:mnist:train",
@@ -128,7 +129,12 @@ FAMILY = Family("coarse_to_fine", demo_config="mnist_ctf.py", demo_tokenizer="to
 def default_config(tokenizer_workdir: str, stage1_workdir: str, **data) -> ml_collections.ConfigDict:
   """A stage-2 config with every key: next-token's, plus `frozen.stage1`, `model.cluster_mask` and the stage-2
   sampling keys `sample.fine_temperature`, `sample.fine_top_k` (the other `sample` keys are stage 1's)."""
-  c = next_token.default_config(tokenizer_workdir, **data)
+  return _stage2(next_token.default_config(tokenizer_workdir, **data), stage1_workdir)
+
+
+def _stage2(c: ml_collections.ConfigDict, stage1_workdir: str) -> ml_collections.ConfigDict:
+  """A next-token config made stage 2's: the task, stage 1, the cluster mask, no class or token dropout (stage 2
+  is not guided, and its inputs are the true labels), CTF's sampling."""
   c.task = "coarse_to_fine"
   c.frozen.stage1 = stage1_workdir
   c.model.update(cluster_mask=True, class_dropout=0.0, token_dropout=0.0)
@@ -140,6 +146,9 @@ def imagenet_ctf_stage1_config(arg=None) -> ml_collections.ConfigDict:
   """CTF's stage 1 at LlamaGen-`size` (B, L, XL: the paper's) on ImageNet 256 (configs/imagenet256_ctf_stage1.py):
   LlamaGen's recipe over the K = 512 labels of a clustered VQ-16, sampling with CTF's guidance and temperature."""
   arg = parse_arg(arg, size=None, runlocal=False, tokenizer="runs/imagenet256_ctf_k512")
+  if arg.size not in ("B", "L", "XL"):
+    raise ConfigError(f"imagenet256_ctf_stage1.py needs :size=S with S one of CTF's stage-1 sizes ['B', 'L', "
+                      f"'XL'], got {'no size' if arg.size is None else f'size={arg.size!r}'}")
   c = next_token.imagenet_llamagen_config(_llamagen_arg(arg))
   c.sample.update({k: v for k, v in CTF_SAMPLING.items() if not k.startswith("fine_")})
   return c
@@ -151,16 +160,11 @@ def _llamagen_arg(arg: ml_collections.ConfigDict) -> str:
 
 
 def imagenet_ctf_config(arg=None) -> ml_collections.ConfigDict:
-  """CTF's stage 2 (343M: LlamaGen-L's sizes) on ImageNet 256 over K = 512 clusters of LlamaGen's VQ-16, with
+  """CTF's stage 2 (LlamaGen-L's sizes: 326.7M, the paper's 343M) on ImageNet 256 over K = 512 clusters of LlamaGen's VQ-16, with
   LlamaGen's recipe (configs/imagenet256_ctf.py)."""
   arg = parse_arg(arg, runlocal=False, size="L", tokenizer="runs/imagenet256_ctf_k512",
                   stage1="runs/imagenet256_ctf_stage1_L")
-  c = next_token.imagenet_llamagen_config(_llamagen_arg(arg))
-  c.task = "coarse_to_fine"
-  c.frozen.stage1 = arg.stage1
-  c.model.update(cluster_mask=True, class_dropout=0.0, token_dropout=0.0)
-  c.sample.update(CTF_SAMPLING)
-  return c
+  return _stage2(next_token.imagenet_llamagen_config(_llamagen_arg(arg)), arg.stage1)
 
 
 class Task(FrozenTokenizerTask):
@@ -172,14 +176,15 @@ class Task(FrozenTokenizerTask):
       raise ConfigError(f"task coarse_to_fine needs frozen.tokenizer to be a clustered tokenizer (`ar-gen "
                         f"cluster-codebook --workdir VQ --k K --out DIR`); {self.tokenizer.source} holds a "
                         f"{self.tokenizer.config.task!r} run")
-    self.coarse_layout = self.layout
+    self.num_clusters = self.layout.vocab_size  # the coarse labels'; the task generates the fine tokens:
     self.layout = self.tokenizer.module().fine_layout
-    self.num_clusters = self.coarse_layout.vocab_size
     self.stage1 = frozen.get("stage1")
     if self.stage1 is not None:
       self._check_stage1(self.stage1)
-    elif config.get("evals", {}).get("sample_quality", {}).get("every_steps", 0):
-      raise ConfigError("evals.sample_quality samples images, which needs stage 1: set frozen.stage1 to the "
+    sampling = [name for name, e in (config.get("evals") or {}).items()
+                if e.get("kind") == "sample_quality" and e.get("every_steps", 0)]
+    if self.stage1 is None and sampling:
+      raise ConfigError(f"evals.{sampling[0]} samples images, which needs stage 1: set frozen.stage1 to the "
                         "stage-1 run (or turn the evaluator off)")
 
   def _check_stage1(self, stage1) -> None:
@@ -188,6 +193,8 @@ class Task(FrozenTokenizerTask):
       raise ConfigError(f"{what} holds a {stage1.config.task!r} run; stage 1 of coarse-to-fine is a next_token run "
                         f"over the clustered tokenizer {self.tokenizer.source}")
     theirs, mine = stage1.frozen_identities.get("tokenizer"), self.tokenizer.identity
+    if theirs is None and stage1.step is not None:  # weights, but no record of the tokenizer they were trained on
+      raise ConfigError(f"{what} does not record which tokenizer it was trained on (frozen.tokenizer)")
     if theirs is not None and (theirs["fingerprint"], theirs["step"]) != (mine["fingerprint"], mine["step"]):
       raise ConfigError(f"{what} generates the coarse labels of {theirs['workdir']}, but frozen.tokenizer is "
                         f"{mine['workdir']}: both stages must use the same clustered tokenizer")
@@ -195,13 +202,9 @@ class Task(FrozenTokenizerTask):
       raise ConfigError(f"{what} knows {stage1.config.model.num_classes} classes, stage 2 "
                         f"{self.config.model.num_classes}")
 
-  def check_source(self, source: Any) -> None:
+  def token_set_identity(self) -> dict:
     """A `tokens:` set must hold the VQ's fine tokens: made by the tokenizer the clusters were made of."""
-    meta = getattr(source, "meta", None)
-    super(FrozenTokenizerTask, self).check_source(source)
-    if meta is not None:
-      self.tokenizer.check_identity(meta.get("tokenizer"), f"data.train={self.config.data.train!r}",
-                                    mine=self.tokenizer.config.cluster.source.to_dict())
+    return self.tokenizer.config.cluster.source.to_dict()
 
   def build(self, rngs: nnx.Rngs) -> FineTokenModel:
     return build_fine_model(self.config.model, self.layout, self.num_clusters, rngs)

@@ -32,7 +32,7 @@ class FineTokenModel(nnx.Module):
                rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32):
     if len(fine_layout.maps) != 1 or fine_layout.kind != "ids":
       raise ValueError(f"stage 2 needs one map of token ids, got {fine_layout.describe()}")
-    self.layout, self.num_clusters, self.num_classes = fine_layout, num_clusters, num_classes
+    self.layout, self.num_classes = fine_layout, num_classes
     self.class_dropout, self.token_dropout = class_dropout, token_dropout
     init = nnx.initializers.normal(0.02)
     self.cls_embedding = nnx.Embed(num_classes + 1, dim, embedding_init=logical(init, None, "embed"), dtype=dtype,

@@ -60,11 +60,14 @@ class FrozenComponent:
       raise ValueError(f"{what} does not say which tokenizer made it, or names another one by path and step: "
                        f"extract it again with `ar-gen extract-tokens --workdir {mine['workdir']} ...`")
     if (recorded["fingerprint"], recorded.get("step")) != (mine["fingerprint"], mine["step"]):
+      own = mine == self.identity
+      expected = (f"frozen.{self.name} is {mine['workdir']}" if own else
+                  f"frozen.{self.name}={self.source!r} reads the tokens of {mine['workdir']}")
+      other = f", or point frozen.{self.name} at the tokenizer that made them" if own else ""
       raise ValueError(f"{what} was made by the tokenizer {recorded.get('workdir')} at step {recorded.get('step')} "
-                       f"(config {recorded['fingerprint']}), but frozen.{self.name} is {mine['workdir']} at step "
-                       f"{mine['step']} (config {mine['fingerprint']}): extract the tokens again with "
-                       f"`ar-gen extract-tokens --workdir {mine['workdir']} ... --overwrite`, or point "
-                       f"frozen.{self.name} at the tokenizer that made them")
+                       f"(config {recorded['fingerprint']}), but {expected} at step {mine['step']} (config "
+                       f"{mine['fingerprint']}): extract the tokens again with `ar-gen extract-tokens --workdir "
+                       f"{mine['workdir']} ... --overwrite`{other}")
 
   @property
   def layout(self):
