@@ -102,12 +102,17 @@ class FrozenTokenizerTask(TaskBase):
                          how: Speculation, valid_B: jax.Array | None = None) -> tuple[jax.Array, Any]:
     """(images [B, H, W, C] in [-1, 1], SpeculativeStats) by speculative decoding (trace under jit)."""
     tokens, stats = self.speculative_tokens(model, draft, draft_task, cond, rng, frozen, cfg, how, valid_B)
-    return jnp.clip(self.tokenizer_module(frozen).decode(tokens), -1, 1), stats
+    return self.decode_images(tokens, frozen), stats
 
   # ---------------------------------------------------------------- shared
   def tokenizer_module(self, frozen: Any):
     """The frozen tokenizer with `frozen`'s state (inside traced code), or the loaded one if `frozen` is None."""
     return self.tokenizer.module(None if frozen is None else frozen["tokenizer"])
+
+  def decode_images(self, tokens: jax.Array, frozen: Any) -> jax.Array:
+    """Images [B, H, W, C] in [-1, 1] of the tokens this family generates (a family whose tokens are not its frozen
+    tokenizer's, e.g. coarse-to-fine's fine tokens, says how)."""
+    return jnp.clip(self.tokenizer_module(frozen).decode(tokens), -1, 1)
 
   def prepare(self, batch: dict[str, jax.Array], frozen: Any) -> dict[str, jax.Array]:
     """Adds `tokens` from the frozen tokenizer unless the batch has them (then they must fit its layout)."""
@@ -127,7 +132,7 @@ class FrozenTokenizerTask(TaskBase):
                     cfg: SamplingConfig) -> tuple[jax.Array, jax.Array]:
     """(images [B, H, W, C] in [-1, 1], tokens) for conditions (trace under jit)."""
     tokens = self.sample_tokens(model, cond, rng, frozen, cfg)
-    return jnp.clip(self.tokenizer_module(frozen).decode(tokens), -1, 1), tokens
+    return self.decode_images(tokens, frozen), tokens
 
   def visualize(self, model: nnx.Module, batch: dict, frozen: Any) -> jax.Array:
     """One row of samples, classes 0, 1, 2, ... with the config's sampling settings and a fixed seed."""

@@ -246,9 +246,9 @@ class Task(FrozenTokenizerTask):
     return two_stage_tokens(self.stage1_model(frozen), model, self.table(frozen), cond, rng, cfg,
                             self.fine_sampling_config())[1]
 
-  def sample_images(self, model, cond, rng, frozen, cfg):
-    tokens = self.sample_tokens(model, cond, rng, frozen, cfg)
-    return jnp.clip(self.tokenizer_module(frozen).fine.decode(tokens), -1, 1), tokens
+  def decode_images(self, tokens: jax.Array, frozen: Any) -> jax.Array:
+    """Fine tokens are the VQ's: its decoder draws them."""
+    return jnp.clip(self.tokenizer_module(frozen).fine.decode(tokens), -1, 1)
 
   def visualize(self, model: FineTokenModel, batch: dict, frozen: Any) -> jax.Array:
     """Rows: VQ reconstructions of the batch, stage 2's most likely tokens from their true coarse labels, and (with
@@ -258,9 +258,9 @@ class Task(FrozenTokenizerTask):
     coarse_BL = composed.coarse(fine_BL)
     greedy = fine_tokens(model, coarse_BL, batch["label"].astype(jnp.int32), self.table(frozen),
                          jax.random.PRNGKey(0), SamplingConfig(temperature=0.0))
-    rows = [composed.fine.decode(fine_BL), composed.fine.decode(greedy)]
+    rows = [self.decode_images(fine_BL, frozen), self.decode_images(greedy, frozen)]
     if self.stage1 is not None:
       n = batch["label"].shape[0]
       cond = self.condition(jnp.arange(n, dtype=jnp.int32) % self.config.model.num_classes)
       rows.append(self.sample_images(model, cond, jax.random.PRNGKey(0), frozen, self.sampling_config())[0])
-    return jnp.clip(jnp.stack(rows), -1, 1).astype(batch["image"].dtype)
+    return jnp.stack(rows).astype(batch["image"].dtype)
