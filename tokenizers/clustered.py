@@ -22,8 +22,8 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from ar_gen.errors import UserError
 from ar_gen.layout import TokenLayout
+from tokenizers.composed import ComposedTokenizerTask
 from tokenizers.model import Tokenizer, build_tokenizer
 
 
@@ -76,39 +76,15 @@ def build(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> ClusteredTokeniz
                             config.cluster.k)
 
 
-class ClusteredTokenizerTask:
+class ClusteredTokenizerTask(ComposedTokenizerTask):
   """`config.task = 'clustered_tokenizer'`: a work directory made by `ar-gen cluster-codebook`; other runs read its
   `ClusteredTokenizer` as their frozen tokenizer."""
 
   picture = "recon"
-  exports = "tokenizer"
-
-  def __init__(self, config: ml_collections.ConfigDict, frozen: dict[str, Any]):
-    self.config, self.frozen = config, frozen
+  made_by = "ar-gen cluster-codebook --workdir VQ --k K --out DIR"
 
   def build(self, rngs: nnx.Rngs) -> ClusteredTokenizer:
     return build(self.config, rngs)
-
-  def export(self, model: ClusteredTokenizer) -> ClusteredTokenizer:
-    return model
-
-  def check_source(self, source: Any) -> None:
-    del source
-    raise UserError("a clustered tokenizer is not trained: `ar-gen cluster-codebook --workdir VQ --k K --out DIR` "
-                    "makes it from a trained VQ tokenizer")
-
-  def prepare(self, batch: dict, frozen: Any) -> dict:
-    del frozen
-    return batch
-
-  def loss(self, model, batch, rng, step, frozen):
-    raise UserError("a clustered tokenizer has no loss (made by `ar-gen cluster-codebook`)")
-
-  def post_update(self, model, extras, rng, step) -> dict:
-    return {}
-
-  def summarize(self, window) -> dict:
-    return {}
 
   def visualize(self, model: ClusteredTokenizer, batch: dict, frozen: Any) -> jax.Array:
     """Originals, VQ reconstructions and the coarse labels' centroid pictures (rows)."""

@@ -1,4 +1,4 @@
-"""The `ar-gen convert-*` subcommands: released PyTorch checkpoints (LlamaGen, VAR, MAR, LPIPS, pytorch-fid's
+"""The `ar-gen convert-*` subcommands: released PyTorch checkpoints (LlamaGen, VAR, MAR, DINOv2, LPIPS, pytorch-fid's
 Inception) -> ar-gen work directories or weight files (`ar_gen/convert/`)."""
 
 from __future__ import annotations
@@ -51,6 +51,20 @@ def _convert_var(args, overrides):
   print(var.convert(args.vae, args.var, args.out, args.image_size, overwrite=args.overwrite))
 
 
+def _convert_dinov2_arguments(p):
+  p.add_argument("checkpoint", help="dinov2_vitb14_reg4_pretrain.pth (DiGIT's encoder; other DINOv2 ViTs too)")
+  p.add_argument("--out", required=True, help="a new feature_encoder work directory (fit-kmeans --encoder OUT)")
+  p.add_argument("--input-size", type=int, default=224, help="pixels the encoder sees (DiGIT: 224, 16 x 16 patches)")
+  p.add_argument("--layer", type=int, default=-3, help="the feature block, negative from the end (DiGIT: -3)")
+  p.add_argument("--image-size", type=int, default=256, help="the images of the runs that read it (data.image_size)")
+  p.add_argument("--num-heads", type=int, default=None, help="default: width / 64 (DINOv2's)")
+
+
+def _convert_dinov2(args, overrides):
+  from ar_gen.convert import dinov2  # pylint: disable=g-import-not-at-top
+  print(dinov2.convert(args.checkpoint, args.out, args.input_size, args.layer, args.image_size, args.num_heads))
+
+
 def _convert_lpips_arguments(p):
   p.add_argument("vgg", help="torchvision's vgg16-397923af.pth")
   p.add_argument("lin", help="the LPIPS package's weights/v0.1/vgg.pth")
@@ -82,6 +96,8 @@ COMMANDS = (
             _convert_var),
     Command("convert-mar", "MAR's KL-16 VAE + MAR-B/L/H checkpoints (EMA weights) -> work dirs",
             _convert_mar_arguments, _convert_mar),
+    Command("convert-dinov2", "DINOv2's ViT checkpoint -> a frozen feature encoder work dir (DiGIT's tokens)",
+            _convert_dinov2_arguments, _convert_dinov2),
     Command("convert-lpips", "convert LPIPS VGG weights (PyTorch files) for loss.lpips_path",
             _convert_lpips_arguments, _convert_lpips),
     Command("convert-inception", "pytorch-fid's Inception .pth -> ar-gen's weights file",

@@ -35,6 +35,24 @@ def norm(sd: StateDict, prefix: str) -> dict:
   return {"scale": sd[f"{prefix}.weight"], "bias": sd[f"{prefix}.bias"]}
 
 
+def linear(sd: StateDict, prefix: str) -> dict:
+  return {"kernel": np.ascontiguousarray(sd[f"{prefix}.weight"].T), "bias": sd[f"{prefix}.bias"]}
+
+
+def vit_block(sd: StateDict, prefix: str) -> dict:
+  """A timm / DINOv2 ViT block -> `ar_gen.nn.vit.ViTBlock` (the key bias dropped: softmax removes it; LayerScale's
+  `ls1` / `ls2.gamma` when the block has them)."""
+  qkv_w, qkv_b = sd[f"{prefix}.attn.qkv.weight"], sd[f"{prefix}.attn.qkv.bias"]
+  dim = qkv_w.shape[1]
+  out = {"norm1": norm(sd, f"{prefix}.norm1"), "norm2": norm(sd, f"{prefix}.norm2"),
+         "attention": {"wqkv": {"kernel": np.ascontiguousarray(qkv_w.T)}, "wo": linear(sd, f"{prefix}.attn.proj"),
+                       "q_bias": qkv_b[:dim], "v_bias": qkv_b[2 * dim:]},
+         "fc1": linear(sd, f"{prefix}.mlp.fc1"), "fc2": linear(sd, f"{prefix}.mlp.fc2")}
+  if f"{prefix}.ls1.gamma" in sd:
+    out.update(ls1=sd[f"{prefix}.ls1.gamma"], ls2=sd[f"{prefix}.ls2.gamma"])
+  return out
+
+
 def res(sd: StateDict, prefix: str) -> dict:
   out = {"norm1": norm(sd, f"{prefix}.norm1"), "conv1": conv(sd, f"{prefix}.conv1"),
          "norm2": norm(sd, f"{prefix}.norm2"), "conv2": conv(sd, f"{prefix}.conv2")}

@@ -13,8 +13,6 @@ factor 0.2325) and `DIR/mar` (the EMA weights unless `--no-ema`), which `ar-gen 
 
 from __future__ import annotations
 
-import numpy as np
-
 from ar_gen import outputs
 from ar_gen.convert import common
 from ar_gen.models.mar import PRESETS
@@ -22,12 +20,7 @@ from ar_gen.models.mar import PRESETS
 StateDict = common.StateDict
 
 
-def _linear(sd: StateDict, prefix: str) -> dict:
-  return {"kernel": np.ascontiguousarray(sd[f"{prefix}.weight"].T), "bias": sd[f"{prefix}.bias"]}
-
-
-def _norm(sd: StateDict, prefix: str) -> dict:
-  return {"scale": sd[f"{prefix}.weight"], "bias": sd[f"{prefix}.bias"]}
+_linear, _norm = common.linear, common.norm
 
 
 def head_params(sd: StateDict, prefix: str = "diffloss.net") -> dict:
@@ -42,18 +35,9 @@ def head_params(sd: StateDict, prefix: str = "diffloss.net") -> dict:
           "final": _linear(sd, f"{prefix}.final_layer.linear")}
 
 
-def _vit_block(sd: StateDict, prefix: str) -> dict:
-  qkv_w, qkv_b = sd[f"{prefix}.attn.qkv.weight"], sd[f"{prefix}.attn.qkv.bias"]
-  dim = qkv_w.shape[1]
-  return {"norm1": _norm(sd, f"{prefix}.norm1"), "norm2": _norm(sd, f"{prefix}.norm2"),
-          "attention": {"wqkv": {"kernel": np.ascontiguousarray(qkv_w.T)}, "wo": _linear(sd, f"{prefix}.attn.proj"),
-                        "q_bias": qkv_b[:dim], "v_bias": qkv_b[2 * dim:]},
-          "fc1": _linear(sd, f"{prefix}.mlp.fc1"), "fc2": _linear(sd, f"{prefix}.mlp.fc2")}
-
-
 def _blocks(sd: StateDict, name: str) -> dict:
   count = len({k.split(".")[1] for k in sd if k.startswith(f"{name}.")})
-  return {"layers": {i: _vit_block(sd, f"{name}.{i}") for i in range(count)}}
+  return {"layers": {i: common.vit_block(sd, f"{name}.{i}") for i in range(count)}}
 
 
 def mar_params(sd: StateDict) -> dict:

@@ -6,6 +6,8 @@ attention with biases on the query, value and output projections (timm's key bia
 logit of a query, so softmax removes it: a converter drops it), an exact-GELU MLP of width `mlp_ratio * dim`.
 `dropout` (timm's proj_drop) acts on the attention output and after each MLP layer when the call gets a key; timm's
 dropout of the attention probabilities (attn_drop) is not applied (the attention kernels have none).
+`layer_scale` (DINOv2's LayerScale, timm's `init_values`): each branch's output multiplied by a learned per-channel
+factor `ls1` / `ls2` initialised to that value; None (timm's default, MAR's) has none.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ class ViTBlock(nnx.Module):
   """timm's pre-norm ViT block (see the module docstring)."""
 
   def __init__(self, dim: int, num_heads: int, *, mlp_ratio: float = 4.0, dropout: float = 0.0,
-               attn_impl: str = "auto", rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32):
+               attn_impl: str = "auto", layer_scale: float | None = None, rngs: nnx.Rngs, dtype=jnp.float32,
+               param_dtype=jnp.float32):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     init = nnx.initializers.xavier_uniform()
     hidden = round(dim * mlp_ratio)
@@ -34,10 +37,18 @@ class ViTBlock(nnx.Module):
     self.norm2 = nnx.LayerNorm(dim, epsilon=LN_EPS, **kw)
     self.fc1 = nnx.Linear(dim, hidden, kernel_init=logical(init, "embed", "mlp"), **kw)
     self.fc2 = nnx.Linear(hidden, dim, kernel_init=logical(init, "mlp", "embed"), **kw)
+    if layer_scale is None:
+      self.ls1 = self.ls2 = None
+    else:
+      self.ls1 = nnx.Param(jnp.full((dim,), layer_scale, param_dtype))
+      self.ls2 = nnx.Param(jnp.full((dim,), layer_scale, param_dtype))
+
+  def _scaled(self, y, gamma):
+    return y if gamma is None else y * gamma[...].astype(y.dtype)
 
   def __call__(self, x_BLC, rope_BLP2, q_groups_BL, cache=None, index=0, rng=None):
     keys = [None] * 3 if rng is None else [jax.random.fold_in(rng, i) for i in range(3)]
     y, new_cache = self.attention(self.norm1(x_BLC), rope_BLP2, q_groups_BL, cache, index)
-    x_BLC = x_BLC + dropout(y, self.dropout, keys[0])
+    x_BLC = x_BLC + self._scaled(dropout(y, self.dropout, keys[0]), self.ls1)
     h = dropout(nnx.gelu(self.fc1(self.norm2(x_BLC)), approximate=False), self.dropout, keys[1])
-    return x_BLC + dropout(self.fc2(h), self.dropout, keys[2]), new_cache
+    return x_BLC + self._scaled(dropout(self.fc2(h), self.dropout, keys[2]), self.ls2), new_cache

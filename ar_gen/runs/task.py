@@ -8,9 +8,9 @@ no I/O: it gets the config and the run's frozen components (`ar_gen/runs/frozen.
 weights to train, shapes only to compile), and the frozen components' state reaches `prepare`, `loss`, `visualize`
 and sampling as the `frozen` argument of the jitted functions, a dict {name: state}.
 
-Tasks by name: the non-generative tasks `tokenizer`, `classifier` and `clustered_tokenizer` are listed in
-`BUILTIN`; every other `config.task = NAME` is the family module `ar_gen.families.NAME` (its class `Task`), by
-convention.
+Tasks by name: the non-generative tasks (`tokenizer`, `classifier`, `clustered_tokenizer`, `feature_encoder`,
+`discriminative_tokenizer`) are listed in `BUILTIN`; every other `config.task = NAME` is the family module
+`ar_gen.families.NAME` (its class `Task`), by convention.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ BUILTIN = {
     "tokenizer": "tokenizers.task:TokenizerTask",
     "classifier": "ar_gen.eval.classifier:ClassifierTask",
     "clustered_tokenizer": "tokenizers.clustered:ClusteredTokenizerTask",
+    "feature_encoder": "tokenizers.ssl:FeatureEncoderTask",
+    "discriminative_tokenizer": "tokenizers.discriminative:DiscriminativeTokenizerTask",
 }
 FAMILIES_PACKAGE = "ar_gen.families"
 
