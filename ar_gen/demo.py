@@ -168,7 +168,7 @@ def family_result(workdir: str, num_samples: int, family) -> dict:
   row, step = rows[-1], rows[-1]["step"]
   with open(os.path.join(workdir, "config.json")) as f:
     config = json.load(f)
-  with open(os.path.join(config["data"]["train"][len("tokens:"):], "meta.json")) as f:
+  with open(os.path.join(workdir + "_tokens", "meta.json")) as f:  # the stage's extraction of its demo tokenizer
     layout = TokenLayout.from_json(json.load(f)["layout"])
   out = os.path.join(workdir, "evals", f"{EVAL}_{step:07d}")
   with np.load(os.path.join(out, "samples.npz")) as samples:
@@ -180,7 +180,15 @@ def family_result(workdir: str, num_samples: int, family) -> dict:
           "tokens_per_image": layout.num_tokens,
           "steps_per_image": family.sampler_steps(config, layout) if family.sampler_steps else layout.num_groups,
           "spectrum": sample_spectrum, "grid": os.path.join(out, "grid.png"),
-          "fid_json": os.path.join(out, "fid.json"), "workdir": workdir}
+          "fid_json": os.path.join(out, "fid.json"), "workdir": workdir, **_reconstruction(workdir)}
+
+
+def _reconstruction(workdir: str) -> dict:
+  """The last `reconstruction` evaluator numbers of a run that has one (the discriminative family's pixel decoder
+  from true ids): `recon_psnr`, and `tokenizer_psnr` of its VQ."""
+  rows = [r for r in metrics_log.read_metrics(workdir) if "reconstruction/psnr" in r]
+  return {"recon_psnr": rows[-1]["reconstruction/psnr"],
+          "tokenizer_psnr": rows[-1]["reconstruction/tokenizer_psnr"]} if rows else {}
 
 
 FAMILY_COLUMNS = [("family", "family", "s"), ("tokens_per_image", "tokens/image", "d"),

@@ -115,6 +115,27 @@ def _cluster_codebook(args, overrides):
   print(cluster_codebook.cluster(args.workdir, args.k, args.out, args.metric, args.iters, args.seed))
 
 
+def _fit_kmeans_arguments(p):
+  p.add_argument("--encoder", required=True, help="a feature_encoder work directory (convert-dinov2, or an SSL run)")
+  p.add_argument("--data", required=True, help="the dataset whose features are clustered (e.g. bundled:mnist:train)")
+  p.add_argument("--k", type=int, default=0, help="the number of clusters (token ids); DiGIT: 8192")
+  p.add_argument("--out", required=True, help="a new directory: the discriminative tokenizer's work directory")
+  p.add_argument("--examples", type=int, default=10000, help="images drawn at random from --data")
+  p.add_argument("--vectors", type=int, default=0, help="patch vectors kept of their features, at random (0: all)")
+  p.add_argument("--iters", type=int, default=20, help="Lloyd iterations after k-means++")
+  p.add_argument("--layer", type=int, default=None, help="the feature block (default: the encoder's encoder.layer)")
+  p.add_argument("--centroids", default=None, help="a .npy [K, D] of centroids to use instead of fitting")
+  p.add_argument("--seed", type=int, default=0)
+
+
+def _fit_kmeans(args, overrides):
+  from ar_gen.commands import fit_kmeans  # pylint: disable=g-import-not-at-top
+  if not args.k and args.centroids is None:
+    raise ValueError("fit-kmeans needs --k K (or --centroids FILE.npy)")
+  print(fit_kmeans.fit(args.encoder, args.data, args.k, args.out, args.examples, args.vectors, args.iters,
+                       args.seed, args.layer, args.centroids))
+
+
 # ------------------------------------------------------------------------------------------------- sampling
 def _sample_arguments(p):
   p.add_argument("--workdir", required=True)
@@ -272,6 +293,8 @@ COMMANDS = (
             _extract_tokens_arguments, _extract_tokens),
     Command("cluster-codebook", "k-means over a VQ codebook -> a coarse-label tokenizer (coarse-to-fine)",
             _cluster_codebook_arguments, _cluster_codebook),
+    Command("fit-kmeans", "k-means over a feature encoder's features -> a discriminative tokenizer (DiGIT)",
+            _fit_kmeans_arguments, _fit_kmeans),
     Command("fid", "FID, IS, precision/recall of sample sets against a reference", _fid_arguments, _fid),
     Command("spectrum", "low / mid / high frequency power of image sets (samples and data side by side)",
             _spectrum_arguments, _spectrum),

@@ -66,14 +66,17 @@ def train_dataset(data: ml_collections.ConfigDict, batch_size: int, seed: int,
 
 
 def eval_batches(data: ml_collections.ConfigDict, batch_size: int, max_examples: int | None = None,
-                 source: sources.Source | None = None) -> Iterator[dict[str, np.ndarray]]:
-  """One pass over `data.eval` (its first `max_examples`) for this process, in order, the last batch possibly
-  smaller."""
+                 source: sources.Source | None = None,
+                 sample_seed: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+  """One pass over `data.eval` (its first `max_examples`; with `sample_seed`, that many drawn at random without
+  replacement, the same on every process) for this process, the last batch possibly smaller."""
   source = source if source is not None else open_split(data, "eval")
   prep = functools.partial(preprocess.preprocess, **_prep_kwargs(data))
   if getattr(source, "is_tokens", False):
     prep = _token_record
   ds = grain.MapDataset.source(source)
+  if sample_seed is not None:
+    ds = ds.seed(sample_seed).shuffle()
   if max_examples is not None:  # the first examples of the split, whatever the process count
     ds = ds[:max_examples]
   ds = _shard(ds).map(prep).batch(batch_size, drop_remainder=False)

@@ -10,6 +10,11 @@ last step, writes its numbers to `metrics.jsonl` and TensorBoard as `NAME/KEY`, 
 `grid.png`, then `ar-gen fid`'s computation against `ref` with `features` (`inception` or `classifier:DIR`): fid,
 precision, recall, accuracy of the classifier on the samples' labels (where the features are a classifier's),
 images/s (compilation excluded) and the evaluation's seconds.
+
+`reconstruction` (`num_images` of `data.eval` in batches of `batch_size`, seed `seed`): the task's
+`reconstruct(model, images, rng, frozen)` (e.g. the discriminative family's pixel decoder drawing images from the
+true ids of real ones) against the images: mean PSNR (dB, on [0, 1]) and, beside it, the PSNR of the frozen
+tokenizer's own reconstruction (its upper bound: `tokenizer_psnr`). Each process scores its share of the images.
 """
 
 from __future__ import annotations
@@ -17,12 +22,18 @@ from __future__ import annotations
 import dataclasses
 import time
 
+import jax
+import jax.numpy as jnp
 import ml_collections
+import numpy as np
+from flax import nnx
 from jax.experimental import multihost_utils
 
 from ar_gen import fileio
+from ar_gen.data import pipeline
 from ar_gen.eval import fid, image_sets
 from ar_gen.eval.generate import generate, labels_for, parse_classes, write_samples
+from tokenizers.losses import psnr
 
 
 @dataclasses.dataclass
@@ -79,7 +90,48 @@ class SampleQuality:
     return result
 
 
-EVALUATORS = {"sample_quality": SampleQuality}
+@dataclasses.dataclass
+class Reconstruction:
+  """PSNR of the task's `reconstruct` on held-out images (see the module docstring)."""
+
+  name: str
+  section: ml_collections.ConfigDict
+  workdir: str
+
+  def check(self, config: ml_collections.ConfigDict) -> None:
+    s, key = self.section, f"evals.{self.name}"
+    if s.every_steps > 0 and min(s.num_images, s.batch_size) < 1:
+      raise ValueError(f"{key}: num_images and batch_size must be at least 1")
+
+  def due(self, step: int, last_step: int) -> bool:
+    every = self.section.every_steps
+    return every > 0 and (step % every == 0 or step == last_step)
+
+  def __call__(self, run, state, step: int) -> dict[str, float]:
+    task, s = run.task, self.section
+    if not hasattr(task, "reconstruct"):
+      raise ValueError(f"evals.{self.name}: task {run.config.task} has no reconstruct (images from their own "
+                       "tokens); the discriminative family's pixel decoder has one")
+    start = time.perf_counter()
+    graphdef, model_state = nnx.split(run.model(state))
+
+    @jax.jit
+    def scores(model_state, frozen, images, rng):
+      model = nnx.merge(graphdef, model_state)
+      decoded = task.decode_images(task.tokenizer_module(frozen).encode(images), frozen)
+      return psnr(task.reconstruct(model, images, rng, frozen), images), psnr(decoded, images)
+
+    model_psnr, tokenizer_psnr = [], []
+    key = jax.random.PRNGKey(s.seed)
+    for i, batch in enumerate(pipeline.eval_batches(run.config.data, s.batch_size, max_examples=s.num_images)):
+      mine, theirs = scores(model_state, run.frozen_state, jnp.asarray(batch["image"]), jax.random.fold_in(key, i))
+      model_psnr.append(np.asarray(mine)), tokenizer_psnr.append(np.asarray(theirs))
+    return {"psnr": float(np.mean(np.concatenate(model_psnr))),
+            "tokenizer_psnr": float(np.mean(np.concatenate(tokenizer_psnr))),
+            "seconds": time.perf_counter() - start}
+
+
+EVALUATORS = {"sample_quality": SampleQuality, "reconstruction": Reconstruction}
 
 
 def from_config(config: ml_collections.ConfigDict, workdir: str) -> list:

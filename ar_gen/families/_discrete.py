@@ -20,7 +20,7 @@ import optax
 from flax import nnx
 
 from ar_gen.conditioning import class_labels
-from ar_gen.config import sample_quality_eval
+from ar_gen.config import ConfigError, sample_quality_eval
 from ar_gen.decoding import driver
 from ar_gen.decoding.heads import CategoricalHead
 from ar_gen.decoding.logits import SamplingConfig
@@ -158,7 +158,7 @@ class DiscreteTokenTask(FrozenTokenizerTask):
     del step
     tokens_BL = batch["tokens"].astype(jnp.int32)
     logits_BLV = self.logits(model, tokens_BL, batch["label"].astype(jnp.int32), rng, frozen)
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits_BLV, tokens_BL).mean()
+    loss = token_cross_entropy(logits_BLV, tokens_BL, self.config.model.get("label_smoothing", 0.0)).mean()
     accuracy = jnp.mean(jnp.argmax(logits_BLV, -1) == tokens_BL)
     return loss, {"token_accuracy": accuracy}, None
 
@@ -166,6 +166,46 @@ class DiscreteTokenTask(FrozenTokenizerTask):
                     cfg: SamplingConfig) -> jax.Array:
     """Token ids [B, L] for conditions {"label": [B]} through the one sampler driver (trace under jit)."""
     return driver.sample(self.steps(model, frozen), CategoricalHead(cfg), cond, rng, cfg)
+
+
+def token_cross_entropy(logits_BLV: jax.Array, tokens_BL: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
+  """Cross-entropy [B, L] of token ids, against targets smoothed by `label_smoothing` (DiGIT's stage 1: 0.1)."""
+  if not label_smoothing:
+    return optax.softmax_cross_entropy_with_integer_labels(logits_BLV, tokens_BL)
+  targets = optax.smooth_labels(jax.nn.one_hot(tokens_BL, logits_BLV.shape[-1]), label_smoothing)
+  return optax.softmax_cross_entropy(logits_BLV, targets)
+
+
+def frozen_stage1(config: ml_collections.ConfigDict, frozen: dict[str, Any], tokenizer: Any,
+                  what_tokens: str) -> Any:
+  """A two-stage family's stage 1 (`frozen.stage1`; None when empty, refused when an in-training evaluator samples
+  images), checked by `check_stage1`."""
+  stage1 = frozen.get("stage1")
+  if stage1 is not None:
+    check_stage1(stage1, tokenizer, config.model.num_classes, what_tokens)
+  sampling = [name for name, e in (config.get("evals") or {}).items()
+              if e.get("kind") == "sample_quality" and e.get("every_steps", 0)]
+  if stage1 is None and sampling:
+    raise ConfigError(f"evals.{sampling[0]} samples images, which needs stage 1: set frozen.stage1 to the "
+                      "stage-1 run (or turn the evaluator off)")
+  return stage1
+
+
+def check_stage1(stage1: Any, tokenizer: Any, num_classes: int, what_tokens: str) -> None:
+  """A two-stage family's stage 1 must be a next_token run over `tokenizer`'s tokens (its identity recorded) and
+  know the classes of stage 2 (`num_classes`); `what_tokens` names those tokens in the messages."""
+  what = f"frozen.stage1={stage1.source!r}"
+  if stage1.config.task != "next_token":
+    raise ConfigError(f"{what} holds a {stage1.config.task!r} run; stage 1 is a next_token run over the "
+                      f"{what_tokens} of {tokenizer.source}")
+  theirs, mine = stage1.frozen_identities.get("tokenizer"), tokenizer.identity
+  if theirs is None and stage1.step is not None:  # weights, but no record of the tokenizer they were trained on
+    raise ConfigError(f"{what} does not record which tokenizer it was trained on (frozen.tokenizer)")
+  if theirs is not None and (theirs["fingerprint"], theirs["step"]) != (mine["fingerprint"], mine["step"]):
+    raise ConfigError(f"{what} generates the {what_tokens} of {theirs['workdir']}, but stage 2 reads those of "
+                      f"{mine['workdir']}: both stages must use the same tokenizer")
+  if stage1.config.model.num_classes != num_classes:
+    raise ConfigError(f"{what} knows {stage1.config.model.num_classes} classes, stage 2 {num_classes}")
 
 
 def mnist_config(c: ml_collections.ConfigDict, steps: int, runlocal: bool) -> ml_collections.ConfigDict:

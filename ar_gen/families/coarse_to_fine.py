@@ -32,7 +32,7 @@ from ar_gen.decoding.heads import CategoricalHead
 from ar_gen.decoding.logits import NEG_INF, SamplingConfig
 from ar_gen.errors import UserError
 from ar_gen.families import next_token
-from ar_gen.families._discrete import FrozenTokenizerTask
+from ar_gen.families._discrete import FrozenTokenizerTask, frozen_stage1
 from ar_gen.families._registry import BenchSpec, DemoPrelude, Family
 from ar_gen.layout import TokenLayout
 from ar_gen.models.coarse_to_fine import FineTokenModel, build_fine_model
@@ -178,29 +178,7 @@ class Task(FrozenTokenizerTask):
                         f"{self.tokenizer.config.task!r} run")
     self.num_clusters = self.layout.vocab_size  # the coarse labels'; the task generates the fine tokens:
     self.layout = self.tokenizer.module().fine_layout
-    self.stage1 = frozen.get("stage1")
-    if self.stage1 is not None:
-      self._check_stage1(self.stage1)
-    sampling = [name for name, e in (config.get("evals") or {}).items()
-                if e.get("kind") == "sample_quality" and e.get("every_steps", 0)]
-    if self.stage1 is None and sampling:
-      raise ConfigError(f"evals.{sampling[0]} samples images, which needs stage 1: set frozen.stage1 to the "
-                        "stage-1 run (or turn the evaluator off)")
-
-  def _check_stage1(self, stage1) -> None:
-    what = f"frozen.stage1={stage1.source!r}"
-    if stage1.config.task != "next_token":
-      raise ConfigError(f"{what} holds a {stage1.config.task!r} run; stage 1 of coarse-to-fine is a next_token run "
-                        f"over the clustered tokenizer {self.tokenizer.source}")
-    theirs, mine = stage1.frozen_identities.get("tokenizer"), self.tokenizer.identity
-    if theirs is None and stage1.step is not None:  # weights, but no record of the tokenizer they were trained on
-      raise ConfigError(f"{what} does not record which tokenizer it was trained on (frozen.tokenizer)")
-    if theirs is not None and (theirs["fingerprint"], theirs["step"]) != (mine["fingerprint"], mine["step"]):
-      raise ConfigError(f"{what} generates the coarse labels of {theirs['workdir']}, but frozen.tokenizer is "
-                        f"{mine['workdir']}: both stages must use the same clustered tokenizer")
-    if stage1.config.model.num_classes != self.config.model.num_classes:
-      raise ConfigError(f"{what} knows {stage1.config.model.num_classes} classes, stage 2 "
-                        f"{self.config.model.num_classes}")
+    self.stage1 = frozen_stage1(config, frozen, self.tokenizer, "coarse labels")
 
   def token_set_identity(self) -> dict:
     """A `tokens:` set must hold the VQ's fine tokens: made by the tokenizer the clusters were made of."""

@@ -41,16 +41,17 @@ def default_config(tokenizer_workdir: str, **data) -> ml_collections.ConfigDict:
 
   frozen.tokenizer: the tokenizer's work directory (or a configs/X.py file for shapes only: `ar-gen compile`).
   model: `size` (B, L, XL, XXL, 3B: LlamaGen's presets; or 'custom' with depth, dim, num_heads), class / token
-  dropout, `dropout` of the blocks' attention and MLP outputs, QK-norm, attention implementation. sample: the
-  sampling defaults of `ar-gen sample` and of the training-time sample grids.
+  dropout, `dropout` of the blocks' attention and MLP outputs, `label_smoothing` of the targets (DiGIT's stage 1:
+  0.1), QK-norm, attention implementation. sample: the sampling defaults of `ar-gen sample` and of the
+  training-time sample grids.
   """
   c = base_config(**data)
   c.task = "next_token"
   c.frozen = ml_collections.ConfigDict(dict(tokenizer=tokenizer_workdir))
   c.model = ml_collections.ConfigDict(dict(
       size="B", depth=12, dim=768, num_heads=12, num_kv_heads=0, mlp_multiple_of=256, num_classes=1000,
-      class_dropout=0.1, token_dropout=0.1, dropout=0.0, qk_norm=False, attn_impl="auto", rope_base=10000.0,
-      norm_eps=1e-5, dtype="float32", param_dtype="float32"))
+      class_dropout=0.1, token_dropout=0.1, dropout=0.0, label_smoothing=0.0, qk_norm=False, attn_impl="auto",
+      rope_base=10000.0, norm_eps=1e-5, dtype="float32", param_dtype="float32"))
   c.sample = ml_collections.ConfigDict(dict(
       temperature=1.0, top_k=0, top_p=1.0, cfg_scale=2.0, cfg_schedule="constant", cfg_interval=(0.0, 1.0)))
   c.optimizer.update(lr=1e-4, weight_decay=0.05, b1=0.9, b2=0.95)
