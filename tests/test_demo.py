@@ -55,17 +55,40 @@ def test_quick_demo_of_the_coarse_to_fine_stage_runs_its_prelude_first(tmp_path)
   assert os.path.exists(tmp_path / "tokenizer_ctf" / "cluster.json")
 
 
+def _check_discriminative(stage: dict) -> None:
+  """Sample numbers as every family's, the pixel decoder's PSNR from true ids beside its VQ's, images in training."""
+  for key in ("sample_accuracy", "fid", "recall", "images_per_second"):
+    assert stage[key] >= 0
+  assert 0 < stage["recon_psnr"] and 0 < stage["tokenizer_psnr"] and stage["steps_per_image"] == 128
+  config = json.load(open(os.path.join(stage["workdir"], "config.json")))
+  assert config["data"]["train"] == "bundled:mnist:train" and set(config["frozen"]) == {"tokenizer", "ids", "stage1"}
+
+
+@pytest.mark.slow  # ~4 min on 2 cores: the SSL encoder, fit-kmeans, stage 1, stage 2
+def test_quick_demo_of_the_discriminative_stage_runs_its_prelude_first(tmp_path):
+  demo.run(str(tmp_path), quick=True, stages="tokenizer_vq,classifier,discriminative")
+  summary = json.load(open(tmp_path / "summary.json"))
+  assert set(summary) == {"tokenizer_vq", "classifier", "discriminative"}
+  _check_discriminative(summary["discriminative"])
+  assert set(summary["discriminative"]["prelude_seconds"]) == {"digit_encoder", "tokenizer_digit",
+                                                               "extract_discriminative_stage1",
+                                                               "discriminative_stage1"}
+  assert os.path.exists(tmp_path / "tokenizer_digit" / "kmeans.json")
+
+
 @pytest.mark.slow  # ~5 min on 2 cores: six training processes; `make test-all`
 def test_quick_demo_writes_the_summary(tmp_path):
   demo.run(str(tmp_path), quick=True, stages="all")
   summary = json.load(open(tmp_path / "summary.json"))
   assert set(summary) == {"tokenizer_vq", "tokenizer_lfq", "classifier", "next_token", "tokenizer_var", "next_scale",
-                          "tokenizer_nfig", "next_frequency", "coarse_to_fine", "tokenizer_kl", "mar", "mar_raster"}
+                          "tokenizer_nfig", "next_frequency", "coarse_to_fine", "discriminative", "tokenizer_kl", "mar",
+                          "mar_raster"}
   for name in ("tokenizer_vq", "tokenizer_lfq", "tokenizer_var", "tokenizer_nfig", "tokenizer_kl"):
     _check_tokenizer(summary[name])
     assert ("codebook_usage" in summary[name]) == (name != "tokenizer_kl")
   for name in ("next_token", "next_scale", "next_frequency", "coarse_to_fine", "mar", "mar_raster"):
     _check_ar_stage(summary[name])
+  _check_discriminative(summary["discriminative"])
   assert set(summary["coarse_to_fine"]["prelude_seconds"]) == {"tokenizer_ctf", "extract_coarse_to_fine_stage1",
                                                               "coarse_to_fine_stage1"}
   assert summary["coarse_to_fine"]["steps_per_image"] == 65  # 64 coarse labels, then one stage-2 pass
@@ -76,7 +99,7 @@ def test_quick_demo_writes_the_summary(tmp_path):
 def test_default_stages_are_every_family_without_the_lfq_tokenizer():
   assert demo.parse_stages("default") == ("tokenizer_vq", "classifier", "next_token", "next_scale")
   assert demo.parse_stages("all") == ("tokenizers", "classifier", "next_token", "next_scale", "next_frequency",
-                                      "coarse_to_fine", "mar", "mar_raster")
+                                      "coarse_to_fine", "discriminative", "mar", "mar_raster")
 
 
 def test_the_continuous_stage_is_the_classifier_and_both_continuous_families():

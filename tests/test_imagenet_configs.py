@@ -125,6 +125,20 @@ RECIPES["imagenet256_ctf.py"] = {
     "model.class_dropout": 0.0, "model.token_dropout": 0.0,  # no guidance in stage 2: nothing to drop the class for
 }
 
+# ------------------------------------------------------------------------------------------ DiGIT
+# DiGIT (arXiv 2410.12490, DAMO-NLP-SG/DiGIT): stage 1 a 16-layer, 1024-wide GPT over K = 8192 k-means ids of
+# DINOv2-B/14-reg4 features, label smoothing 0.1, top-k 200, no guidance; the pixel decoder ignores the class and
+# samples with top-p 0.8 (AR) or 8 MaskGIT steps. ar-gen's pixel decoder takes LlamaGen-L's sizes over its VQ-16.
+DIGIT_STAGE1 = {"sample.cfg_scale": 1.0, "sample.top_k": 200, "sample.temperature": 1.0}
+RECIPES["imagenet256_digit_stage1.py"] = {
+    **DIGIT_STAGE1, "task": "next_token", "model.depth": 16, "model.dim": 1024, "model.num_heads": 16,
+    "model.label_smoothing": 0.1, "model.num_classes": 1000, "frozen.tokenizer": "runs/imagenet256_digit_k8192"}
+RECIPES.update({f"imagenet256_digit.py:variant={variant}": {
+    **DIGIT_STAGE1, "task": "discriminative", "model.variant": variant, "model.size": "L",
+    "sample.pixel_top_p": 0.8, "sample.maskgit_steps": 8, "model.class_dropout": 0.0,
+    "frozen.ids": "runs/imagenet256_digit_k8192", "frozen.stage1": "runs/imagenet256_digit_stage1",
+    "frozen.tokenizer": "runs/imagenet256_vq16"} for variant in ("ar", "maskgit")})
+
 # ------------------------------------------------------------------------------------------ LlamaGen's VQ-16
 RECIPES["imagenet256_vq16.py"] = {  # tokenizer/tokenizer_image/vq_train.py (GETTING_STARTED.md:9: --vq-model VQ-16)
     "model.vq.codebook_size": 16384,  # vq_train.py:283
@@ -268,3 +282,25 @@ def test_tokenizer_then_generator_runlocal_on_mock_imagenet(tokenizer, generator
   tok_model = config_lib.load_workdir_config(tok_dir).model
   codes = tok_model[tok_model.quantizer].codebook_size
   assert 0 < metrics["loss"] < 2 * math.log(codes), (metrics["loss"], codes)
+
+
+@pytest.mark.slow  # ~3 min on 2 cores; `make test-all`
+@pytest.mark.parametrize("variant", ["ar", "maskgit"])
+def test_dinov2_fit_kmeans_then_both_digit_stages_runlocal_on_mock_imagenet(variant, tmp_path):
+  """The converted (tiny, random) DINOv2 encoder, fit-kmeans over mock ImageNet, stage 1 and the pixel decoder."""
+  from ar_gen.commands import extract_tokens, fit_kmeans  # pylint: disable=g-import-not-at-top
+  from ar_gen.convert import dinov2  # pylint: disable=g-import-not-at-top
+  from tests import golden  # pylint: disable=g-import-not-at-top
+  enc, tok, ids, vq, stage1, stage2 = (str(tmp_path / n) for n in ("enc", "tok", "ids", "vq", "stage1", "stage2"))
+  dinov2.convert_state_dict(golden.state_dict(golden.load("dinov2_tiny.npz"), "sd"), enc, "fixture.pth",
+                            input_size=56, image_size=64, num_heads=3)
+  with tfds.testing.mock_data(num_examples=4):
+    fit_kmeans.fit(enc, "tfds:imagenet2012:train", 8, tok, examples=4, iters=2)
+    extract_tokens.extract(tok, "tfds:imagenet2012:train", ids)
+    trainer.train(config_lib.load_config(os.path.join(CONFIGS, "imagenet256_vq16.py:runlocal")), vq)
+    trainer.train(config_lib.load_config(os.path.join(CONFIGS, f"imagenet256_digit_stage1.py:runlocal,"
+                                                      f"tokenizer={tok}"), (f"data.train=tokens:{ids}",)), stage1)
+    metrics = trainer.train(config_lib.load_config(os.path.join(
+        CONFIGS, f"imagenet256_digit.py:runlocal,variant={variant},tokenizer={vq},ids={tok},stage1={stage1}")),
+        stage2)
+  assert 0 < metrics["loss"] < 2 * math.log(16384)

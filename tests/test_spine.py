@@ -53,8 +53,10 @@ def test_vector_layouts_have_a_token_dimension():
 
 
 def test_families_are_found_by_convention():
-  assert family_names() == ("coarse_to_fine", "mar", "mar_raster", "next_frequency", "next_scale", "next_token")
-  assert list(registered()) == ["next_token", "next_scale", "next_frequency", "coarse_to_fine", "mar", "mar_raster"]  # in the families' declared order
+  assert family_names() == ("coarse_to_fine", "discriminative", "mar", "mar_raster", "next_frequency", "next_scale",
+                            "next_token")
+  assert list(registered()) == ["next_token", "next_scale", "next_frequency", "coarse_to_fine", "discriminative",
+                                "mar", "mar_raster"]  # in the families' declared order
   for name in family_names():
     assert task_class(name).__module__ == f"ar_gen.families.{name}"
   with pytest.raises(ValueError, match="next_tokne.*known tasks"):
