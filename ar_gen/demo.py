@@ -185,10 +185,11 @@ def family_result(workdir: str, num_samples: int, family) -> dict:
 
 def _reconstruction(workdir: str) -> dict:
   """The last `reconstruction` evaluator numbers of a run that has one (the discriminative family's pixel decoder
-  from true ids): `recon_psnr`, and `tokenizer_psnr` of its VQ."""
+  from true ids): `recon_psnr`, `tokenizer_psnr` of its VQ and the classifier's `recon_accuracy` on them."""
   rows = [r for r in metrics_log.read_metrics(workdir) if "reconstruction/psnr" in r]
-  return {"recon_psnr": rows[-1]["reconstruction/psnr"],
-          "tokenizer_psnr": rows[-1]["reconstruction/tokenizer_psnr"]} if rows else {}
+  names = {"recon_psnr": "psnr", "tokenizer_psnr": "tokenizer_psnr", "recon_accuracy": "accuracy"}
+  return {ours: rows[-1][f"reconstruction/{key}"] for ours, key in names.items()
+          if rows and f"reconstruction/{key}" in rows[-1]}
 
 
 FAMILY_COLUMNS = [("family", "family", "s"), ("tokens_per_image", "tokens/image", "d"),

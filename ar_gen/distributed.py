@@ -5,6 +5,9 @@ what launch/local.py passes), then the environment variables AR_GEN_COORDINATOR 
 AR_GEN_PROCESS_ID, then SLURM (a job step with more than one task: `srun`) and Cloud TPU pod slices (more than one
 worker host), whose coordinator JAX finds by itself. Anything else is a single process: a no-op. On CPU the
 processes exchange collectives over gloo.
+
+`all_processes(rows)`: the rows each process computed, concatenated in process order (for evaluations that score
+each process's share of a dataset).
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import logging
 import os
 
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
 
 log = logging.getLogger("ar_gen")
 
@@ -56,3 +61,15 @@ def initialize_distributed(coordinator: str | None = None, num_processes: int | 
   log.info("jax.distributed (%s): process %d of %d, %d local / %d global devices", kind, jax.process_index(),
            jax.process_count(), jax.local_device_count(), jax.device_count())
   return kind
+
+
+def all_processes(x_N: np.ndarray) -> np.ndarray:
+  """The rows of every process, concatenated in process order (this process's rows alone on one process); the
+  processes may hold different numbers of rows, none at all included."""
+  if jax.process_count() == 1:
+    return x_N
+  counts = multihost_utils.process_allgather(np.asarray([len(x_N)]))[:, 0]
+  padded = np.zeros((int(counts.max()), *x_N.shape[1:]), x_N.dtype)
+  padded[:len(x_N)] = x_N
+  every = multihost_utils.process_allgather(padded)
+  return np.concatenate([every[p, :int(n)] for p, n in enumerate(counts)])

@@ -60,6 +60,7 @@ def _check_discriminative(stage: dict) -> None:
   for key in ("sample_accuracy", "fid", "recall", "images_per_second"):
     assert stage[key] >= 0
   assert 0 < stage["recon_psnr"] and 0 < stage["tokenizer_psnr"] and stage["steps_per_image"] == 128
+  assert 0 <= stage["recon_accuracy"] <= 1  # the demo classifier on the pixel decoder's images from true ids
   config = json.load(open(os.path.join(stage["workdir"], "config.json")))
   assert config["data"]["train"] == "bundled:mnist:train" and set(config["frozen"]) == {"tokenizer", "ids", "stage1"}
 

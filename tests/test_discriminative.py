@@ -11,13 +11,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from PIL import Image
 
 from ar_gen import config as config_lib
 from ar_gen.commands import extract_tokens, fit_kmeans
 from ar_gen.config import ConfigError
+from ar_gen.data import pipeline
+from ar_gen.data.preprocess import to_uint8
 from ar_gen.decoding import maskgit
 from ar_gen.decoding.logits import SamplingConfig
 from ar_gen.errors import UserError
+from ar_gen.eval import evaluators
 from ar_gen.families.discriminative import pixel_loss
 from ar_gen.layout import TokenLayout
 from ar_gen.models.pixel_decoder import PixelDecoder
@@ -155,22 +159,40 @@ def stage1_workdir(digit_workdir, tmp_path_factory):
   return workdir
 
 
+@pytest.fixture(scope="module")
+def judge_workdir(tmp_path_factory):
+  """A classifier of 16 px digits (3 steps: only its predictions on the reconstructions matter here)."""
+  from ar_gen.train import trainer
+  workdir = str(tmp_path_factory.mktemp("judge"))
+  trainer.train(config_lib.load_config(os.path.join(CONFIGS, "mnist_classifier.py"),
+                                       ["data.image_size=16", "data.num_threads=1", "total_steps=3"]), workdir)
+  return workdir
+
+
 def _stage2(vq, ids, stage1, *overrides):
   return tiny_ar_config("mnist_digit.py", vq, f"frozen.ids={ids}", f"frozen.stage1={stage1}",
                         "evals.reconstruction.num_images=16", "evals.reconstruction.batch_size=8", *overrides)
 
 
 @pytest.mark.parametrize("variant", ["ar", "maskgit"])
-def test_both_stages_train_reconstruct_and_sample(trained_vq_workdir, digit_workdir, stage1_workdir, variant,
-                                                  tmp_path):
+def test_both_stages_train_reconstruct_and_sample(trained_vq_workdir, digit_workdir, stage1_workdir, judge_workdir,
+                                                  variant, tmp_path):
   from ar_gen.commands import sample
   from ar_gen.train import metrics_log, trainer
   stage2 = str(tmp_path / "stage2")
-  metrics = trainer.train(_stage2(trained_vq_workdir, digit_workdir, stage1_workdir, f"model.variant={variant}"),
-                          stage2)
+  metrics = trainer.train(_stage2(trained_vq_workdir, digit_workdir, stage1_workdir, f"model.variant={variant}",
+                                  f"evals.reconstruction.features=classifier:{judge_workdir}"), stage2)
   assert np.isfinite(metrics["loss"])
   row = [r for r in metrics_log.read_metrics(stage2) if "reconstruction/psnr" in r][-1]
   assert 0 < row["reconstruction/psnr"] < 60 and row["reconstruction/tokenizer_psnr"] > 0
+  # the grid: the first 10 held-out digits over their reconstructions, each 16 px tile enlarged 4x, 2 px apart
+  grid = np.asarray(Image.open(os.path.join(stage2, "evals", "reconstruction_0000003", "grid.png")))
+  assert grid.shape[:2] == (2 * 66 + 2, 10 * 66 + 2)
+  config = config_lib.load_workdir_config(stage2)
+  real = next(pipeline.eval_batches(config.data, 10))["image"]
+  np.testing.assert_array_equal(grid[2:66, 2:66], to_uint8(np.asarray(real[0])).repeat(4, 0).repeat(4, 1)[..., 0])
+  assert not np.array_equal(grid[2:66, 2:66], grid[68:132, 2:66])  # the first digit over its reconstruction
+  assert 0 <= row["reconstruction/accuracy"] <= 1
   result = sample.sample(stage2, str(tmp_path / "samples"), num_images=4, batch_size=4)
   images = np.load(tmp_path / "samples" / "samples.npz")["arr_0"]
   assert result["num_images"] == 4 and images.shape == (4, 16, 16, 1) and images.std() > 0
@@ -186,6 +208,12 @@ def test_bad_stage_two_inputs_are_named(trained_vq_workdir, digit_workdir, stage
     run_lib.Run(_stage2(trained_vq_workdir, trained_vq_workdir, ""))
   with pytest.raises(ConfigError, match="generates the discriminative ids of .* both stages must use the same"):
     run_lib.Run(_stage2(trained_vq_workdir, _other_tokenizer(digit_workdir, tmp_path), stage1_workdir))
+  config = _stage2(trained_vq_workdir, digit_workdir, stage1_workdir, f"evals.reconstruction.features=classifier:{missing}")
+  with pytest.raises(FileNotFoundError, match=f"evals.reconstruction.features='classifier:{missing}': .* not a trained"):
+    evaluators.from_config(config, str(tmp_path / "run"))
+  config = _stage2(trained_vq_workdir, digit_workdir, stage1_workdir, "evals.reconstruction.features=inception")
+  with pytest.raises(ValueError, match="evals.reconstruction.features='inception': classifier:DIR"):
+    evaluators.from_config(config, str(tmp_path / "run"))
 
 
 def _other_tokenizer(digit_workdir, tmp_path):

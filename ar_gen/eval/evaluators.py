@@ -14,7 +14,9 @@ images/s (compilation excluded) and the evaluation's seconds.
 `reconstruction` (`num_images` of `data.eval` in batches of `batch_size`, seed `seed`): the task's
 `reconstruct(model, images, rng, frozen)` (e.g. the discriminative family's pixel decoder drawing images from the
 true ids of real ones) against the images: mean PSNR (dB, on [0, 1]) and, beside it, the PSNR of the frozen
-tokenizer's own reconstruction (its upper bound: `tokenizer_psnr`). Each process scores its share of the images.
+tokenizer's own reconstruction (its upper bound: `tokenizer_psnr`); with `features` = `classifier:DIR` (empty: none)
+also that classifier's `accuracy` on the reconstructions (does the class survive?). Each process scores its share
+of the images; `DIR/evals/NAME_STEP/grid.png` shows the first `grid_examples` images over their reconstructions.
 """
 
 from __future__ import annotations
@@ -30,10 +32,25 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from ar_gen import fileio
+from ar_gen import images as images_lib
 from ar_gen.data import pipeline
+from ar_gen.distributed import all_processes
 from ar_gen.eval import fid, image_sets
+from ar_gen.eval.classifier import Classifier
 from ar_gen.eval.generate import generate, labels_for, parse_classes, write_samples
 from tokenizers.losses import psnr
+
+
+def check_features(key: str, features: str, kinds: tuple[str, ...]) -> None:
+  """Refuses a `features` spec that is none of `kinds` (`inception`, `classifier:DIR`) or names a directory that
+  holds no trained classifier."""
+  kind, _, directory = features.partition(":")
+  if kind == "classifier" and not fileio.isfile(fileio.join(directory, "config.json")):
+    raise FileNotFoundError(f"{key}.features={features!r}: {directory} is not a trained classifier's work "
+                            "directory (no config.json)")
+  if kind not in kinds:
+    raise ValueError(f"{key}.features={features!r}: " + " or ".join(k + (":DIR" if k == "classifier" else "")
+                                                                    for k in kinds))
 
 
 @dataclasses.dataclass
@@ -58,12 +75,7 @@ class SampleQuality:
       parse_classes(s.classes, config.model.num_classes)
     except (ValueError, FileNotFoundError) as e:
       raise ValueError(f"{key}: {e}") from None
-    kind, _, directory = s.features.partition(":")
-    if kind == "classifier" and not fileio.isfile(fileio.join(directory, "config.json")):
-      raise FileNotFoundError(f"{key}.features={s.features!r}: {directory} is not a trained classifier's work "
-                              "directory (no config.json)")
-    if kind not in ("inception", "classifier"):
-      raise ValueError(f"{key}.features={s.features!r}: inception or classifier:DIR")
+    check_features(key, s.features, ("inception", "classifier"))
     if min(s.num_images, s.batch_size, s.fid_batch_size) < 1:
       raise ValueError(f"{key}: num_images, batch_size and fid_batch_size must be at least 1")
 
@@ -100,8 +112,12 @@ class Reconstruction:
 
   def check(self, config: ml_collections.ConfigDict) -> None:
     s, key = self.section, f"evals.{self.name}"
-    if s.every_steps > 0 and min(s.num_images, s.batch_size) < 1:
+    if s.every_steps <= 0:
+      return
+    if min(s.num_images, s.batch_size) < 1:
       raise ValueError(f"{key}: num_images and batch_size must be at least 1")
+    if s.features:
+      check_features(key, s.features, ("classifier",))
 
   def due(self, step: int, last_step: int) -> bool:
     every = self.section.every_steps
@@ -116,19 +132,34 @@ class Reconstruction:
     graphdef, model_state = nnx.split(run.model(state))
 
     @jax.jit
-    def scores(model_state, frozen, images, rng):
+    def reconstruct(model_state, frozen, images, rng):
       model = nnx.merge(graphdef, model_state)
       decoded = task.decode_images(task.tokenizer_module(frozen).encode(images), frozen)
-      return psnr(task.reconstruct(model, images, rng, frozen), images), psnr(decoded, images)
+      ours = task.reconstruct(model, images, rng, frozen)
+      return ours, psnr(ours, images), psnr(decoded, images)
 
-    model_psnr, tokenizer_psnr = [], []
+    judge = Classifier(s.features.partition(":")[2]) if s.features else None
+    model_psnr, tokenizer_psnr, correct, shown = [], [], [], []
     key = jax.random.PRNGKey(s.seed)
     for i, batch in enumerate(pipeline.eval_batches(run.config.data, s.batch_size, max_examples=s.num_images)):
-      mine, theirs = scores(model_state, run.frozen_state, jnp.asarray(batch["image"]), jax.random.fold_in(key, i))
+      images = jnp.asarray(batch["image"])
+      ours, mine, theirs = reconstruct(model_state, run.frozen_state, images, jax.random.fold_in(key, i))
       model_psnr.append(np.asarray(mine)), tokenizer_psnr.append(np.asarray(theirs))
-    return {"psnr": float(np.mean(np.concatenate(model_psnr))),
-            "tokenizer_psnr": float(np.mean(np.concatenate(tokenizer_psnr))),
-            "seconds": time.perf_counter() - start}
+      if judge is not None:
+        correct.append(judge.predict(np.asarray(ours)) == np.asarray(batch["label"]))
+      if sum(len(x) for x in shown) < 2 * s.grid_examples:
+        shown += [np.asarray(images[:s.grid_examples]), np.asarray(ours[:s.grid_examples])]
+    result = {"psnr": float(np.mean(all_processes(np.concatenate(model_psnr)))),
+              "tokenizer_psnr": float(np.mean(all_processes(np.concatenate(tokenizer_psnr))))}
+    if judge is not None:
+      result["accuracy"] = float(np.mean(all_processes(np.concatenate(correct))))
+    if jax.process_index() == 0 and s.grid_examples > 0:
+      real, ours = np.concatenate(shown[0::2])[:s.grid_examples], np.concatenate(shown[1::2])[:s.grid_examples]
+      out = fileio.join(self.workdir, "evals", f"{self.name}_{step:07d}")
+      images_lib.save_png(images_lib.make_grid(np.concatenate([real, ours]), num_cols=len(real)),
+                          fileio.join(out, "grid.png"))
+    result["seconds"] = time.perf_counter() - start
+    return result
 
 
 EVALUATORS = {"sample_quality": SampleQuality, "reconstruction": Reconstruction}

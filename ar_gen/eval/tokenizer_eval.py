@@ -22,20 +22,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from ar_gen import config as config_lib
 from ar_gen import fileio, images
 from ar_gen.data import pipeline
+from ar_gen.distributed import all_processes
 from ar_gen.runs.run import restore_run
 from tokenizers import losses
 from tokenizers.task import perplexity
-
-
-def _all_processes(x_N: np.ndarray) -> np.ndarray:
-  """The rows of every process, concatenated in process order (this process's rows alone on one process)."""
-  if jax.process_count() == 1:
-    return x_N
-  counts = multihost_utils.process_allgather(np.asarray([len(x_N)]))[:, 0]
-  padded = np.zeros((int(counts.max()), *x_N.shape[1:]), x_N.dtype)
-  padded[:len(x_N)] = x_N
-  every = multihost_utils.process_allgather(padded)
-  return np.concatenate([every[p, :int(n)] for p, n in enumerate(counts)])
 
 
 def evaluate(workdir: str, max_examples: int | None = None, batch_size: int = 100,
@@ -81,7 +71,7 @@ def evaluate(workdir: str, max_examples: int | None = None, batch_size: int = 10
     originals.extend(batch["image"][:take]), recons.extend(x_rec[:take])
     previews.extend(np.stack([q[:take] for q in prefixes] + [x_rec[:take]], axis=1))
   rows = lambda parts, width: np.concatenate(parts) if parts else np.zeros((0, *width), np.float32)
-  psnr, ssim = _all_processes(rows(psnr, ())), _all_processes(rows(ssim, ()))  # a process may have no examples
+  psnr, ssim = all_processes(rows(psnr, ())), all_processes(rows(ssim, ()))  # a process may have no examples
   if jax.process_count() > 1:
     hist = multihost_utils.process_allgather(hist).sum(0)
   if not len(psnr):
@@ -95,7 +85,7 @@ def evaluate(workdir: str, max_examples: int | None = None, batch_size: int = 10
   else:
     result.update(codebook_usage=float(np.mean(hist > 0)), perplexity=perplexity(hist), codebook_size=int(k))
   if num_scales:
-    result["psnr_by_scales"] = np.mean(_all_processes(rows(by_scales, (num_scales,))), axis=0).tolist()
+    result["psnr_by_scales"] = np.mean(all_processes(rows(by_scales, (num_scales,))), axis=0).tolist()
   if jax.process_index() == 0:
     fileio.write_json(fileio.join(workdir, "eval.json"), result)
     grid = images.make_grid(np.stack(originals + recons), num_cols=len(originals))
