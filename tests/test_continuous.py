@@ -263,7 +263,8 @@ def kl_workdir(tmp_path_factory):
   return workdir
 
 
-@pytest.mark.parametrize("order", ["masked", "raster"])
+# masked end to end is slow (~60 s); its schedule and sampling are tested fast above, the family by raster
+@pytest.mark.parametrize("order", [pytest.param("masked", marks=pytest.mark.slow), "raster"])
 def test_the_family_trains_and_samples_on_kl_tokens(kl_workdir, tmp_path, order):
   config = tiny_ar_config("mnist_mar.py", kl_workdir, f"model.order={order}", "model.decoder_depth=1",
                           "model.head_depth=1", "model.head_width=16", "sample.num_steps=4",

@@ -174,7 +174,8 @@ def _stage2(vq, ids, stage1, *overrides):
                         "evals.reconstruction.num_images=16", "evals.reconstruction.batch_size=8", *overrides)
 
 
-@pytest.mark.parametrize("variant", ["ar", "maskgit"])
+# MaskGIT end to end is slow (~70 s); its schedule, prefix isolation and sampler counts are tested fast above
+@pytest.mark.parametrize("variant", ["ar", pytest.param("maskgit", marks=pytest.mark.slow)])
 def test_both_stages_train_reconstruct_and_sample(trained_vq_workdir, digit_workdir, stage1_workdir, judge_workdir,
                                                   variant, tmp_path):
   from ar_gen.commands import sample

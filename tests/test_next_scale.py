@@ -176,6 +176,7 @@ def test_psnr_rises_with_each_scale_on_heldout_digits(trained_var_tokenizer):
   assert os.path.isfile(os.path.join(trained_var_tokenizer, "images", "eval_scales.png"))
 
 
+@pytest.mark.slow  # ~75 s; the next-scale model, sampler and tokenizer are tested fast above, the CLI by test_cli.py
 def test_next_scale_trains_and_samples_through_the_cli(trained_var_tokenizer, tmp_path):
   workdir = str(tmp_path / "var")
   trainer.train(tiny_ar_config("mnist_var.py", trained_var_tokenizer), workdir)
