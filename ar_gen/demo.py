@@ -187,9 +187,9 @@ def _reconstruction(workdir: str) -> dict:
   """The last `reconstruction` evaluator numbers of a run that has one (the discriminative family's pixel decoder
   from true ids): `recon_psnr`, `tokenizer_psnr` of its VQ and the classifier's `recon_accuracy` on them."""
   rows = [r for r in metrics_log.read_metrics(workdir) if "reconstruction/psnr" in r]
+  last = rows[-1] if rows else {}
   names = {"recon_psnr": "psnr", "tokenizer_psnr": "tokenizer_psnr", "recon_accuracy": "accuracy"}
-  return {ours: rows[-1][f"reconstruction/{key}"] for ours, key in names.items()
-          if rows and f"reconstruction/{key}" in rows[-1]}
+  return {ours: last[f"reconstruction/{key}"] for ours, key in names.items() if f"reconstruction/{key}" in last}
 
 
 FAMILY_COLUMNS = [("family", "family", "s"), ("tokens_per_image", "tokens/image", "d"),

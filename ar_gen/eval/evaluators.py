@@ -139,7 +139,7 @@ class Reconstruction:
       return ours, psnr(ours, images), psnr(decoded, images)
 
     judge = Classifier(s.features.partition(":")[2]) if s.features else None
-    model_psnr, tokenizer_psnr, correct, shown = [], [], [], []
+    model_psnr, tokenizer_psnr, correct, real_shown, ours_shown = [], [], [], [], []
     key = jax.random.PRNGKey(s.seed)
     for i, batch in enumerate(pipeline.eval_batches(run.config.data, s.batch_size, max_examples=s.num_images)):
       images = jnp.asarray(batch["image"])
@@ -147,16 +147,15 @@ class Reconstruction:
       model_psnr.append(np.asarray(mine)), tokenizer_psnr.append(np.asarray(theirs))
       if judge is not None:
         correct.append(judge.predict(np.asarray(ours)) == np.asarray(batch["label"]))
-      if sum(len(x) for x in shown) < 2 * s.grid_examples:
-        shown += [np.asarray(images[:s.grid_examples]), np.asarray(ours[:s.grid_examples])]
+      take = s.grid_examples - len(real_shown)
+      real_shown.extend(np.asarray(images[:take])), ours_shown.extend(np.asarray(ours[:take]))
     result = {"psnr": float(np.mean(all_processes(np.concatenate(model_psnr)))),
               "tokenizer_psnr": float(np.mean(all_processes(np.concatenate(tokenizer_psnr))))}
     if judge is not None:
       result["accuracy"] = float(np.mean(all_processes(np.concatenate(correct))))
-    if jax.process_index() == 0 and s.grid_examples > 0:
-      real, ours = np.concatenate(shown[0::2])[:s.grid_examples], np.concatenate(shown[1::2])[:s.grid_examples]
+    if jax.process_index() == 0 and real_shown:
       out = fileio.join(self.workdir, "evals", f"{self.name}_{step:07d}")
-      images_lib.save_png(images_lib.make_grid(np.concatenate([real, ours]), num_cols=len(real)),
+      images_lib.save_png(images_lib.make_grid(np.stack(real_shown + ours_shown), num_cols=len(real_shown)),
                           fileio.join(out, "grid.png"))
     result["seconds"] = time.perf_counter() - start
     return result

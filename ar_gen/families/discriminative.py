@@ -187,11 +187,11 @@ def mnist_stage2_config(arg=None) -> ml_collections.ConfigDict:
   return c
 
 
-def reconstruction_eval(every_steps: int, num_images: int = 500, features: str = "") -> ml_collections.ConfigDict:
+def reconstruction_eval(every_steps: int, num_images: int = 500) -> ml_collections.ConfigDict:
   """A `reconstruction` evaluator section (ar_gen/eval/evaluators.py): PSNR of the pixel decoder from true ids and,
-  with `features` = `classifier:DIR`, that classifier's accuracy on those images."""
+  with `features` set to `classifier:DIR`, that classifier's accuracy on those images."""
   return ml_collections.ConfigDict(dict(kind="reconstruction", every_steps=every_steps, num_images=num_images,
-                                        batch_size=100, seed=0, features=features, grid_examples=10))
+                                        batch_size=100, seed=0, features="", grid_examples=10))
 
 
 def imagenet_stage1_config(arg=None) -> ml_collections.ConfigDict:
